@@ -1,0 +1,52 @@
+# UltrAI core. `make dev` runs the stack; `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+REQS := requirements-dev.txt shared/pyproject.toml shared/requirements.txt shared/requirements-db.txt \
+        $(wildcard services/*/requirements.txt)
+SERVICES := auth documents llm
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: install dev test test-fast lint format bench migrate deploy-check clean
+
+## install: the virtual environment with every service's requirements and the test tools
+install: $(STAMP)
+$(STAMP): $(REQS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+## dev: run the four services on 8000 (gateway), 8001 (auth), 8002 (documents), 8003 (llm)
+dev: install migrate
+	$(PY) -m tools.dev
+
+## migrate: every service's migrations against its configured database (what preDeployCommand runs)
+migrate: install
+	@for s in $(SERVICES); do \
+	  (cd services/$$s && PYTHONPATH=$(CURDIR):$(CURDIR)/services/$$s DATA_DIR=$${DATA_DIR:-$(CURDIR)/data} \
+	    $(CURDIR)/$(PY) -m ultrai_$$s.migrate) || exit 1; \
+	done
+
+## test: the whole suite (SQLite and in-process cache; PostgreSQL and Redis too when
+## TEST_DATABASE_URL and TEST_REDIS_URL are set)
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## lint: ruff
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+## bench: every benchmark in bench/, figures printed
+bench: install
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) data .deploy-check

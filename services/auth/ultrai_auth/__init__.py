@@ -1,0 +1,1 @@
+"""UltrAI auth service."""

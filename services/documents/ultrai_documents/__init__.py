@@ -1,0 +1,1 @@
+"""UltrAI documents service."""

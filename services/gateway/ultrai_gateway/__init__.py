@@ -1,0 +1,1 @@
+"""UltrAI gateway: the one URL the frontend uses."""

@@ -1,0 +1,134 @@
+"""The gateway: routing, CORS, aggregated health and streaming pass-through to the services."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+
+from shared.app import create_app
+from shared.client import ServiceClient
+from shared.health import Check, CheckResult
+from shared.settings import load_settings
+from ultrai_gateway.proxy import Upstream, forward
+from ultrai_gateway.settings import GatewaySettings
+
+SERVICE = "gateway"
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+# Route prefix -> service. The path is forwarded unchanged: each service serves its own prefix, so
+# a direct call and a call through the gateway look the same to it.
+ROUTES: dict[str, tuple[str, ...]] = {
+    "auth": ("/api/v1/auth", "/.well-known"),
+    "documents": ("/api/v1/documents",),
+    "llm": ("/api/v1/llm", "/v1"),
+}
+# Losing auth or documents loses a core path (fail); losing llm degrades analyses (warn).
+CRITICAL = {"auth": True, "documents": True, "llm": False}
+
+
+def build(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or load_settings(GatewaySettings, SERVICE)
+    upstreams: dict[str, Upstream] = {}
+    timeout = httpx.Timeout(
+        connect=settings.upstream_connect_timeout,
+        read=settings.upstream_read_timeout,
+        write=settings.upstream_read_timeout,
+        pool=settings.upstream_connect_timeout,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        urls = {"auth": settings.auth_url, "documents": settings.documents_url, "llm": settings.llm_url}
+        for name, prefixes in ROUTES.items():
+            client = ServiceClient(name, urls[name], timeout=timeout, max_connections=settings.upstream_max_connections)
+            upstreams[name] = Upstream(name, prefixes, client, CRITICAL[name])
+            app.state.health.add(_upstream_check(upstreams[name], settings.health_timeout))
+        try:
+            yield
+        finally:
+            await asyncio.gather(*(u.client.aclose() for u in upstreams.values()))
+
+    app = create_app(
+        SERVICE,
+        settings,
+        description="The one URL the frontend uses: routing, CORS, aggregated health, streaming pass-through.",
+        directory={
+            "/api/v1/auth/*": "accounts and tokens (auth service)",
+            "/api/v1/documents/*": "documents and analyses (documents service)",
+            "/api/v1/llm/*": "multi-model orchestration (llm service)",
+            "/v1/*": "OpenAI-compatible API (llm service)",
+            "/.well-known/jwks.json": "public signing keys (auth service)",
+        },
+        lifespan=lifespan,
+        # Bodies stream through; each service enforces its own limits as bytes arrive.
+        max_body_size=None,
+    )
+
+    for name, prefixes in ROUTES.items():
+        for prefix in prefixes:
+            _add_route(app, name, prefix, upstreams)
+
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_origin_regex=settings.cors_origin_regex,
+        allow_credentials=True,
+        allow_methods=METHODS,
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Accept", "Last-Event-ID"],
+        expose_headers=["X-Request-ID", "Retry-After", "Location", "Content-Disposition"],
+        max_age=600,
+    )
+    return app
+
+
+def _add_route(app: FastAPI, name: str, prefix: str, upstreams: dict[str, Upstream]) -> None:
+    async def route(request: Request) -> Response:
+        return await forward(request, upstreams[name])
+
+    for path in (prefix, prefix + "/{path:path}"):
+        app.add_api_route(path, route, methods=METHODS, include_in_schema=False, name=f"proxy_{name}_{path}")
+
+
+def _upstream_check(upstream: Upstream, timeout: float) -> Check:
+    affected = {"affectedEndpoints": [p + "/*" for p in upstream.prefixes]}
+
+    async def probe() -> CheckResult:
+        try:
+            resp = await upstream.client.http.get("/health", timeout=timeout)
+            body = resp.json()
+        except httpx.TimeoutException:
+            return CheckResult("fail", f"{upstream.name} did not answer in time", dict(affected))
+        except (httpx.HTTPError, ValueError):
+            return CheckResult("fail", f"{upstream.name} is unreachable", dict(affected))
+        status = body.get("status") if isinstance(body, dict) else None
+        if status not in ("pass", "warn", "fail"):
+            status = "fail"
+        extra: dict = {}
+        checks = body.get("checks") if isinstance(body, dict) else None
+        if isinstance(checks, dict):
+            extra["checks"] = {
+                key.split(":")[0]: entries[0].get("status")
+                for key, entries in checks.items()
+                if isinstance(entries, list) and entries and isinstance(entries[0], dict)
+            }
+        if status == "pass":
+            return CheckResult("pass", None, extra)
+        return CheckResult(status, f"{upstream.name} reports {status}", {**affected, **extra})
+
+    return Check(
+        upstream.name,
+        probe,
+        component_type="service",
+        critical=upstream.critical,
+        timeout=timeout + 0.5,
+        readiness=False,
+    )
+
+
+app = build()

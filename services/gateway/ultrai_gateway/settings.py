@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from shared.settings import CommaList, ServiceSettings, split_list
+
+
+class GatewaySettings(ServiceSettings):
+    auth_url: str = "http://127.0.0.1:8001"
+    documents_url: str = "http://127.0.0.1:8002"
+    llm_url: str = "http://127.0.0.1:8003"
+
+    cors_origins: CommaList = Field(default_factory=lambda: ["http://localhost:3000", "http://localhost:5173"])
+    cors_origin_regex: str | None = None
+
+    health_timeout: float = Field(1.5, gt=0, le=30)
+    upstream_connect_timeout: float = Field(1.0, gt=0, le=30)
+    upstream_read_timeout: float = Field(300.0, gt=0, le=3600)
+    upstream_max_connections: int = Field(200, ge=1, le=10_000)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        return split_list(value)
+
+    @field_validator("cors_origin_regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value:
+            import re
+
+            re.compile(value)
+        return value or None
+
+    @field_validator("auth_url", "documents_url", "llm_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        # Render's private network gives host:port (fromService ... property: hostport).
+        value = value.strip().rstrip("/")
+        if "://" not in value:
+            value = f"http://{value}"
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL or host:port")
+        return value

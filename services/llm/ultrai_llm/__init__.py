@@ -1,0 +1,1 @@
+"""UltrAI llm service."""

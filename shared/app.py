@@ -1,0 +1,112 @@
+"""The application factory every service starts from: one place for the conventions of DESIGN.md."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from shared import __version__
+from shared.errors import install_error_handlers
+from shared.health import HealthRegistry
+from shared.kv import KeyValue
+from shared.logs import configure_logging
+from shared.metrics import metrics_router
+from shared.middleware import RequestContextMiddleware
+from shared.settings import ServiceSettings
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    service: str,
+    settings: ServiceSettings,
+    *,
+    description: str,
+    directory: dict[str, str],
+    lifespan: Lifespan | None = None,
+    max_body_size: int | None = 1_048_576,
+    body_limits: dict[str, int | None] | None = None,
+    version: str = __version__,
+    database: bool = False,
+) -> FastAPI:
+    """A FastAPI app with logging, request ids, problem+json errors, health, metrics and ``GET /``.
+
+    ``max_body_size`` caps every request body (bytes counted as they arrive); ``body_limits`` sets
+    other caps by path prefix (an upload route, or None for no cap).
+    ``directory`` maps the service's API paths to a short description (shown at ``GET /``).
+    ``lifespan`` opens and closes the service's own resources and may add health checks to
+    ``app.state.health``. Every app gets ``app.state.kv`` (Redis with in-process fallback); with
+    ``database=True`` also ``app.state.db`` (needs the shared package's ``db`` extra).
+    """
+    configure_logging(service, settings.log_level, settings.json_logs)
+    health = HealthRegistry(service, version="1", description=description)
+
+    @asynccontextmanager
+    async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+        kv = KeyValue(
+            settings.redis_url, service=service, prefix=settings.redis_key_prefix, timeout=settings.redis_timeout
+        )
+        app.state.kv = kv
+        db = None
+        if database:
+            from shared.db import Database
+
+            db = Database(settings, service)
+            app.state.db = db
+            health.add(db.health_check())
+        health.add(kv.health_check())
+        try:
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan(app):
+                    yield
+        finally:
+            await kv.close()
+            if db is not None:
+                await db.dispose()
+
+    app = FastAPI(
+        title=f"UltrAI {service}",
+        description=description,
+        version=version,
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.health = health
+    app.state.service = service
+    install_error_handlers(app)
+    if database:
+        from shared.db import install_db_error_handlers
+
+        install_db_error_handlers(app)
+    app.include_router(health.router())
+    if settings.enable_metrics:
+        app.include_router(metrics_router())
+
+    index: dict[str, Any] = {
+        "service": service,
+        "version": version,
+        "environment": settings.environment,
+        "docs": "/docs",
+        "openapi": "/openapi.json",
+        "health": {"live": "/live", "ready": "/ready", "health": "/health"},
+        "api": directory,
+    }
+
+    @app.get("/", summary="What this service is and what it serves", tags=["meta"])
+    async def root() -> dict[str, Any]:
+        return index
+
+    app.add_middleware(
+        RequestContextMiddleware,
+        service=service,
+        max_body_size=max_body_size,
+        body_limits=body_limits,
+        hsts=settings.is_production,
+        metrics=settings.enable_metrics,
+    )
+    return app

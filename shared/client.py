@@ -1,0 +1,62 @@
+"""A pooled httpx client per upstream service, created at start-up and closed at shutdown.
+
+Every call carries the current ``X-Request-ID``; an optional ``token`` callable adds a bearer token
+(service-to-service calls carry a short-lived service token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from shared.context import current_request_id
+
+TokenSource = Callable[[], Awaitable[str]]
+
+
+def default_timeout(connect: float = 1.0, read: float = 30.0) -> httpx.Timeout:
+    return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
+
+
+class ServiceClient:
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        timeout: httpx.Timeout | None = None,
+        token: TokenSource | None = None,
+        max_connections: int = 100,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self.http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=timeout or default_timeout(),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            event_hooks={"request": [self._add_headers]},
+            transport=transport,
+            trust_env=False,
+        )
+
+    async def _add_headers(self, request: httpx.Request) -> None:
+        rid = current_request_id()
+        if rid and "x-request-id" not in request.headers:
+            request.headers["X-Request-ID"] = rid
+        if self._token is not None and "authorization" not in request.headers:
+            request.headers["Authorization"] = f"Bearer {await self._token()}"
+
+    async def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        return await self.http.request(method, path, **kwargs)
+
+    async def get(self, path: str, **kwargs) -> httpx.Response:
+        return await self.http.get(path, **kwargs)
+
+    async def post(self, path: str, **kwargs) -> httpx.Response:
+        return await self.http.post(path, **kwargs)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()

@@ -1,0 +1,140 @@
+"""The async database engine and session factory (needs the ``db`` extra).
+
+PostgreSQL through asyncpg, from any of the URL forms Render and others hand out
+(``postgres://``, ``postgresql://``, ``postgresql+asyncpg://``); SQLite through aiosqlite when no
+DATABASE_URL is set. Each service keeps its tables in a PostgreSQL schema of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from fastapi import FastAPI, Request
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+
+from shared.errors import problem_response
+from shared.health import Check
+from shared.settings import ServiceSettings
+
+log = logging.getLogger("shared.db")
+
+
+def normalize_database_url(url: str) -> str:
+    """Pick the async driver for a URL in any of its usual forms."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme in ("postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg", "postgresql+asyncpg"):
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        # libpq's sslmode is not an asyncpg argument; asyncpg calls it ssl.
+        if "sslmode" in query:
+            query["ssl"] = query.pop("sslmode")
+        return urlunsplit(("postgresql+asyncpg", parts.netloc, parts.path, urlencode(query), parts.fragment))
+    if scheme in ("sqlite", "sqlite+aiosqlite"):
+        return urlunsplit(("sqlite+aiosqlite", parts.netloc, parts.path, parts.query, parts.fragment))
+    raise ValueError(f"unsupported database URL scheme {scheme!r} (use postgresql:// or sqlite:///)")
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith("postgresql")
+
+
+class Base(DeclarativeBase):
+    """Declarative base; each service subclasses it so its metadata holds only its own tables."""
+
+    __abstract__ = True
+
+
+class Database:
+    def __init__(self, settings: ServiceSettings, service: str, schema: str | None = None) -> None:
+        self.service = service
+        self.schema = schema or service
+        if settings.database_url:
+            self.url = normalize_database_url(settings.database_url)
+        else:
+            data = Path(settings.data_dir)
+            data.mkdir(parents=True, exist_ok=True)
+            self.url = f"sqlite+aiosqlite:///{(data / f'{service}.db').resolve()}"
+        self.postgres = is_postgres(self.url)
+        if self.postgres:
+            self.engine: AsyncEngine = create_async_engine(
+                self.url,
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_max_overflow,
+                pool_timeout=settings.db_pool_timeout,
+                pool_recycle=settings.db_pool_recycle,
+                pool_pre_ping=settings.db_pool_pre_ping,
+                connect_args={
+                    "timeout": settings.db_pool_timeout,
+                    "command_timeout": max(settings.db_statement_timeout_ms / 1000, 1),
+                    "server_settings": {
+                        "search_path": self.schema,
+                        "statement_timeout": str(settings.db_statement_timeout_ms),
+                        "application_name": f"ultrai-{service}",
+                    },
+                },
+            )
+        else:
+            self.engine = create_async_engine(self.url, connect_args={"timeout": 15})
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """FastAPI dependency: one session per request."""
+        async with self.sessions() as session:
+            yield session
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    def health_check(self) -> Check:
+        async def probe() -> None:
+            await self.ping()
+
+        name = "postgres" if self.postgres else "sqlite"
+        return Check(name, probe, component_type="datastore", critical=True, timeout=2.0)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout, ConnectionError, OSError)
+
+
+def install_db_error_handlers(app: FastAPI) -> None:
+    """A database that is down or saturated answers 503 with Retry-After, never a 500 or a hang."""
+
+    async def unavailable(_: Request, exc: Exception) -> object:
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return problem_response(503, "The database is unavailable; try again shortly.", headers={"Retry-After": "5"})
+
+    for exc_type in _UNAVAILABLE:
+        app.add_exception_handler(exc_type, unavailable)
+
+    async def dbapi(request: Request, exc: DBAPIError) -> object:
+        if exc.connection_invalidated or _looks_like_connection_error(exc):
+            return await unavailable(request, exc)
+        log.error("database error: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+        return problem_response(500, "An internal error occurred; the request id identifies it in the logs.")
+
+    app.add_exception_handler(DBAPIError, dbapi)
+
+
+def _looks_like_connection_error(exc: DBAPIError) -> bool:
+    name = type(exc.orig).__name__ if exc.orig is not None else ""
+    return any(word in name for word in ("Connection", "CannotConnect", "Shutdown", "AdminShutdown", "Timeout"))

@@ -1,0 +1,121 @@
+"""RFC 9457 problem details for every error, with the request id; never a trace or a secret."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.context import current_request_id
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("shared.errors")
+
+
+class Problem(BaseModel):
+    """The error body every route answers with (declared in OpenAPI for each 4xx/5xx)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    request_id: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries declaring problem+json bodies for the given status codes."""
+    return {
+        code: {"model": Problem, "description": HTTPStatus(code).phrase, "content": {PROBLEM_JSON: {}}}
+        for code in codes
+    }
+
+
+class ProblemError(Exception):
+    """Raise anywhere in a service to answer with a problem+json body."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str | None = None,
+        *,
+        title: str | None = None,
+        type: str = "about:blank",
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail or title or str(status))
+        self.status = status
+        self.detail = detail
+        self.title = title or HTTPStatus(status).phrase
+        self.type = type
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+
+def problem_response(
+    status: int,
+    detail: str | None = None,
+    *,
+    title: str | None = None,
+    type: str = "about:blank",
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    body: dict[str, Any] = {"type": type, "title": title or phrase, "status": status}
+    if detail is not None:
+        body["detail"] = detail
+    body["request_id"] = current_request_id()
+    if extra:
+        body.update(extra)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _clean_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Which field and why; the rejected input is not echoed back (it may be a password)."""
+    cleaned = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ())]
+        cleaned.append({"field": ".".join(loc), "message": err.get("msg", "invalid"), "type": err.get("type")})
+    return cleaned
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(
+            exc.status, exc.detail, title=exc.title, type=exc.type, headers=exc.headers, extra=exc.extra
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = "No such resource."
+        return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _clean_validation_errors(list(exc.errors()))
+        first = errors[0] if errors else {"field": "body", "message": "invalid"}
+        return problem_response(
+            422,
+            f"Invalid request: {first['field']}: {first['message']}",
+            title="Validation failed",
+            extra={"errors": errors},
+        )
+
+    @app.exception_handler(Exception)
+    async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error: %s", type(exc).__name__)
+        return problem_response(500, "An internal error occurred; the request id identifies it in the logs.")

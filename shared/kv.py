@@ -1,0 +1,153 @@
+"""Key-value storage on Redis with an in-process fallback.
+
+With no REDIS_URL everything lives in process (health says ``warn``). When Redis is configured but
+stops answering, operations fall back to process memory at once, and Redis is tried again after a
+short interval, so the service uses it again by itself when it is back. A Redis failure never fails
+a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.health import Check, CheckResult
+from shared.metrics import KV_FALLBACK
+
+log = logging.getLogger("shared.kv")
+
+
+class MemoryStore:
+    """A bounded LRU with per-key expiry, for one process."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._data: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
+
+    def get(self, key: str) -> bytes | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        value, expires = item
+        if expires is not None and expires <= time.monotonic():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return value
+
+    def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        expires = time.monotonic() + ttl if ttl else None
+        self._data[key] = (value, expires)
+        self._data.move_to_end(key)
+        while len(self._data) > self.max_entries:
+            self._data.popitem(last=False)
+
+    def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+class KeyValue:
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        service: str,
+        prefix: str = "ultrai",
+        timeout: float = 0.5,
+        retry_interval: float = 1.0,
+        max_local_entries: int = 10_000,
+    ) -> None:
+        self.url = url
+        self.service = service
+        self.prefix = f"{prefix}:{service}:"
+        self.retry_interval = retry_interval
+        self.local = MemoryStore(max_local_entries)
+        self._down_until = 0.0
+        self.redis: Redis | None = None
+        if url:
+            self.redis = Redis.from_url(
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                health_check_interval=15,
+                retry_on_timeout=False,
+            )
+
+    @property
+    def configured(self) -> bool:
+        return self.redis is not None
+
+    def _usable(self) -> Redis | None:
+        if self.redis is None or time.monotonic() < self._down_until:
+            return None
+        return self.redis
+
+    def _failed(self, exc: Exception) -> None:
+        if time.monotonic() >= self._down_until:
+            log.warning("redis unavailable (%s); using in-process storage", type(exc).__name__)
+        self._down_until = time.monotonic() + self.retry_interval
+        KV_FALLBACK.labels(self.service).inc()
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    async def get(self, name: str) -> bytes | None:
+        redis = self._usable()
+        if redis is not None:
+            try:
+                return await redis.get(self.key(name))
+            except (RedisError, OSError) as exc:
+                self._failed(exc)
+        return self.local.get(name)
+
+    async def set(self, name: str, value: bytes | str, ttl: float | None = None) -> None:
+        data = value.encode() if isinstance(value, str) else value
+        redis = self._usable()
+        if redis is not None:
+            try:
+                await redis.set(self.key(name), data, px=int(ttl * 1000) if ttl else None)
+                return
+            except (RedisError, OSError) as exc:
+                self._failed(exc)
+        self.local.set(name, data, ttl)
+
+    async def delete(self, name: str) -> None:
+        self.local.delete(name)
+        redis = self._usable()
+        if redis is not None:
+            try:
+                await redis.delete(self.key(name))
+            except (RedisError, OSError) as exc:
+                self._failed(exc)
+
+    async def ping(self) -> bool:
+        if self.redis is None:
+            return False
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return False
+        self._down_until = 0.0
+        return True
+
+    def health_check(self) -> Check:
+        async def probe() -> CheckResult:
+            if self.redis is None:
+                return CheckResult("warn", "not configured; caches and rate limits are in process")
+            if await self.ping():
+                return CheckResult("pass")
+            return CheckResult("warn", "unreachable; caches and rate limits fall back to in process")
+
+        return Check("redis", probe, component_type="datastore", critical=False, timeout=1.0)
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()

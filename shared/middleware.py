@@ -1,0 +1,157 @@
+"""One pure ASGI middleware for what every request needs: request id, security headers, metrics,
+an access log line, and a cap on request bodies counted as they arrive.
+
+The cap answers problem+json: a declared Content-Length over the limit is refused before the app
+runs; a chunked body is cut off the moment it passes the limit (raised from ``receive`` as an
+HTTPException, which FastAPI passes to the problem handler). Starlette's own ``max_body_size``
+answers in plain text from outside our middleware, hence this one.
+
+Pure ASGI (not BaseHTTPMiddleware) so streaming bodies pass through untouched and the per-request
+cost stays in microseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.context import request_id_var
+from shared.errors import problem_response
+from shared.metrics import LATENCY, REQUESTS
+
+log = logging.getLogger("access")
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-resource-policy", b"same-site"),
+]
+API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
+_DOCS_PATHS = ("/docs", "/redoc")
+
+
+class RequestContextMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        service: str,
+        *,
+        max_body_size: int | None = 1_048_576,
+        body_limits: dict[str, int | None] | None = None,
+        hsts: bool = False,
+        metrics: bool = True,
+        access_log: bool = True,
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.max_body = max_body_size
+        # Longest prefix first, so a more specific limit wins.
+        self.body_limits = sorted((body_limits or {}).items(), key=lambda kv: -len(kv[0]))
+        self.hsts = hsts
+        self.metrics = metrics
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        rid = incoming if incoming and _VALID_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        path: str = scope["path"]
+        started = time.perf_counter()
+        status = 500
+        extra_headers = [(b"x-request-id", rid.encode())]
+        extra_headers.extend(SECURITY_HEADERS)
+        if not path.startswith(_DOCS_PATHS):
+            extra_headers.append(API_CSP)
+        if self.hsts:
+            extra_headers.append(HSTS)
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [h for h in message.get("headers", []) if h[0] != b"x-request-id"]
+                message["headers"] = headers + extra_headers
+            await send(message)
+
+        limit = self._limit_for(path)
+        declared = _content_length(scope) if limit is not None else None
+        try:
+            if limit is not None and declared is not None and declared > limit:
+                # Refused before the app runs: not one byte of the body is read.
+                refuse = problem_response(
+                    413,
+                    f"The request body is larger than the limit of {limit} bytes.",
+                    headers={"Connection": "close"},
+                )
+                await refuse(scope, receive, send_wrapper)
+            else:
+                await self.app(scope, receive if limit is None else _counted(receive, limit), send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_template(scope)
+            if self.metrics:
+                method = scope["method"]
+                REQUESTS.labels(self.service, method, route, str(status)).inc()
+                LATENCY.labels(self.service, method, route).observe(elapsed)
+            if self.access_log and log.isEnabledFor(logging.INFO) and route not in ("/live", "/metrics"):
+                log.info("%s %s %d %.1fms", scope["method"], path, status, elapsed * 1000)
+            request_id_var.reset(token)
+
+    def _limit_for(self, path: str) -> int | None:
+        for prefix, limit in self.body_limits:
+            if path.startswith(prefix):
+                return limit
+        return self.max_body
+
+
+def _route_template(scope: Scope) -> str:
+    route: Any = scope.get("route")
+    if route is not None and getattr(route, "path", None):
+        return route.path
+    return "<unmatched>"
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The request body is larger than the limit of {limit} bytes.")
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _counted(receive: Receive, limit: int) -> Receive:
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return counted

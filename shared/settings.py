@@ -1,0 +1,102 @@
+"""Settings base: every service's settings class derives from ServiceSettings.
+
+Invalid or missing settings stop the process at start with one line naming the variable
+(``load_settings``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Environment = Literal["development", "test", "staging", "production"]
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def split_list(value: Any) -> Any:
+    """Accept a JSON list or a comma-separated string for list settings."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+class ServiceSettings(BaseSettings):
+    """What every service reads from its environment (names as in DESIGN.md)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    environment: Environment = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["auto", "json", "text"] = "auto"
+    data_dir: Path = Path("data")
+
+    database_url: str | None = None
+    db_pool_size: int = Field(5, ge=1, le=100)
+    db_max_overflow: int = Field(5, ge=0, le=100)
+    db_pool_timeout: float = Field(5.0, gt=0, le=120)
+    db_pool_recycle: int = Field(1800, ge=-1)
+    db_pool_pre_ping: bool = True
+    db_statement_timeout_ms: int = Field(15000, ge=0)
+
+    redis_url: str | None = None
+    redis_key_prefix: str = "ultrai"
+    redis_timeout: float = Field(0.5, gt=0, le=30)
+
+    enable_metrics: bool = True
+    auth_url: str = "http://127.0.0.1:8001"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url", "redis_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment in ("production", "staging")
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_format == "auto":
+            return self.is_production
+        return self.log_format == "json"
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line naming every bad variable and why, without echoing secret values."""
+    parts = []
+    for err in exc.errors():
+        name = str(err["loc"][0]).upper() if err["loc"] else "?"
+        if err["type"] == "missing":
+            parts.append(f"{name} is required but not set")
+        else:
+            parts.append(f"{name}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def load_settings(cls: type[S], service: str, **overrides: Any) -> S:
+    """Build settings or stop the process with exit status 2 and one clear line on stderr."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        print(f"{service}: invalid setting: {describe_error(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,198 @@
+"""The four services as plain processes: one table of how each starts, used by ``make dev``, the
+end-to-end tests and the benchmarks alike, so all three run exactly what deploys.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    port: int
+    module: str
+
+    @property
+    def app_dir(self) -> Path:
+        return ROOT / "services" / self.name
+
+    @property
+    def url_env(self) -> str:
+        return f"{self.name.upper()}_URL"
+
+
+SERVICES: dict[str, ServiceSpec] = {
+    "gateway": ServiceSpec("gateway", 8000, "ultrai_gateway.main:app"),
+    "auth": ServiceSpec("auth", 8001, "ultrai_auth.main:app"),
+    "documents": ServiceSpec("documents", 8002, "ultrai_documents.main:app"),
+    "llm": ServiceSpec("llm", 8003, "ultrai_llm.main:app"),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def service_command(spec: ServiceSpec, port: int, host: str = "127.0.0.1", python: str | None = None) -> list[str]:
+    return [
+        python or sys.executable,
+        "-m",
+        "uvicorn",
+        spec.module,
+        "--app-dir",
+        str(spec.app_dir),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--timeout-graceful-shutdown",
+        "20",
+    ]
+
+
+def service_env(spec: ServiceSpec, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    # The sources in the tree come first, so what runs is what is checked out.
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), str(spec.app_dir)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class ServiceProcess:
+    spec: ServiceSpec
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0
+    ready_after: float | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServiceProcess:
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.started_at = time.perf_counter()
+        self.proc = subprocess.Popen(
+            service_command(self.spec, self.port),
+            env=service_env(self.spec, self.env),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def wait_ready(self, path: str = "/live", timeout: float = 30.0) -> float:
+        """Wait until ``path`` answers 200; returns the seconds from start."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.spec.name} exited with status {self.proc.returncode}: {self.tail()}")
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=1) as resp:  # noqa: S310
+                    if resp.status == 200:
+                        self.ready_after = time.perf_counter() - self.started_at
+                        return self.ready_after
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            time.sleep(0.02)
+        raise TimeoutError(f"{self.spec.name} not ready on {path} within {timeout} s: {self.tail()}")
+
+    def rss_mb(self) -> float:
+        """Resident memory of the service process (and its children), in MB."""
+        import psutil
+
+        proc = psutil.Process(self.proc.pid)
+        procs = [proc, *proc.children(recursive=True)]
+        return sum(p.memory_info().rss for p in procs) / 1e6
+
+    def tail(self, lines: int = 20) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+class Stack:
+    """The four services on free loopback ports, wired to each other; for tests and benchmarks."""
+
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None, names: tuple[str, ...] | None = None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.names = names or ("auth", "documents", "llm", "gateway")
+        self.ports = {name: free_port() for name in self.names}
+        self.env = {
+            "ENVIRONMENT": "test",
+            "DATA_DIR": str(self.workdir / "data"),
+            "LOG_LEVEL": "INFO",
+            **{SERVICES[n].url_env: f"http://127.0.0.1:{p}" for n, p in self.ports.items() if n != "gateway"},
+            **(env or {}),
+        }
+        self.per_service_env: dict[str, dict[str, str]] = {}
+        self.procs: dict[str, ServiceProcess] = {}
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def process(self, name: str) -> ServiceProcess:
+        return ServiceProcess(
+            SERVICES[name],
+            self.ports[name],
+            env={**self.env, **self.per_service_env.get(name, {})},
+            log_path=self.workdir / f"{name}.log",
+        )
+
+    def start(self, name: str, ready_path: str = "/live", timeout: float = 60.0) -> ServiceProcess:
+        proc = self.process(name).start()
+        self.procs[name] = proc
+        proc.wait_ready(ready_path, timeout=timeout)
+        return proc
+
+    def start_all(self, timeout: float = 60.0) -> Stack:
+        # Start every process first, then wait: start-up runs in parallel.
+        for name in self.names:
+            self.procs[name] = self.process(name).start()
+        for name in self.names:
+            self.procs[name].wait_ready("/live", timeout=timeout)
+        return self
+
+    def stop(self, name: str) -> None:
+        if name in self.procs:
+            self.procs[name].stop()
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.stop()
