@@ -1,0 +1,1 @@
+"""Fakes of external systems that speak real protocols on loopback (no mocks of our own code)."""
