@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from shared import __version__
 from shared.errors import install_error_handlers
@@ -31,6 +32,7 @@ def create_app(
     body_limits: dict[str, int | None] | None = None,
     version: str = __version__,
     database: bool = False,
+    middleware: list[Middleware] | None = None,
 ) -> FastAPI:
     """A FastAPI app with logging, request ids, problem+json errors, health, metrics and ``GET /``.
 
@@ -101,6 +103,10 @@ def create_app(
     async def root() -> dict[str, Any]:
         return index
 
+    # Added last = outermost: request ids, security headers and metrics cover every response,
+    # including those the service's own middleware (``middleware``, e.g. CORS) answers itself.
+    for extra in reversed(middleware or []):
+        app.add_middleware(extra.cls, *extra.args, **extra.kwargs)
     app.add_middleware(
         RequestContextMiddleware,
         service=service,

@@ -37,7 +37,8 @@ def normalize_database_url(url: str) -> str:
             query["ssl"] = query.pop("sslmode")
         return urlunsplit(("postgresql+asyncpg", parts.netloc, parts.path, urlencode(query), parts.fragment))
     if scheme in ("sqlite", "sqlite+aiosqlite"):
-        return urlunsplit(("sqlite+aiosqlite", parts.netloc, parts.path, parts.query, parts.fragment))
+        # urlunsplit would drop the empty authority of sqlite:///path, so swap the scheme only.
+        return "sqlite+aiosqlite" + url.strip()[len(scheme) :]
     raise ValueError(f"unsupported database URL scheme {scheme!r} (use postgresql:// or sqlite:///)")
 
 

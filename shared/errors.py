@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -15,7 +14,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shared.context import current_request_id
 
 PROBLEM_JSON = "application/problem+json"
-log = logging.getLogger("shared.errors")
 
 
 class Problem(BaseModel):
@@ -91,6 +89,9 @@ def _clean_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Problem bodies for raised problems, HTTP errors and validation errors. Unhandled exceptions
+    are answered by shared.middleware (500, no detail), where the request id is still known."""
+
     @app.exception_handler(ProblemError)
     async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
         return problem_response(
@@ -114,8 +115,3 @@ def install_error_handlers(app: FastAPI) -> None:
             title="Validation failed",
             extra={"errors": errors},
         )
-
-    @app.exception_handler(Exception)
-    async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error: %s", type(exc).__name__)
-        return problem_response(500, "An internal error occurred; the request id identifies it in the logs.")

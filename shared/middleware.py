@@ -81,9 +81,12 @@ class RequestContextMiddleware:
         if self.hsts:
             extra_headers.append(HSTS)
 
+        started_response = False
+
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
+                started_response = True
                 status = message["status"]
                 headers = [h for h in message.get("headers", []) if h[0] != b"x-request-id"]
                 message["headers"] = headers + extra_headers
@@ -102,6 +105,15 @@ class RequestContextMiddleware:
                 await refuse(scope, receive, send_wrapper)
             else:
                 await self.app(scope, receive if limit is None else _counted(receive, limit), send_wrapper)
+        except Exception:
+            # Answered here rather than by Starlette's outermost error middleware, so that the
+            # 500 carries the request id and the security headers like every other response.
+            log.exception("unhandled error in %s %s", scope["method"], path)
+            if started_response:
+                raise
+            await problem_response(500, "An internal error occurred; the request id identifies it in the logs.")(
+                scope, receive, send_wrapper
+            )
         finally:
             elapsed = time.perf_counter() - started
             route = _route_template(scope)

@@ -62,6 +62,9 @@ def service_command(spec: ServiceSpec, port: int, host: str = "127.0.0.1", pytho
         "--no-access-log",
         "--timeout-graceful-shutdown",
         "20",
+        # Client addresses are worked out by the services from their trusted hops (shared.net),
+        # not by uvicorn, which would take any X-Forwarded-For sent from loopback at its word.
+        "--no-proxy-headers",
     ]
 
 

@@ -8,13 +8,14 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI, Request
-from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware import Middleware
 from starlette.responses import Response
 
 from shared.app import create_app
 from shared.client import ServiceClient
 from shared.health import Check, CheckResult
 from shared.settings import load_settings
+from ultrai_gateway.cors import ProblemCORSMiddleware
 from ultrai_gateway.proxy import Upstream, forward
 from ultrai_gateway.settings import GatewaySettings
 
@@ -47,7 +48,7 @@ def build(settings: GatewaySettings | None = None) -> FastAPI:
         urls = {"auth": settings.auth_url, "documents": settings.documents_url, "llm": settings.llm_url}
         for name, prefixes in ROUTES.items():
             client = ServiceClient(name, urls[name], timeout=timeout, max_connections=settings.upstream_max_connections)
-            upstreams[name] = Upstream(name, prefixes, client, CRITICAL[name])
+            upstreams[name] = Upstream(name, prefixes, client, CRITICAL[name], settings.trusted_proxy_hops)
             app.state.health.add(_upstream_check(upstreams[name], settings.health_timeout))
         try:
             yield
@@ -68,22 +69,26 @@ def build(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
         # Bodies stream through; each service enforces its own limits as bytes arrive.
         max_body_size=None,
+        middleware=[
+            Middleware(
+                ProblemCORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_origin_regex=settings.cors_origin_regex,
+                # Credentials are only ever answered for an origin that is listed or matches the regex:
+                # Starlette echoes the origin only then, and never "*" with credentials.
+                allow_credentials=True,
+                allow_methods=METHODS,
+                allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Accept", "Last-Event-ID"],
+                expose_headers=["X-Request-ID", "Retry-After", "Location", "Content-Disposition"],
+                max_age=600,
+            )
+        ],
     )
 
     for name, prefixes in ROUTES.items():
         for prefix in prefixes:
             _add_route(app, name, prefix, upstreams)
 
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_origin_regex=settings.cors_origin_regex,
-        allow_credentials=True,
-        allow_methods=METHODS,
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Accept", "Last-Event-ID"],
-        expose_headers=["X-Request-ID", "Retry-After", "Location", "Content-Disposition"],
-        max_age=600,
-    )
     return app
 
 

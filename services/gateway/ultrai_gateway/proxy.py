@@ -13,6 +13,7 @@ from starlette.responses import Response, StreamingResponse
 from shared.client import ServiceClient
 from shared.errors import problem_response
 from shared.metrics import UPSTREAM_ERRORS
+from shared.net import client_address
 
 log = logging.getLogger("ultrai_gateway.proxy")
 
@@ -55,15 +56,15 @@ class Upstream:
     prefixes: tuple[str, ...]
     client: ServiceClient
     critical: bool = True
+    trusted_hops: int = 0
 
 
 async def forward(request: Request, upstream: Upstream) -> Response:
     scope = request.scope
     headers = [(k, v) for k, v in scope["headers"] if k not in _HOP_BY_HOP]
-    client_host = scope["client"][0] if scope.get("client") else "unknown"
-    # The gateway is the edge: it sets X-Forwarded-For itself and ignores what the client sent,
-    # so no client can choose the address the services rate-limit on.
-    headers.append((b"x-forwarded-for", client_host.encode()))
+    # The gateway is the edge: it sets X-Forwarded-For itself, to the address its trusted proxies
+    # saw, so no client can choose the address the services rate-limit on.
+    headers.append((b"x-forwarded-for", client_address(scope, upstream.trusted_hops).encode("latin-1")))
     headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
     host = request.headers.get("host")
     if host:

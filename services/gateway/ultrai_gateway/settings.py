@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -15,6 +16,9 @@ class GatewaySettings(ServiceSettings):
     cors_origins: CommaList = Field(default_factory=lambda: ["http://localhost:3000", "http://localhost:5173"])
     cors_origin_regex: str | None = None
 
+    # Proxies in front of the gateway that append to X-Forwarded-For: 1 on Render (its edge), 0 locally.
+    trusted_proxy_hops: int = Field(0, ge=0, le=5)
+
     health_timeout: float = Field(1.5, gt=0, le=30)
     upstream_connect_timeout: float = Field(1.0, gt=0, le=30)
     upstream_read_timeout: float = Field(300.0, gt=0, le=3600)
@@ -25,13 +29,23 @@ class GatewaySettings(ServiceSettings):
     def _list(cls, value: Any) -> Any:
         return split_list(value)
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard(cls, value: list[str]) -> list[str]:
+        # Credentials are allowed, so every allowed origin must be named: a wildcard would hand
+        # cookies and tokens to any site. Patterns (preview deployments) go in CORS_ORIGIN_REGEX.
+        if "*" in value:
+            raise ValueError("'*' is not allowed with credentials; list origins or use CORS_ORIGIN_REGEX")
+        return [origin.rstrip("/") for origin in value]
+
     @field_validator("cors_origin_regex")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
         if value:
-            import re
-
-            re.compile(value)
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression ({exc})") from None
         return value or None
 
     @field_validator("auth_url", "documents_url", "llm_url")

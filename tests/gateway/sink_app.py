@@ -1,0 +1,76 @@
+"""A bare ASGI upstream for the gateway's streaming tests, run as a real process by uvicorn.
+
+It stands where the documents service would, on the same prefix:
+- POST /api/v1/documents/sink     reads the body chunk by chunk; answers its size and SHA-256
+- GET  /api/v1/documents/blob?n=N streams N bytes in 64 KiB chunks
+- GET  /api/v1/documents/sse      one event, then waits for POST /api/v1/documents/release, then one more
+- GET  /api/v1/documents/echo-id  answers the request headers it received
+- GET  /health                    pass
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from urllib.parse import parse_qs
+
+released = asyncio.Event()
+
+
+async def _json(send, body: dict, status: int = 200) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": data})
+
+
+async def app(scope, receive, send) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    path = scope["path"]
+    if path == "/health" or path == "/live":
+        await _json(send, {"status": "pass"})
+    elif path == "/api/v1/documents/sink":
+        digest, size, more = hashlib.sha256(), 0, True
+        while more:
+            message = await receive()
+            chunk = message.get("body", b"")
+            digest.update(chunk)
+            size += len(chunk)
+            more = message.get("more_body", False)
+        await _json(send, {"bytes": size, "sha256": digest.hexdigest()})
+    elif path == "/api/v1/documents/blob":
+        n = int(parse_qs(scope["query_string"].decode()).get("n", ["0"])[0])
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream"), (b"content-length", str(n).encode())],
+            }
+        )
+        chunk = b"\xab" * 65536
+        sent = 0
+        while sent < n:
+            part = chunk[: min(65536, n - sent)]
+            sent += len(part)
+            await send({"type": "http.response.body", "body": part, "more_body": sent < n})
+    elif path == "/api/v1/documents/sse":
+        released.clear()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"event: first\ndata: 1\n\n", "more_body": True})
+        await asyncio.wait_for(released.wait(), timeout=30)
+        await send({"type": "http.response.body", "body": b"event: second\ndata: 2\n\n", "more_body": False})
+    elif path == "/api/v1/documents/release":
+        released.set()
+        await _json(send, {"released": True})
+    elif path == "/api/v1/documents/echo-id":
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        await _json(send, headers)
+    else:
+        await _json(send, {"status": 404}, status=404)

@@ -1,0 +1,88 @@
+"""The shared package's building blocks, each on its own."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.db import normalize_database_url
+from shared.kv import KeyValue, MemoryStore
+from shared.settings import ServiceSettings, load_settings
+from tests.conftest import redis_prefix
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:p@host:5432/db", "postgresql+asyncpg://u:p@host:5432/db"),
+        ("postgresql://u:p@host/db", "postgresql+asyncpg://u:p@host/db"),
+        ("postgresql+asyncpg://u@host/db", "postgresql+asyncpg://u@host/db"),
+        ("postgresql://u@host/db?sslmode=require", "postgresql+asyncpg://u@host/db?ssl=require"),
+        ("sqlite:///data/x.db", "sqlite+aiosqlite:///data/x.db"),
+    ],
+)
+def test_database_urls_get_the_async_driver(given: str, expected: str) -> None:
+    assert normalize_database_url(given) == expected
+
+
+def test_unknown_database_scheme_is_refused() -> None:
+    with pytest.raises(ValueError, match="mysql"):
+        normalize_database_url("mysql://x/y")
+
+
+def test_bad_setting_stops_with_one_line_naming_it(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("DB_POOL_SIZE", "lots")
+    with pytest.raises(SystemExit) as exit_info:
+        load_settings(ServiceSettings, "auth")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("auth: invalid setting: DB_POOL_SIZE")
+
+
+def test_settings_error_does_not_echo_the_value(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("LOG_LEVEL", "s3cr3t-value")
+    with pytest.raises(SystemExit):
+        load_settings(ServiceSettings, "auth")
+    err = capsys.readouterr().err
+    assert "LOG_LEVEL" in err
+    assert "s3cr3t-value" not in err
+
+
+def test_memory_store_expires_and_evicts() -> None:
+    store = MemoryStore(max_entries=2)
+    store.set("a", b"1")
+    store.set("b", b"2", ttl=-1)  # already expired
+    assert store.get("b") is None
+    store.set("c", b"3")
+    store.set("d", b"4")
+    assert store.get("a") is None  # least recently used went first
+    assert store.get("d") == b"4"
+
+
+async def test_kv_without_redis_lives_in_process() -> None:
+    kv = KeyValue(None, service="t")
+    await kv.set("k", "v", ttl=10)
+    assert await kv.get("k") == b"v"
+    result = await kv.health_check().probe()
+    assert result.status == "warn"
+
+
+async def test_kv_with_redis_down_falls_back_and_never_raises() -> None:
+    # A port nothing listens on: every call must still answer, from process memory.
+    kv = KeyValue("redis://127.0.0.1:9/0", service="t", timeout=0.2)
+    await kv.set("k", "v", ttl=10)
+    assert await kv.get("k") == b"v"
+    assert (await kv.health_check().probe()).status == "warn"
+    await kv.close()
+
+
+async def test_kv_uses_redis_when_configured(redis_url) -> None:
+    if not redis_url:
+        pytest.skip("TEST_REDIS_URL not set")
+    kv = KeyValue(redis_url, service="t", prefix=redis_prefix("kv"))
+    await kv.set("k", "shared", ttl=10)
+    other = KeyValue(redis_url, service="t", prefix=kv.prefix.split(":")[0])
+    assert await other.get("k") == b"shared"  # another instance sees it: it is in Redis
+    assert (await kv.health_check().probe()).status == "pass"
+    await kv.close()
+    await other.close()
