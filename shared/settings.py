@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Environment = Literal["development", "test", "staging", "production"]
 
 CommaList = Annotated[list[str], NoDecode]
+# Development default for INTERNAL_TOKEN_SECRET; auth refuses to start in production with it.
+DEV_INTERNAL_TOKEN_SECRET = "dev-internal-token-secret-change-me-0123456789abcdef"  # noqa: S105
 
 
 def split_list(value: Any) -> Any:
@@ -55,10 +57,27 @@ class ServiceSettings(BaseSettings):
     enable_metrics: bool = True
     auth_url: str = "http://127.0.0.1:8001"
 
+    # Token verification (shared/tokens.py): every service checks tokens minted by auth.
+    jwt_issuer: str = "ultrai-auth"
+    jwt_audience: str = "ultrai"
+    jwt_leeway_seconds: int = Field(30, ge=0, le=300)
+    jwks_cache_seconds: int = Field(300, ge=1, le=86_400)
+    jwks_refetch_interval: float = Field(5.0, ge=0, le=3600)
+    revocation_poll_seconds: float = Field(1.0, ge=0, le=60)
+    # The secret a service shows auth to obtain a service token (auth and its callers share it).
+    internal_token_secret: SecretStr = SecretStr(DEV_INTERNAL_TOKEN_SECRET)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("auth_url")
+    @classmethod
+    def _auth_url(cls, value: str) -> str:
+        # Render's private network gives host:port (fromService ... property: hostport).
+        value = value.strip().rstrip("/")
+        return value if "://" in value else f"http://{value}"
 
     @field_validator("database_url", "redis_url", mode="before")
     @classmethod

@@ -1,7 +1,90 @@
 from __future__ import annotations
 
-from shared.settings import ServiceSettings
+import hmac
+import ipaddress
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from shared.settings import DEV_INTERNAL_TOKEN_SECRET, CommaList, ServiceSettings, split_list
+
+# OWASP Password Storage Cheat Sheet, argon2id minimum: m=19 MiB, t=2, p=1.
+OWASP_MEMORY_KIB = 19 * 1024
+OWASP_TIME_COST = 2
+OWASP_PARALLELISM = 1
 
 
 class AuthSettings(ServiceSettings):
-    pass
+    # Signing key (Ed25519). In production one of these must be set; in development a key is
+    # generated on first start and kept in DATA_DIR/auth-signing-key.pem.
+    jwt_private_key: SecretStr | None = None  # a PKCS#8 PEM
+    jwt_signing_secret: SecretStr | None = None  # a random secret (e.g. Render's generateValue)
+    access_token_ttl_seconds: int = Field(900, ge=60, le=3600)
+    service_token_ttl_seconds: int = Field(300, ge=30, le=900)
+    refresh_token_ttl_seconds: int = Field(30 * 86_400, ge=300, le=365 * 86_400)
+
+    # argon2id; tests may lower the cost, production refuses anything under OWASP's minimum.
+    argon2_memory_kib: int = Field(OWASP_MEMORY_KIB, ge=8, le=4 * 1024 * 1024)
+    argon2_time_cost: int = Field(OWASP_TIME_COST, ge=1, le=20)
+    argon2_parallelism: int = Field(OWASP_PARALLELISM, ge=1, le=16)
+    # How many hashes run at once (memory bound: this × ARGON2_MEMORY_KIB) and how many may wait.
+    hash_concurrency: int = Field(2, ge=1, le=64)
+    hash_queue: int = Field(64, ge=0, le=10_000)
+
+    password_min_length: int = Field(8, ge=8, le=64)
+    # Run the migrations at start-up (default: everywhere but production, where the deploy runs them).
+    migrate_on_start: bool | None = None
+
+    # Login throttling ("N/period" in the `limits` notation).
+    login_rate_per_address: str = "20/minute"
+    login_failures_per_account: str = "10/15 minutes"
+    register_rate_per_address: str = "10/minute"
+    # A client address that logged into an account is exempt from that account's failure limit for
+    # this long, so an attacker cannot lock its owner out.
+    known_address_days: int = Field(30, ge=0, le=365)
+    # Proxies whose X-Forwarded-For is believed (the gateway, Render's proxy); CIDRs or addresses.
+    trusted_proxies: CommaList = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        return split_list(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    @field_validator("login_rate_per_address", "login_failures_per_account", "register_rate_per_address")
+    @classmethod
+    def _limit(cls, value: str) -> str:
+        from limits import parse
+
+        parse(value)
+        return value
+
+    @property
+    def run_migrations(self) -> bool:
+        return (not self.is_production) if self.migrate_on_start is None else self.migrate_on_start
+
+    @model_validator(mode="after")
+    def _production(self) -> AuthSettings:
+        if not self.is_production:
+            return self
+        if self.jwt_private_key is None and self.jwt_signing_secret is None:
+            raise ValueError("JWT_PRIVATE_KEY or JWT_SIGNING_SECRET must be set in production")
+        if self.jwt_signing_secret is not None and len(self.jwt_signing_secret.get_secret_value()) < 32:
+            raise ValueError("JWT_SIGNING_SECRET must be at least 32 characters")
+        if hmac.compare_digest(self.internal_token_secret.get_secret_value(), DEV_INTERNAL_TOKEN_SECRET):
+            raise ValueError("INTERNAL_TOKEN_SECRET must be set in production")
+        if len(self.internal_token_secret.get_secret_value()) < 32:
+            raise ValueError("INTERNAL_TOKEN_SECRET must be at least 32 characters")
+        if (
+            self.argon2_memory_kib < OWASP_MEMORY_KIB
+            or self.argon2_time_cost < OWASP_TIME_COST
+            or self.argon2_parallelism < OWASP_PARALLELISM
+        ):
+            raise ValueError("ARGON2_* must be at least OWASP's m=19456 KiB, t=2, p=1 in production")
+        return self

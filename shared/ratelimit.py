@@ -1,0 +1,128 @@
+"""Rate limits on the async API of the `limits` library: Redis when configured, in process otherwise.
+
+The Redis storage is the redis-py asyncio client (``implementation="redispy"``), so a check never
+blocks the event loop. The moving-window strategy is exact (one Lua script on Redis, atomic across
+instances), so no burst of twice the limit is allowed around a window boundary. When Redis stops
+answering, checks fall back at once to an in-process moving window (per instance) and Redis is
+tried again after a short interval; a Redis outage never fails a request.
+
+Keys live under ``<REDIS_KEY_PREFIX>:ratelimit:``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
+
+from shared.metrics import KV_FALLBACK
+
+log = logging.getLogger("shared.ratelimit")
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    retry_after: int = 0  # seconds until a retry can succeed (0 when allowed)
+    remaining: int = 0
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        redis_url: str | None,
+        *,
+        prefix: str = "ultrai",
+        timeout: float = 0.5,
+        retry_interval: float = 1.0,
+        service: str = "ratelimit",
+    ) -> None:
+        self.service = service
+        self.retry_interval = retry_interval
+        self.memory = MovingWindowRateLimiter(MemoryStorage())
+        self.redis: MovingWindowRateLimiter | None = None
+        self._storage: RedisStorage | None = None
+        self._down_until = 0.0
+        if redis_url:
+            self._storage = RedisStorage(
+                redis_url,
+                implementation="redispy",
+                wrap_exceptions=True,
+                key_prefix=f"{prefix}:ratelimit",
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+            )
+            self.redis = MovingWindowRateLimiter(self._storage)
+
+    @property
+    def configured(self) -> bool:
+        return self.redis is not None
+
+    def _limiter(self) -> MovingWindowRateLimiter:
+        if self.redis is not None and time.monotonic() >= self._down_until:
+            return self.redis
+        return self.memory
+
+    def _failed(self, exc: Exception) -> None:
+        if time.monotonic() >= self._down_until:
+            log.warning("redis unavailable for rate limits (%s); limiting in process", type(exc).__name__)
+        self._down_until = time.monotonic() + self.retry_interval
+        KV_FALLBACK.labels(self.service).inc()
+
+    async def _retry_after(self, limiter: MovingWindowRateLimiter, item: RateLimitItem, ids: tuple[str, ...]) -> int:
+        stats = await limiter.get_window_stats(item, *ids)
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+    async def hit(self, item: RateLimitItem | str, *identifiers: str, cost: int = 1) -> Decision:
+        """Count one attempt; refused (with Retry-After seconds) when the limit is reached."""
+        item = parse(item) if isinstance(item, str) else item
+        limiter = self._limiter()
+        try:
+            allowed = await limiter.hit(item, *identifiers, cost=cost)
+            if allowed:
+                return Decision(True)
+            return Decision(False, await self._retry_after(limiter, item, identifiers))
+        except StorageError as exc:
+            self._failed(exc)
+            return await self.hit(item, *identifiers, cost=cost)
+
+    async def test(self, item: RateLimitItem | str, *identifiers: str) -> Decision:
+        """Would one more attempt be allowed? Counts nothing."""
+        item = parse(item) if isinstance(item, str) else item
+        limiter = self._limiter()
+        try:
+            if await limiter.test(item, *identifiers):
+                return Decision(True)
+            return Decision(False, await self._retry_after(limiter, item, identifiers))
+        except StorageError as exc:
+            self._failed(exc)
+            return await self.test(item, *identifiers)
+
+    async def clear(self, item: RateLimitItem | str, *identifiers: str) -> None:
+        item = parse(item) if isinstance(item, str) else item
+        for limiter in (self.redis, self.memory):
+            if limiter is None:
+                continue
+            try:
+                await limiter.clear(item, *identifiers)
+            except StorageError as exc:
+                self._failed(exc)
+
+    async def close(self) -> None:
+        # The redis-py storage keeps a connection pool; release it at shutdown.
+        storage = self._storage
+        if storage is None:
+            return
+        bridge = getattr(storage, "bridge", None)
+        client = getattr(bridge, "storage", None) if bridge is not None else None
+        if client is not None and hasattr(client, "aclose"):
+            try:
+                await client.aclose()
+            except Exception as exc:  # closing is best effort
+                log.debug("closing rate-limit storage: %s", type(exc).__name__)

@@ -1,0 +1,434 @@
+"""The token contract between services: verification of the JWTs only the auth service signs.
+
+- Access tokens: EdDSA (Ed25519), header ``typ: at+jwt`` (RFC 9068) and ``kid``; claims ``iss``,
+  ``aud`` (JWT_AUDIENCE), ``sub`` (user id), ``exp``, ``iat``, ``nbf``, ``jti`` and ``sid`` (the
+  session, i.e. the refresh-token family).
+- Service tokens: same key and issuer, ``typ: service+jwt``, ``sub: "service:<caller>"``,
+  ``aud: "ultrai-<target>"``; minted by ``POST /api/v1/auth/service-token``.
+
+``TokenVerifier`` fetches the auth service's JWKS (``/.well-known/jwks.json``), caches it, refetches on
+an unknown ``kid`` at most once per JWKS_REFETCH_INTERVAL, allows EdDSA only (compared
+case-sensitively), requires every claim, and checks ``typ``, ``iss`` and ``aud`` by exact equality,
+``exp``/``nbf``/``iat`` with a small leeway, and revocation. Every refusal is a 401 problem+json with
+``WWW-Authenticate: Bearer``; nothing about a token ever reaches a log.
+
+Revocation: the auth service writes, in the shared key-value store under the fixed namespace
+``<REDIS_KEY_PREFIX>:revoked:``, ``jti:<jti>`` (one token), ``sid:<session>`` (logout, password change,
+refresh reuse) and ``user:<id>`` (a deleted account) entries that live as long as an access token
+can. With Redis every service sees them at once. Without Redis (local development) each verifier also
+reads auth's revocation list (``GET /api/v1/auth/revocations``, shown INTERNAL_TOKEN_SECRET) at most
+every REVOCATION_POLL_SECONDS.
+
+FastAPI dependencies: put a ``TokenVerifier`` at ``app.state.verifier`` in the lifespan, then use
+``Depends(current_user)`` / ``Depends(current_service)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+import jwt
+from fastapi import Request
+from jwt.algorithms import OKPAlgorithm
+
+from shared.errors import ProblemError
+from shared.kv import KeyValue
+from shared.settings import DEV_INTERNAL_TOKEN_SECRET, ServiceSettings
+
+ALGORITHM = "EdDSA"
+ALGORITHMS = (ALGORITHM,)
+ACCESS_TYP = "at+jwt"
+SERVICE_TYP = "service+jwt"
+TokenKind = Literal["access", "service"]
+TYP_OF: dict[str, str] = {"access": ACCESS_TYP, "service": SERVICE_TYP}
+REVOCATION_NAMESPACE = "revoked"
+JWKS_PATH = "/.well-known/jwks.json"
+SERVICE_TOKEN_PATH = "/api/v1/auth/service-token"  # noqa: S105 (a path)
+REVOCATIONS_PATH = "/api/v1/auth/revocations"
+ON_BEHALF_HEADER = "x-on-behalf-of"
+
+MAX_TOKEN_LENGTH = 8192
+_KID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+_USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "nbf", "jti")
+
+
+def service_audience(service: str) -> str:
+    """The ``aud`` of a service token meant for ``service`` (e.g. "ultrai-llm")."""
+    return f"ultrai-{service}"
+
+
+def unauthorized(detail: str = "A valid access token is required.") -> ProblemError:
+    return ProblemError(
+        401,
+        detail,
+        title="Unauthorized",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, or None."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class RevocationStore:
+    """The revocation entries in the shared key-value store, under a namespace every service reads."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    @classmethod
+    def for_settings(cls, settings: ServiceSettings) -> RevocationStore:
+        return cls(
+            KeyValue(
+                settings.redis_url,
+                service=REVOCATION_NAMESPACE,
+                prefix=settings.redis_key_prefix,
+                timeout=settings.redis_timeout,
+            )
+        )
+
+    @property
+    def shared(self) -> bool:
+        return self.kv.configured
+
+    async def revoke(self, kind: Literal["jti", "sid", "user"], value: str, ttl: float) -> None:
+        """Revoke one token (jti), one session (sid) or every token of a deleted user (user)."""
+        await self.kv.set(f"{kind}:{value}", "1", ttl=max(ttl, 1.0))
+
+    async def revoked(self, claims: dict[str, Any]) -> bool:
+        names = [f"jti:{claims['jti']}", f"user:{claims['sub']}"]
+        if isinstance(claims.get("sid"), str):
+            names.append(f"sid:{claims['sid']}")
+        values = await asyncio.gather(*(self.kv.get(name) for name in names))
+        return any(value is not None for value in values)
+
+    async def close(self) -> None:
+        await self.kv.close()
+
+
+@dataclass
+class Principal:
+    """Who is calling: a user (access token, or a service acting for a user) or a service."""
+
+    user_id: str | None
+    kind: Literal["user", "service"]
+    claims: dict[str, Any]
+    service: str | None = None
+
+
+JwksSource = Callable[[], Awaitable[dict[str, Any]]]
+
+
+@dataclass
+class _KeyCache:
+    keys: dict[str, Any] = field(default_factory=dict)
+    fetched_at: float = 0.0
+    last_attempt: float = -1e9
+
+
+class TokenVerifier:
+    """Verifies access and service tokens for one service (``service`` names it for service-token ``aud``).
+
+    ``jwks_source`` replaces the HTTP fetch (the auth service reads its own keys directly);
+    ``revocations`` replaces the store built from settings.
+    """
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        service: str,
+        *,
+        jwks_source: JwksSource | None = None,
+        revocations: RevocationStore | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.issuer = settings.jwt_issuer
+        self.audience = settings.jwt_audience
+        self.leeway = settings.jwt_leeway_seconds
+        self.cache_seconds = settings.jwks_cache_seconds
+        self.refetch_interval = settings.jwks_refetch_interval
+        self.poll_seconds = settings.revocation_poll_seconds
+        self._source = jwks_source
+        self._cache = _KeyCache()
+        self._lock = asyncio.Lock()
+        self._own_revocations = revocations is None
+        self.revocations = revocations or RevocationStore.for_settings(settings)
+        self._http: httpx.AsyncClient | None = None
+        if jwks_source is None or not self.revocations.shared:
+            self._http = httpx.AsyncClient(
+                base_url=settings.auth_url,
+                timeout=httpx.Timeout(2.0, connect=1.0),
+                transport=transport,
+                trust_env=False,
+            )
+        self._polled: dict[str, Any] = {"jti": {}, "sid": {}, "user": {}}
+        self._polled_at = -1e9
+        self._poll_lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+        if self._own_revocations:
+            await self.revocations.close()
+
+    # ---- keys -------------------------------------------------------------------------------
+    async def _fetch_jwks(self) -> dict[str, Any]:
+        if self._source is not None:
+            return await self._source()
+        assert self._http is not None
+        resp = await self._http.get(JWKS_PATH)
+        resp.raise_for_status()
+        return resp.json()
+
+    async def _refresh_keys(self, force: bool) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            fresh = now - self._cache.fetched_at < self.cache_seconds
+            if fresh and not force:
+                return
+            if force and now - self._cache.last_attempt < self.refetch_interval:
+                return  # an unknown kid refetches at most once per interval
+            self._cache.last_attempt = now
+            try:
+                document = await self._fetch_jwks()
+            except (httpx.HTTPError, ValueError, OSError):
+                if self._cache.keys:
+                    return  # keep serving with the keys we have
+                raise ProblemError(
+                    503, "Token keys are unavailable; try again shortly.", headers={"Retry-After": "2"}
+                ) from None
+            keys: dict[str, Any] = {}
+            for jwk in document.get("keys", []) if isinstance(document, dict) else []:
+                if not isinstance(jwk, dict):
+                    continue
+                if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" or jwk.get("alg", ALGORITHM) != ALGORITHM:
+                    continue
+                kid = jwk.get("kid")
+                if not isinstance(kid, str) or not _KID.match(kid) or "d" in jwk:
+                    continue
+                try:
+                    keys[kid] = OKPAlgorithm.from_jwk(json.dumps(jwk))
+                except (jwt.InvalidKeyError, ValueError, TypeError):
+                    continue
+            self._cache.keys = keys
+            self._cache.fetched_at = now
+
+    async def _key(self, kid: str) -> Any:
+        await self._refresh_keys(force=False)
+        key = self._cache.keys.get(kid)
+        if key is None:
+            await self._refresh_keys(force=True)
+            key = self._cache.keys.get(kid)
+        if key is None:
+            raise unauthorized("The token is not valid.")
+        return key
+
+    # ---- verification -----------------------------------------------------------------------
+    async def verify(self, token: str, typ: TokenKind = "access") -> dict[str, Any]:
+        """The verified claims of ``token`` as a ``typ`` token, or a 401 ProblemError."""
+        claims = await self.verify_signature(token, typ)
+        if await self._is_revoked(claims):
+            raise unauthorized("The token has been revoked.")
+        return claims
+
+    async def verify_signature(self, token: str, typ: TokenKind = "access") -> dict[str, Any]:
+        """Everything but revocation: format, header, signature and claims."""
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+            raise unauthorized("The token is not valid.")
+        parts = token.split(".")
+        if len(parts) != 3 or not all(_B64URL.match(p) for p in parts):
+            raise unauthorized("The token is not valid.")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise unauthorized("The token is not valid.") from None
+        # RFC 8725 §3.1: the algorithm is ours alone, compared exactly (no "eddsa", no "none").
+        if header.get("alg") != ALGORITHM:
+            raise unauthorized("The token is not valid.")
+        # RFC 8725 §3.11: explicit typing keeps access and service tokens apart.
+        if header.get("typ") != TYP_OF[typ]:
+            raise unauthorized("The token is not valid.")
+        # RFC 7515 §4.1.11: we understand no critical extension, so any "crit" is refused.
+        if "crit" in header:
+            raise unauthorized("The token is not valid.")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not _KID.match(kid):
+            raise unauthorized("The token is not valid.")
+        # jku/x5u/jwk/x5c are never read: keys come only from our JWKS.
+        key = await self._key(kid)
+        audience = self.audience if typ == "access" else service_audience(self.service)
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=list(ALGORITHMS),
+                audience=audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": list(REQUIRED_CLAIMS), "strict_aud": True, "verify_signature": True},
+            )
+        except jwt.PyJWTError:
+            raise unauthorized("The token is not valid.") from None
+        self._check_claims(claims, typ, audience)
+        return claims
+
+    def _check_claims(self, claims: dict[str, Any], typ: TokenKind, audience: str) -> None:
+        # Exact comparisons, whatever the library does (a prefix of our issuer is not our issuer).
+        if claims.get("iss") != self.issuer or claims.get("aud") != audience:
+            raise unauthorized("The token is not valid.")
+        for name in ("exp", "iat", "nbf"):
+            if not isinstance(claims.get(name), int | float) or isinstance(claims.get(name), bool):
+                raise unauthorized("The token is not valid.")
+        if claims["iat"] > time.time() + self.leeway:
+            raise unauthorized("The token is not valid.")
+        sub, jti = claims.get("sub"), claims.get("jti")
+        if not isinstance(sub, str) or not isinstance(jti, str) or not jti or len(jti) > 128:
+            raise unauthorized("The token is not valid.")
+        if typ == "access":
+            if sub.startswith("service:") or not _USER_ID.match(sub) or not isinstance(claims.get("sid"), str):
+                raise unauthorized("The token is not valid.")
+        else:
+            caller = sub.removeprefix("service:")
+            if not sub.startswith("service:") or not _NAME.match(caller):
+                raise unauthorized("The token is not valid.")
+
+    async def _is_revoked(self, claims: dict[str, Any]) -> bool:
+        if await self.revocations.revoked(claims):
+            return True
+        if self.revocations.shared or self._http is None or self.poll_seconds <= 0:
+            return False
+        # No shared store: read auth's revocation list, at most every REVOCATION_POLL_SECONDS.
+        await self._poll_revocations()
+        polled = self._polled
+        return claims["jti"] in polled["jti"] or claims.get("sid") in polled["sid"] or claims["sub"] in polled["user"]
+
+    async def _poll_revocations(self) -> None:
+        if time.monotonic() - self._polled_at < self.poll_seconds:
+            return
+        async with self._poll_lock:
+            if time.monotonic() - self._polled_at < self.poll_seconds:
+                return
+            assert self._http is not None
+            try:
+                secret = self.settings.internal_token_secret.get_secret_value()
+                resp = await self._http.get(REVOCATIONS_PATH, headers={"Authorization": f"Bearer {secret}"})
+                resp.raise_for_status()
+                body = resp.json()
+                self._polled = {k: dict(body.get(k) or {}) for k in ("jti", "sid", "user")}
+            except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+                pass  # keep the last list; the shared store and short lifetimes still bound exposure
+            self._polled_at = time.monotonic()
+
+
+# ---- FastAPI dependencies ---------------------------------------------------------------------
+def _verifier(request: Request) -> TokenVerifier:
+    verifier = getattr(request.app.state, "verifier", None)
+    if verifier is None:
+        raise RuntimeError("app.state.verifier is not set: create a TokenVerifier in the lifespan")
+    return verifier
+
+
+async def current_user(request: Request) -> Principal:
+    """A user access token; or a service token for this service with ``X-On-Behalf-Of: <user id>``."""
+    token = bearer_token(request)
+    if token is None:
+        raise unauthorized()
+    verifier = _verifier(request)
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise unauthorized("The token is not valid.") from None
+    if header.get("typ") == SERVICE_TYP:
+        claims = await verifier.verify(token, "service")
+        on_behalf = request.headers.get(ON_BEHALF_HEADER)
+        if not on_behalf or not _USER_ID.match(on_behalf):
+            raise unauthorized("A service token needs X-On-Behalf-Of to act for a user.")
+        principal = Principal(on_behalf, "user", claims, service=claims["sub"].removeprefix("service:"))
+    else:
+        claims = await verifier.verify(token, "access")
+        principal = Principal(claims["sub"], "user", claims)
+    request.state.principal = principal
+    return principal
+
+
+async def current_service(request: Request) -> Principal:
+    """A service token whose audience is this service."""
+    token = bearer_token(request)
+    if token is None:
+        raise unauthorized("A service token is required.")
+    claims = await _verifier(request).verify(token, "service")
+    principal = Principal(None, "service", claims, service=claims["sub"].removeprefix("service:"))
+    request.state.principal = principal
+    return principal
+
+
+# ---- obtaining service tokens -----------------------------------------------------------------
+class ServiceTokenSource:
+    """An async callable returning a cached service token from ``caller`` to ``audience``, renewed a
+    minute before it expires; pass it as ``token=`` to ``shared.client.ServiceClient``."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        caller: str,
+        audience: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        renew_before: float = 60.0,
+    ) -> None:
+        secret = settings.internal_token_secret.get_secret_value()
+        if settings.is_production and hmac.compare_digest(secret, DEV_INTERNAL_TOKEN_SECRET):
+            raise ValueError("INTERNAL_TOKEN_SECRET must be set in production")
+        self.caller = caller
+        self.audience = audience
+        self.renew_before = renew_before
+        self._secret = secret
+        self._token: str | None = None
+        self._expires = 0.0
+        self._lock = asyncio.Lock()
+        self._http = httpx.AsyncClient(
+            base_url=settings.auth_url, timeout=httpx.Timeout(5.0, connect=1.0), transport=transport, trust_env=False
+        )
+
+    async def __call__(self) -> str:
+        if self._token is not None and time.monotonic() < self._expires - self.renew_before:
+            return self._token
+        async with self._lock:
+            if self._token is not None and time.monotonic() < self._expires - self.renew_before:
+                return self._token
+            resp = await self._http.post(
+                SERVICE_TOKEN_PATH,
+                json={"service": self.caller, "audience": self.audience},
+                headers={"Authorization": f"Bearer {self._secret}"},
+            )
+            if resp.status_code != 200:
+                raise RuntimeError(
+                    f"auth refused a service token for {self.caller}->{self.audience}: {resp.status_code}"
+                )
+            body = resp.json()
+            self._token = body["access_token"]
+            self._expires = time.monotonic() + float(body["expires_in"])
+            return self._token
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
