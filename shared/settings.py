@@ -32,6 +32,17 @@ def split_list(value: Any) -> Any:
     return value
 
 
+def service_url(value: str) -> str:
+    """An upstream service's base URL; Render's private network gives host:port (``fromService ...
+    property: hostport``), which becomes ``http://host:port``."""
+    value = value.strip().rstrip("/")
+    if "://" not in value:
+        value = f"http://{value}"
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http(s) URL or host:port")
+    return value
+
+
 class ServiceSettings(BaseSettings):
     """What every service reads from its environment (names as in DESIGN.md)."""
 

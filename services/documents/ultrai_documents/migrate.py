@@ -7,4 +7,6 @@ from shared.settings import load_settings
 from ultrai_documents.settings import DocumentsSettings
 
 if __name__ == "__main__":
-    raise SystemExit(main(Path(__file__).parent / "migrations", load_settings(DocumentsSettings, "documents"), "documents"))
+    raise SystemExit(
+        main(Path(__file__).parent / "migrations", load_settings(DocumentsSettings, "documents"), "documents")
+    )

@@ -1,7 +1,84 @@
 from __future__ import annotations
 
-from shared.settings import ServiceSettings
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from shared.settings import CommaList, ServiceSettings, service_url, split_list
+
+MB = 1024 * 1024
 
 
 class DocumentsSettings(ServiceSettings):
-    pass
+    llm_url: str = "http://127.0.0.1:8003"
+
+    # Uploads: the limit counts the file's bytes as they arrive.
+    max_upload_bytes: int = Field(25 * MB, ge=1, le=2048 * MB)
+    upload_overhead_bytes: int = Field(64 * 1024, ge=1024, le=MB)
+    max_multipart_parts: int = Field(8, ge=1, le=1000)
+    max_field_bytes: int = Field(16 * 1024, ge=64, le=MB)
+    max_filename_chars: int = Field(255, ge=16, le=1024)
+
+    # Per-user quota.
+    quota_max_documents: int = Field(200, ge=1)
+    quota_max_bytes: int = Field(1024 * MB, ge=1)
+
+    # Extraction runs in a child process with these limits.
+    extract_memory_mb: int = Field(768, ge=64, le=16384)
+    extract_cpu_seconds: int = Field(30, ge=1, le=3600)
+    extract_timeout_seconds: float = Field(60.0, gt=0, le=3600)
+    extract_concurrency: int = Field(2, ge=1, le=64)
+    max_text_chars: int = Field(20_000_000, ge=1000)
+    # DOCX (zip) pre-checks.
+    docx_max_entries: int = Field(2000, ge=10)
+    docx_max_uncompressed_bytes: int = Field(200 * MB, ge=MB)
+    docx_max_ratio: float = Field(100.0, ge=2)
+    docx_max_part_bytes: int = Field(100 * MB, ge=MB)
+    # PDF pre-checks.
+    pdf_max_pages: int = Field(2000, ge=1)
+    pdf_max_stream_bytes: int = Field(64 * MB, ge=MB)
+    # JSON/HTML/XML nesting.
+    max_nesting_depth: int = Field(256, ge=8, le=10_000)
+
+    # Chunks (tokens are estimated; see chunking.py).
+    chunk_tokens: int = Field(1500, ge=50, le=200_000)
+    chunk_overlap_tokens: int = Field(150, ge=0, le=50_000)
+
+    # Analyses.
+    analysis_runner: Literal["inprocess"] = "inprocess"
+    analysis_default_models: CommaList = Field(default_factory=list)
+    analysis_max_models: int = Field(8, ge=1, le=32)
+    analysis_context_tokens: int = Field(6000, ge=200)
+    analysis_max_chunks: int = Field(64, ge=1, le=10_000)
+    analysis_concurrency: int = Field(4, ge=1, le=64)
+    analysis_max_active_per_user: int = Field(5, ge=1, le=1000)
+    analysis_workers: int = Field(8, ge=1, le=256)
+    llm_timeout_seconds: float = Field(300.0, gt=0, le=3600)
+    sse_poll_seconds: float = Field(0.25, gt=0, le=10)
+
+    migrate_on_start: bool | None = None
+
+    @field_validator("analysis_default_models", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        return split_list(value)
+
+    @field_validator("llm_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return service_url(value)
+
+    @field_validator("chunk_overlap_tokens")
+    @classmethod
+    def _overlap(cls, value: int, info: Any) -> int:
+        size = info.data.get("chunk_tokens")
+        if size is not None and value >= size:
+            raise ValueError("must be smaller than CHUNK_TOKENS")
+        return value
+
+    @property
+    def should_migrate_on_start(self) -> bool:
+        """Development and tests migrate at start; production runs the migrate command before deploy."""
+        if self.migrate_on_start is not None:
+            return self.migrate_on_start
+        return not self.is_production

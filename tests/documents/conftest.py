@@ -1,0 +1,173 @@
+"""Helpers for the documents suite: the app in process with tokens from a key of the test's own
+(published to the app's verifier as a JWKS, the way the auth service publishes its keys), and
+real PDF, DOCX and hostile files built in the tests."""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import time
+import zipfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import OKPAlgorithm
+
+from shared.kv import KeyValue
+from shared.tokens import RevocationStore, TokenVerifier
+from tests.asgi import asgi_client
+from ultrai_documents.main import build
+from ultrai_documents.settings import DocumentsSettings
+
+
+class Issuer:
+    """Signs access tokens like the auth service does, and serves the matching JWKS."""
+
+    def __init__(self) -> None:
+        self.key = Ed25519PrivateKey.generate()
+        self.kid = "test-" + secrets.token_hex(4)
+
+    async def jwks(self) -> dict[str, Any]:
+        jwk = json.loads(OKPAlgorithm.to_jwk(self.key.public_key()))
+        jwk.update({"kid": self.kid, "alg": "EdDSA", "use": "sig"})
+        return {"keys": [jwk]}
+
+    def token(self, user_id: str, lifetime: int = 900) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": "ultrai-auth",
+            "aud": "ultrai",
+            "sub": user_id,
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime,
+            "jti": secrets.token_hex(8),
+            "sid": secrets.token_hex(8),
+        }
+        return jwt.encode(claims, self.key, algorithm="EdDSA", headers={"kid": self.kid, "typ": "at+jwt"})
+
+    def headers(self, user_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user_id)}"}
+
+
+@pytest.fixture(scope="session")
+def issuer() -> Issuer:
+    return Issuer()
+
+
+def settings_for(tmp: Path, **overrides: Any) -> DocumentsSettings:
+    values: dict[str, Any] = {
+        "environment": "test",
+        "data_dir": tmp,
+        "database_url": None,
+        "redis_url": None,
+        # No llm service in process: analyses are tested end to end on the stack.
+        "llm_url": "http://127.0.0.1:9",
+        "auth_url": "http://127.0.0.1:9",
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return DocumentsSettings(**values)
+
+
+@asynccontextmanager
+async def documents_app(tmp: Path, issuer: Issuer, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    settings = settings_for(tmp, **overrides)
+    verifier = TokenVerifier(
+        settings,
+        "documents",
+        jwks_source=issuer.jwks,
+        revocations=RevocationStore(KeyValue(None, service="revoked")),
+    )
+    app = build(settings, verifier=verifier)
+    async with asgi_client(app) as client:
+        yield client
+    await verifier.aclose()
+
+
+@pytest.fixture
+async def client(tmp_dir: Path, issuer: Issuer) -> AsyncIterator[httpx.AsyncClient]:
+    async with documents_app(tmp_dir, issuer) as c:
+        yield c
+
+
+def new_user() -> str:
+    return "u" + secrets.token_hex(6)
+
+
+# ------------------------------------------------------------------------------------ real files
+
+
+def make_pdf(pages: list[str]) -> bytes:
+    """A real PDF with one text line per page, written by pypdf (Helvetica, uncompressed content)."""
+    from pypdf import PdfWriter
+    from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+
+    writer = PdfWriter()
+    font = DictionaryObject(
+        {
+            NameObject("/Type"): NameObject("/Font"),
+            NameObject("/Subtype"): NameObject("/Type1"),
+            NameObject("/BaseFont"): NameObject("/Helvetica"),
+        }
+    )
+    font_ref = writer._add_object(font)
+    for text in pages:
+        page = writer.add_blank_page(width=612, height=792)
+        lines = text.split("\n")
+        ops = ["BT", "/F1 12 Tf", "14 TL", "72 720 Td"]
+        for line in lines:
+            safe = line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+            ops.append(f"({safe}) Tj T*")
+        ops.append("ET")
+        stream = DecodedStreamObject()
+        stream.set_data("\n".join(ops).encode("latin-1"))
+        page[NameObject("/Contents")] = writer._add_object(stream)
+        page[NameObject("/Resources")] = DictionaryObject(
+            {NameObject("/Font"): DictionaryObject({NameObject("/F1"): font_ref})}
+        )
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def make_docx(paragraphs: list[str], table: list[list[str]] | None = None) -> bytes:
+    import docx
+
+    document = docx.Document()
+    for p in paragraphs:
+        document.add_paragraph(p)
+    if table:
+        t = document.add_table(rows=len(table), cols=len(table[0]))
+        for r, row in enumerate(table):
+            for c, value in enumerate(row):
+                t.cell(r, c).text = value
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def rezip(docx_bytes: bytes, edit: Callable[[zipfile.ZipFile, zipfile.ZipFile], None]) -> bytes:
+    """Copy a DOCX's parts into a new zip, letting ``edit`` add or replace parts."""
+    src = zipfile.ZipFile(io.BytesIO(docx_bytes))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        edit(src, dst)
+    return out.getvalue()
+
+
+async def upload(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    data: bytes,
+    name: str = "file.bin",
+    content_type: str = "application/octet-stream",
+) -> httpx.Response:
+    return await client.post("/api/v1/documents", headers=headers, files={"file": (name, data, content_type)})
