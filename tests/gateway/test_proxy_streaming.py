@@ -67,7 +67,14 @@ def proxied(tmp_path_factory) -> Iterator[tuple[ServiceProcess, Sink]]:
     gateway = ServiceProcess(
         SERVICES["gateway"],
         free_port(),
-        env={"DOCUMENTS_URL": sink.url, "AUTH_URL": dead, "LLM_URL": dead, "LOG_LEVEL": "WARNING"},
+        # No auth service here: the edge token check is off (tests/auth covers it).
+        env={
+            "DOCUMENTS_URL": sink.url,
+            "AUTH_URL": dead,
+            "LLM_URL": dead,
+            "LOG_LEVEL": "WARNING",
+            "EDGE_AUTH": "false",
+        },
         log_path=workdir / "gateway.log",
     ).start()
     try:
@@ -203,3 +210,42 @@ def test_a_dead_upstream_is_a_503_naming_it_while_others_work(proxied) -> None:
     assert "127.0.0.1" not in resp.text  # no internal address in the error
     print(f"\n503 for a dead upstream after {elapsed * 1000:.1f} ms")
     assert httpx.get(gateway.url + "/api/v1/documents/echo-id", timeout=5).status_code == 200
+
+
+def test_sigterm_lets_an_in_flight_request_finish(tmp_path) -> None:
+    """Render sends SIGTERM on every deploy: a response under way must complete, not be cut."""
+    sink = Sink(tmp_path)
+    dead = f"http://127.0.0.1:{free_port()}"
+    gateway = ServiceProcess(
+        SERVICES["gateway"],
+        free_port(),
+        # No auth service here: the edge token check is off (tests/auth covers it).
+        env={
+            "DOCUMENTS_URL": sink.url,
+            "AUTH_URL": dead,
+            "LLM_URL": dead,
+            "LOG_LEVEL": "WARNING",
+            "EDGE_AUTH": "false",
+        },
+        log_path=tmp_path / "gateway.log",
+    ).start()
+    try:
+        sink.wait()
+        gateway.wait_ready()
+        with httpx.stream("GET", gateway.url + "/api/v1/documents/sse", timeout=30) as resp:
+            lines = resp.iter_lines()
+            assert next(lines) == "event: first"
+            gateway.proc.send_signal(15)  # SIGTERM while the response is half sent
+            time.sleep(0.3)
+            assert gateway.proc.poll() is None  # still draining the in-flight request
+            # the gateway takes no new work while it drains
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(gateway.url + "/live", timeout=2)
+            httpx.post(sink.url + "/api/v1/documents/release", timeout=5)
+            rest = [line for line in lines if line]
+        assert rest == ["data: 1", "event: second", "data: 2"]
+        # uvicorn re-raises the signal once drained, so the status is -SIGTERM (or 0): not a crash.
+        assert gateway.proc.wait(15) in (0, -15)
+    finally:
+        gateway.stop()
+        sink.stop()
