@@ -141,7 +141,7 @@ JwksSource = Callable[[], Awaitable[dict[str, Any]]]
 class _KeyCache:
     keys: dict[str, Any] = field(default_factory=dict)
     fetched_at: float = 0.0
-    last_attempt: float = -1e9
+    last_forced: float = -1e9
 
 
 class TokenVerifier:
@@ -206,9 +206,10 @@ class TokenVerifier:
             fresh = now - self._cache.fetched_at < self.cache_seconds
             if fresh and not force:
                 return
-            if force and now - self._cache.last_attempt < self.refetch_interval:
-                return  # an unknown kid refetches at most once per interval
-            self._cache.last_attempt = now
+            if force:
+                if now - self._cache.last_forced < self.refetch_interval:
+                    return  # unknown kids refetch at most once per interval
+                self._cache.last_forced = now
             try:
                 document = await self._fetch_jwks()
             except (httpx.HTTPError, ValueError, OSError):

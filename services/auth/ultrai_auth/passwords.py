@@ -70,6 +70,7 @@ class PasswordService:
         self.pool = ThreadPoolExecutor(max_workers=settings.hash_concurrency, thread_name_prefix="argon2")
         self._slots = asyncio.Semaphore(settings.hash_concurrency + settings.hash_queue)
         self._dummy: str | None = None
+        self.calls = 0  # argon2 operations started (hashes and verifications)
 
     async def start(self) -> None:
         # A hash of a random password with the current parameters, for unknown-email logins.
@@ -87,6 +88,7 @@ class PasswordService:
                 headers={"Retry-After": "2"},
             )
         async with self._slots:
+            self.calls += 1
             return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     async def hash(self, password: str) -> str:

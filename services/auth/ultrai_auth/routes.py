@@ -241,14 +241,13 @@ async def login(body: Credentials, request: Request, db: DB) -> TokenPair:
     known_key = f"known:{account_key}:{_key(ip)}"
     known = settings.known_address_days > 0 and await state.kv.get(known_key) is not None
     if not known:
-        decision = await state.limiter.test(settings.login_failures_per_account, "login-account", account_key)
+        decision = await state.limiter.hit(settings.login_attempts_per_account, "login-account", account_key)
         if not decision.allowed:
-            raise too_many(decision, "Too many failed logins for this account; try again later.")
+            raise too_many(decision, "Too many login attempts for this account; try again later.")
 
     user = (await db.execute(select(User).where(User.email == email))).scalar_one_or_none()
     ok = await state.passwords.verify(user.password_hash if user else None, body.password)
     if not ok or user is None:
-        await state.limiter.hit(settings.login_failures_per_account, "login-account", account_key)
         raise unauthorized(INVALID_LOGIN)
     if state.passwords.needs_rehash(user.password_hash):
         user.password_hash = await state.passwords.hash(body.password)
@@ -344,11 +343,10 @@ async def change_password(body: PasswordChange, request: Request, db: DB, user: 
     settings = settings_of(request)
     state = request.app.state
     account_key = _key(user.email)
-    decision = await state.limiter.test(settings.login_failures_per_account, "login-account", account_key)
+    decision = await state.limiter.hit(settings.login_attempts_per_account, "password-change", account_key)
     if not decision.allowed:
-        raise too_many(decision, "Too many failed attempts for this account; try again later.")
+        raise too_many(decision, "Too many attempts for this account; try again later.")
     if not await state.passwords.verify(user.password_hash, body.current_password):
-        await state.limiter.hit(settings.login_failures_per_account, "login-account", account_key)
         raise unauthorized("The current password is not correct.")
     problem = policy_problems(body.new_password, user.email, settings)
     if problem:
