@@ -70,7 +70,14 @@ async def test_request_id_is_kept_across_two_hops(stack) -> None:
 async def test_each_prefix_reaches_its_service(stack, path: str, service: str) -> None:
     rid = f"route-{uuid.uuid4().hex}"
     async with httpx.AsyncClient(timeout=10) as client:
-        await client.get(stack.url("gateway") + path, headers={"X-Request-ID": rid})
+        # Protected routes need an access token at the gateway's edge check.
+        email, password = f"route-{uuid.uuid4().hex[:8]}@example.com", "route test passphrase"
+        await client.post(stack.url("gateway") + "/api/v1/auth/register", json={"email": email, "password": password})
+        login = await client.post(
+            stack.url("gateway") + "/api/v1/auth/login", json={"email": email, "password": password}
+        )
+        token = login.json()["access_token"]
+        await client.get(stack.url("gateway") + path, headers={"X-Request-ID": rid, "Authorization": f"Bearer {token}"})
     await asyncio.sleep(0.2)
     for name in ("auth", "documents", "llm"):
         log = (stack.workdir / f"{name}.log").read_text()

@@ -15,7 +15,9 @@ from shared.app import create_app
 from shared.client import ServiceClient
 from shared.health import Check, CheckResult
 from shared.settings import load_settings
+from shared.tokens import TokenVerifier
 from ultrai_gateway.cors import ProblemCORSMiddleware
+from ultrai_gateway.edge import check_edge
 from ultrai_gateway.proxy import Upstream, forward
 from ultrai_gateway.settings import GatewaySettings
 
@@ -50,10 +52,12 @@ def build(settings: GatewaySettings | None = None) -> FastAPI:
             client = ServiceClient(name, urls[name], timeout=timeout, max_connections=settings.upstream_max_connections)
             upstreams[name] = Upstream(name, prefixes, client, CRITICAL[name], settings.trusted_proxy_hops)
             app.state.health.add(_upstream_check(upstreams[name], settings.health_timeout))
+        app.state.verifier = TokenVerifier(settings, SERVICE)
         try:
             yield
         finally:
             await asyncio.gather(*(u.client.aclose() for u in upstreams.values()))
+            await app.state.verifier.aclose()
 
     app = create_app(
         SERVICE,
@@ -94,6 +98,7 @@ def build(settings: GatewaySettings | None = None) -> FastAPI:
 
 def _add_route(app: FastAPI, name: str, prefix: str, upstreams: dict[str, Upstream]) -> None:
     async def route(request: Request) -> Response:
+        await check_edge(request, ROUTES[name])
         return await forward(request, upstreams[name])
 
     for path in (prefix, prefix + "/{path:path}"):

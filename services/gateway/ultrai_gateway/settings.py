@@ -18,6 +18,8 @@ class GatewaySettings(ServiceSettings):
 
     # Proxies in front of the gateway that append to X-Forwarded-For: 1 on Render (its edge), 0 locally.
     trusted_proxy_hops: int = Field(0, ge=0, le=5)
+    # The edge token check (ultrai_gateway/edge.py); off only for tests of the proxy against fake upstreams.
+    edge_auth: bool = True
 
     health_timeout: float = Field(1.5, gt=0, le=30)
     upstream_connect_timeout: float = Field(1.0, gt=0, le=30)

@@ -1,0 +1,43 @@
+"""The edge token check: a protected route without a valid access token is refused at the gateway.
+
+The services check again themselves (each service's own URL is reachable too); this check spares
+them the traffic and gives the frontend one consistent 401. Public: account creation, login,
+refresh, logout, the public keys, and each service's directory (``GET <prefix>``); the gateway's own
+health, docs and metrics routes are not proxied and never reach this check.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from shared.tokens import TokenVerifier, bearer_token, unauthorized
+
+PUBLIC_PATHS = frozenset(
+    {
+        "/api/v1/auth/register",
+        "/api/v1/auth/login",
+        "/api/v1/auth/refresh",
+        "/api/v1/auth/logout",
+    }
+)
+PUBLIC_PREFIXES = ("/.well-known/",)
+
+
+def is_public(method: str, path: str, prefixes: tuple[str, ...]) -> bool:
+    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+        return True
+    # CORS preflights carry no credentials; the service answers them.
+    if method == "OPTIONS":
+        return True
+    return method in ("GET", "HEAD") and path.rstrip("/") in prefixes
+
+
+async def check_edge(request: Request, prefixes: tuple[str, ...]) -> None:
+    """Raise a 401 problem unless the route is public or the request carries a valid access token."""
+    if not request.app.state.settings.edge_auth or is_public(request.method, request.url.path, prefixes):
+        return
+    token = bearer_token(request)
+    if token is None:
+        raise unauthorized()
+    verifier: TokenVerifier = request.app.state.verifier
+    await verifier.verify(token, "access")
