@@ -30,6 +30,11 @@ migrate: install
 	    $(CURDIR)/$(PY) -m ultrai_$$s.migrate) || exit 1; \
 	done
 
+## deploy-check: each service built and started as Render does, in a brand-new virtual environment
+## (slow: four fresh installs; not part of `make test`). `make deploy-check CHECK=llm` checks one.
+deploy-check: install
+	$(PY) -m tools.deploy_check $(CHECK)
+
 ## test: the whole suite (SQLite and in-process cache; PostgreSQL and Redis too when
 ## TEST_DATABASE_URL and TEST_REDIS_URL are set)
 test: install
