@@ -1,0 +1,58 @@
+"""The response cache: identical requests (same model, messages and parameters) answered from the
+shared KeyValue store (Redis when configured, an in-process LRU otherwise) for CACHE_TTL seconds.
+
+A Redis failure never fails a request: KeyValue falls back to process memory by itself, and anything
+unreadable in the cache counts as a miss. Lookups are counted in ``cache_requests_total``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from shared.kv import KeyValue
+from shared.metrics import CACHE
+
+log = logging.getLogger("ultrai_llm.cache")
+SERVICE = "llm"
+CACHE_NAME = "responses"
+VERSION = "v1"
+
+
+def cache_key(model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
+    canonical = json.dumps(
+        {"model": model, "messages": messages, "params": params}, sort_keys=True, separators=(",", ":")
+    )
+    return f"resp:{VERSION}:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ResponseCache:
+    def __init__(self, kv: KeyValue, ttl: int, enabled: bool = True) -> None:
+        self.kv = kv
+        self.ttl = ttl
+        self.enabled = enabled
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            raw = await self.kv.get(key)
+            entry = json.loads(raw) if raw is not None else None
+        except Exception as exc:  # a broken entry or store is a miss, never an error
+            log.warning("cache read failed: %s", type(exc).__name__)
+            entry = None
+        if not isinstance(entry, dict) or not isinstance(entry.get("text"), str):
+            CACHE.labels(SERVICE, CACHE_NAME, "miss").inc()
+            return None
+        CACHE.labels(SERVICE, CACHE_NAME, "hit").inc()
+        return entry
+
+    async def set(self, key: str, entry: dict[str, Any]) -> None:
+        try:
+            await self.kv.set(key, json.dumps(entry, separators=(",", ":")), ttl=self.ttl)
+        except Exception as exc:
+            log.warning("cache write failed: %s", type(exc).__name__)
+
+    @staticmethod
+    def bypassed() -> None:
+        CACHE.labels(SERVICE, CACHE_NAME, "bypass").inc()

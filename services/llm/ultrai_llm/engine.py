@@ -1,0 +1,261 @@
+"""One model call through litellm's Router: retries with backoff, fallbacks, cooldowns and timeouts
+are the Router's; this module adds the cache, the length check against the model's context window,
+a hard deadline, cost, and a result that reports an error instead of raising it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from shared.errors import ProblemError
+from shared.metrics import UPSTREAM_ERRORS
+from ultrai_llm.cache import ResponseCache, cache_key
+from ultrai_llm.catalog import NO_PROVIDER_HINT, Catalog, ModelSpec
+from ultrai_llm.engine_setup import litellm
+from ultrai_llm.schemas import ModelParams
+from ultrai_llm.settings import LlmSettings
+
+log = logging.getLogger("ultrai_llm.engine")
+
+Delta = Callable[[str], Awaitable[None]]
+Messages = list[dict[str, Any]]
+_SECRETISH = re.compile(r"(sk-[A-Za-z0-9_-]{6,}|Bearer\s+\S+|api[_-]?key[=:]\s*\S+)", re.IGNORECASE)
+
+
+@dataclass
+class CallResult:
+    model: str
+    stage: str
+    status: str = "ok"  # "ok" | "error"
+    text: str | None = None
+    error: str | None = None
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    cached: bool = False
+    finish_reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def public(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("finish_reason")
+        out["latency_ms"] = round(self.latency_ms, 2)
+        return out
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short reason for a failed call, with anything that looks like a key removed."""
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timed out"
+    kinds = (
+        ("RateLimitError", "rate limited by the provider"),
+        ("ContextWindowExceededError", "the request is longer than the model accepts"),
+        ("AuthenticationError", "the provider refused the API key"),
+        ("Timeout", "timed out"),
+        ("APIConnectionError", "the provider connection failed"),
+        ("ServiceUnavailableError", "the provider is unavailable"),
+        ("InternalServerError", "the provider failed"),
+        ("BadRequestError", "the provider refused the request"),
+        ("NotFoundError", "the provider does not know this model"),
+    )
+    name = type(exc).__name__
+    reason = next((text for kind, text in kinds if kind in name), "the call failed")
+    status = getattr(exc, "status_code", None)
+    message = str(getattr(exc, "message", "") or exc).replace("\n", " ")
+    message = _SECRETISH.sub("[redacted]", message)[:240]
+    return f"{reason}{f' ({status})' if isinstance(status, int) else ''}: {message}" if message else reason
+
+
+class Engine:
+    def __init__(self, settings: LlmSettings, catalog: Catalog, cache: ResponseCache) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.cache = cache
+        self.router: Any = None
+        if not catalog.empty:
+            self.router = litellm.Router(
+                model_list=catalog.model_list,
+                num_retries=settings.llm_num_retries,
+                retry_after=settings.llm_retry_after,
+                timeout=settings.llm_timeout,
+                fallbacks=catalog.fallbacks or None,
+                allowed_fails=settings.llm_allowed_fails,
+                cooldown_time=settings.llm_cooldown_time,
+            )
+
+    async def warm_up(self) -> None:
+        """litellm imports and sets up much on its first call (about a second); make that call at
+        start-up, to a closed loopback port, so the first user's request does not pay for it."""
+        if self.router is None:
+            return
+        try:
+            await litellm.acompletion(
+                model="openai/warm-up",
+                messages=[{"role": "user", "content": "warm-up"}],
+                api_base="http://127.0.0.1:9/v1",
+                api_key="warm-up",
+                max_retries=0,
+                timeout=2,
+            )
+        except Exception:  # the port is closed: the failure is the point
+            pass
+
+    # ---- what a request may ask ------------------------------------------------------------------
+    def require_provider(self) -> None:
+        if self.router is None:
+            raise ProblemError(503, NO_PROVIDER_HINT, title="No LLM provider configured")
+
+    def spec(self, name: str) -> ModelSpec:
+        spec = self.catalog.specs.get(name)
+        if spec is None:
+            known = ", ".join(self.catalog.names()) or "none"
+            raise ProblemError(422, f"Unknown model {name!r}; available models: {known}.", title="Unknown model")
+        return spec
+
+    def check_params(self, spec: ModelParams | None, model: ModelSpec) -> ModelParams:
+        params = spec or ModelParams()
+        if params.max_tokens is not None and model.max_output_tokens and params.max_tokens > model.max_output_tokens:
+            raise ProblemError(
+                422,
+                f"max_tokens {params.max_tokens} is above the limit of {model.name} ({model.max_output_tokens}).",
+                title="Invalid parameter",
+            )
+        return params
+
+    async def overflow(self, model: ModelSpec, messages: Messages, max_tokens: int | None) -> int | None:
+        """How many tokens the messages need when that is more than the model's context window
+        leaves room for; None when they fit (or the window is unknown)."""
+        window = model.context_window
+        if not window:
+            return None
+        room = window - (max_tokens or 0)
+        chars = sum(len(str(m.get("content") or "")) for m in messages)
+        if chars <= room:  # a token is never shorter than a character: it fits without counting
+            return None
+        needed = await asyncio.to_thread(litellm.token_counter, model=model.litellm_model, messages=messages)
+        return needed if needed > room else None
+
+    # ---- the call -------------------------------------------------------------------------------
+    async def call(
+        self,
+        model: str,
+        messages: Messages,
+        params: ModelParams,
+        *,
+        stage: str,
+        use_cache: bool = True,
+        time_limit: float | None = None,
+        on_delta: Delta | None = None,
+    ) -> CallResult:
+        """One model's answer; a failure is a result with status "error", never an exception."""
+        spec = self.catalog.specs[model]
+        kwargs = params.provider_kwargs()
+        started = time.perf_counter()
+        key = None
+        if use_cache and self.cache.enabled:
+            key = cache_key(model, messages, kwargs)
+            entry = await self.cache.get(key)
+            if entry is not None:
+                if on_delta is not None:
+                    await on_delta(entry["text"])
+                return CallResult(
+                    model,
+                    stage,
+                    text=entry["text"],
+                    prompt_tokens=int(entry.get("prompt_tokens", 0)),
+                    completion_tokens=int(entry.get("completion_tokens", 0)),
+                    cached=True,
+                    finish_reason=entry.get("finish_reason"),
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                )
+        elif self.cache.enabled:
+            self.cache.bypassed()
+        result = CallResult(model, stage)
+        limit = min(time_limit or self.settings.llm_timeout, self.settings.llm_budget_seconds)
+        try:
+            async with asyncio.timeout(limit):
+                if on_delta is None:
+                    await self._complete(spec, messages, kwargs, limit, result)
+                else:
+                    await self._stream(spec, messages, kwargs, limit, result, on_delta)
+        except Exception as exc:
+            result.status = "error"
+            result.error = describe_error(exc)
+            if isinstance(exc, TimeoutError):
+                result.error = f"timed out after {limit:.3g} s"
+            UPSTREAM_ERRORS.labels("llm", spec.provider, type(exc).__name__).inc()
+            log.warning("model %s failed at %s: %s", model, stage, type(exc).__name__)
+        result.latency_ms = (time.perf_counter() - started) * 1000
+        if result.ok and key is not None and result.text:
+            await self.cache.set(
+                key,
+                {
+                    "text": result.text,
+                    "prompt_tokens": result.prompt_tokens,
+                    "completion_tokens": result.completion_tokens,
+                    "finish_reason": result.finish_reason,
+                },
+            )
+        return result
+
+    async def _complete(
+        self, spec: ModelSpec, messages: Messages, kwargs: dict[str, Any], limit: float, result: CallResult
+    ) -> None:
+        response = await self.router.acompletion(model=spec.name, messages=messages, timeout=limit, **kwargs)
+        choice = response.choices[0]
+        result.text = choice.message.content or ""
+        result.finish_reason = choice.finish_reason
+        usage = getattr(response, "usage", None)
+        result.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        result.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+        result.cost_usd = float(cost) if cost else spec.cost(result.prompt_tokens, result.completion_tokens)
+
+    async def _stream(
+        self,
+        spec: ModelSpec,
+        messages: Messages,
+        kwargs: dict[str, Any],
+        limit: float,
+        result: CallResult,
+        on_delta: Delta,
+    ) -> None:
+        response = await self.router.acompletion(
+            model=spec.name,
+            messages=messages,
+            timeout=limit,
+            stream=True,
+            stream_options={"include_usage": True},
+            **kwargs,
+        )
+        parts: list[str] = []
+        try:
+            async for chunk in response:
+                usage = getattr(chunk, "usage", None)
+                if usage is not None:
+                    result.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+                    result.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                if choice.finish_reason:
+                    result.finish_reason = choice.finish_reason
+                piece = getattr(choice.delta, "content", None)
+                if piece:
+                    parts.append(piece)
+                    await on_delta(piece)
+        finally:
+            result.text = "".join(parts)
+        if result.finish_reason is None:
+            raise ConnectionError("the stream ended before the model finished")
+        result.cost_usd = spec.cost(result.prompt_tokens, result.completion_tokens)

@@ -1,0 +1,22 @@
+"""Imports litellm the one way this service allows: offline (the bundled model cost map, no
+telemetry), quiet, and dropping parameters a provider does not take instead of failing.
+
+litellm takes about 3 s to import; only this service's modules import it, and only through here.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before the first import: the bundled cost map, so nothing reaches the network at start-up.
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+os.environ.setdefault("LITELLM_LOG", "ERROR")
+
+import litellm
+
+litellm.suppress_debug_info = True
+litellm.telemetry = False
+litellm.drop_params = True
+litellm.set_verbose = False
+
+__all__ = ["litellm"]

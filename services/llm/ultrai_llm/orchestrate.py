@@ -1,0 +1,243 @@
+"""The orchestration patterns: one question to several models at once, their answers compared and
+synthesised.
+
+- ``parallel``: every model answers independently.
+- ``peer_review``: then each model that answered sees the others' answers, anonymised, critiques
+  them and its own, and revises (stage "review").
+- ``synthesis`` (the default): then one model writes the final answer from all of them.
+
+Models run concurrently, each with a per-model timeout inside the overall budget; a model that fails
+or times out is reported with its error while the others go on. ``plan`` checks everything a request
+can get wrong (and raises 4xx/503 before anything is sent or streamed); ``execute`` runs the plan,
+reporting progress through ``emit`` (stage, delta and result events) when streaming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import string
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import ProblemError
+from ultrai_llm.engine import CallResult, Engine, Messages
+from ultrai_llm.schemas import ModelParams, OrchestrateRequest
+from ultrai_llm.settings import LlmSettings
+
+Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+REVIEW_INSTRUCTION = (
+    "Other expert models answered the same question. Their answers, anonymised:\n\n{others}\n\n"
+    "Critique these answers and your own: point out errors, omissions and disagreements. "
+    "Then write your revised answer under the heading 'Revised answer:'."
+)
+SYNTHESIS_INSTRUCTION = (
+    "{question}\n\nSeveral expert models answered this question. Their answers, anonymised:\n\n{answers}\n\n"
+    "Write the single best answer: keep what they get right, resolve their disagreements and correct "
+    "their errors. Answer the question directly, without mentioning the other answers."
+)
+
+
+def question_text(prompt: str, context: list[str] | None) -> str:
+    if not context:
+        return prompt
+    chunks = "\n\n".join(f"[{i}] {chunk}" for i, chunk in enumerate(context, 1))
+    return f"Use the following context to answer.\n\n<context>\n{chunks}\n</context>\n\nQuestion: {prompt}"
+
+
+def with_system(system_prompt: str | None, messages: Messages) -> Messages:
+    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + messages
+
+
+def labelled(answers: list[str], numbered: bool = False) -> str:
+    labels = [str(i) for i in range(1, len(answers) + 1)] if numbered else list(string.ascii_uppercase)
+    return "\n\n".join(f"Answer {labels[i % len(labels)]}:\n{text}" for i, text in enumerate(answers))
+
+
+@dataclass
+class ModelPlan:
+    name: str
+    params: ModelParams
+    messages: Messages | None  # None: refused before the call (see ``refusal``)
+    question: str = ""
+    refusal: str | None = None
+
+
+@dataclass
+class Plan:
+    id: str
+    pattern: str
+    prompt: str
+    context: list[str] | None
+    models: list[ModelPlan]
+    synthesis: ModelPlan | None
+    use_cache: bool
+    deadline: float
+    stages_left: int = 1
+    started: float = field(default_factory=time.perf_counter)
+
+
+class Orchestrator:
+    def __init__(self, engine: Engine, settings: LlmSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+
+    def default_models(self) -> list[str]:
+        names = self.engine.catalog.names()
+        chosen = [m for m in self.settings.llm_default_models if m in self.engine.catalog.specs]
+        return chosen or names[:3]
+
+    # ---- plan: everything that can be refused is refused here -----------------------------------
+    async def plan(self, req: OrchestrateRequest) -> Plan:
+        self.engine.require_provider()
+        names = list(dict.fromkeys(req.models or self.default_models()))
+        if len(names) > self.settings.llm_max_models:
+            raise ProblemError(422, f"At most {self.settings.llm_max_models} models per request.")
+        total_chars = len(req.prompt) + sum(len(c) for c in req.context or [])
+        if total_chars > self.settings.llm_max_prompt_chars:
+            raise ProblemError(413, f"The prompt and context exceed {self.settings.llm_max_prompt_chars} characters.")
+        params = req.params or {}
+        unknown = [m for m in params if m not in names and m != req.synthesis_model]
+        if unknown:
+            raise ProblemError(422, f"params name models not in the request: {', '.join(unknown)}.")
+        models = [await self._model_plan(name, params.get(name), req) for name in names]
+        synthesis = None
+        if req.pattern == "synthesis" or (req.pattern == "peer_review" and req.synthesis_model):
+            name = req.synthesis_model or self.settings.llm_synthesis_model or names[0]
+            spec = self.engine.spec(name)
+            synthesis = ModelPlan(name, self.engine.check_params(params.get(name), spec), None)
+        budget = min(req.timeout or self.settings.llm_budget_seconds, self.settings.llm_budget_seconds)
+        return Plan(
+            id=uuid.uuid4().hex,
+            pattern=req.pattern,
+            prompt=req.prompt,
+            context=req.context,
+            models=models,
+            synthesis=synthesis,
+            use_cache=req.cache,
+            deadline=time.monotonic() + budget,
+        )
+
+    async def _model_plan(self, name: str, given: ModelParams | None, req: OrchestrateRequest) -> ModelPlan:
+        spec = self.engine.spec(name)
+        params = self.engine.check_params(given, spec)
+        context = list(req.context or [])
+        while True:
+            question = question_text(req.prompt, context)
+            messages = with_system(params.system_prompt, [{"role": "user", "content": question}])
+            needed = await self.engine.overflow(spec, messages, params.max_tokens)
+            if needed is None:
+                return ModelPlan(name, params, messages, question)
+            if not req.truncate or not context:
+                room = (spec.context_window or 0) - (params.max_tokens or 0)
+                why = f"the request needs {needed} tokens but {name} has room for {room}"
+                if req.truncate:
+                    why += " even without any context"
+                return ModelPlan(name, params, None, question, refusal=why)
+            context.pop()  # truncation policy: drop context chunks from the end until it fits
+
+    # ---- execute ----------------------------------------------------------------------------------
+    async def execute(self, plan: Plan, emit: Emit | None = None) -> tuple[dict[str, Any], list[CallResult]]:
+        """The answer (the contract's body) and every call made, for the usage records.
+
+        Each stage gets an equal share of what is left of the budget (so a model that hangs in the
+        answer stage leaves time for the synthesis), and each call at most LLM_TIMEOUT of that.
+        """
+        stages = 1 + (plan.pattern == "peer_review") + (plan.synthesis is not None)
+        plan.stages_left = stages
+        await self._emit(emit, "stage", {"stage": "answer", "models": [m.name for m in plan.models]})
+        answers = await asyncio.gather(*(self._call(plan, m, m.messages, "answer", emit) for m in plan.models))
+        plan.stages_left -= 1
+        results: list[CallResult] = list(answers)
+        ok = [(m, r) for m, r in zip(plan.models, answers, strict=True) if r.ok]
+        if not ok:
+            detail = "; ".join(f"{r.model}: {r.error}" for r in answers)
+            raise ProblemError(
+                502,
+                f"Every model failed. {detail}",
+                title="Every model failed",
+                extra={"results": [r.public() for r in answers]},
+            )
+        finals = {m.name: r.text or "" for m, r in ok}
+        if plan.pattern == "peer_review" and len(ok) >= 2:
+            await self._emit(emit, "stage", {"stage": "review", "models": [m.name for m, _ in ok]})
+            reviews = await asyncio.gather(
+                *(self._call(plan, m, self._review_messages(m, r, ok), "review", emit) for m, r in ok)
+            )
+            results.extend(reviews)
+            for review in reviews:
+                if review.ok and review.text:
+                    finals[review.model] = review.text
+        if plan.pattern == "peer_review":
+            plan.stages_left -= 1
+        synthesis = None
+        if plan.synthesis is not None:
+            s = plan.synthesis
+            await self._emit(emit, "stage", {"stage": "synthesis", "models": [s.name]})
+            content = SYNTHESIS_INSTRUCTION.format(
+                question=question_text(plan.prompt, plan.context), answers=labelled(list(finals.values()), True)
+            )
+            messages = with_system(s.params.system_prompt, [{"role": "user", "content": content}])
+            synthesis = await self._call(plan, s, messages, "synthesis", emit)
+        everything = results + ([synthesis] if synthesis else [])
+        answer = {
+            "id": plan.id,
+            "pattern": plan.pattern,
+            "status": "completed" if all(r.ok for r in everything) else "partial",
+            "results": [r.public() for r in results],
+            "synthesis": synthesis.public() if synthesis else None,
+            "usage": {
+                "prompt_tokens": sum(r.prompt_tokens for r in everything),
+                "completion_tokens": sum(r.completion_tokens for r in everything),
+                "cost_usd": round(sum(0.0 if r.cached else r.cost_usd for r in everything), 8),
+            },
+            "latency_ms": round((time.perf_counter() - plan.started) * 1000, 2),
+        }
+        return answer, everything
+
+    def _review_messages(self, me: ModelPlan, mine: CallResult, ok: list[tuple[ModelPlan, CallResult]]) -> Messages:
+        others = [r.text or "" for m, r in ok if m.name != me.name]
+        return with_system(
+            me.params.system_prompt,
+            [
+                {"role": "user", "content": me.question},
+                {"role": "assistant", "content": mine.text or ""},
+                {"role": "user", "content": REVIEW_INSTRUCTION.format(others=labelled(others))},
+            ],
+        )
+
+    async def _call(
+        self, plan: Plan, model: ModelPlan, messages: Messages | None, stage: str, emit: Emit | None
+    ) -> CallResult:
+        if messages is None:
+            result = CallResult(model.name, stage, status="error", error=f"refused: {model.refusal}")
+        else:
+            remaining = (plan.deadline - time.monotonic()) / max(plan.stages_left, 1)
+            if remaining <= 0.01:
+                result = CallResult(model.name, stage, status="error", error="the time budget was spent")
+            else:
+                on_delta = None
+                if emit is not None:
+
+                    async def on_delta(text: str) -> None:
+                        await emit("delta", {"model": model.name, "stage": stage, "text": text})
+
+                result = await self.engine.call(
+                    model.name,
+                    messages,
+                    model.params,
+                    stage=stage,
+                    use_cache=plan.use_cache,
+                    time_limit=min(self.settings.llm_timeout, remaining),
+                    on_delta=on_delta,
+                )
+        await self._emit(emit, "result", result.public())
+        return result
+
+    @staticmethod
+    async def _emit(emit: Emit | None, event: str, data: dict[str, Any]) -> None:
+        if emit is not None:
+            await emit(event, data)

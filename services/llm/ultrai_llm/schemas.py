@@ -1,0 +1,151 @@
+"""Request and response bodies of the llm API (the contract in notes/llm-contract.md)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Pattern = Literal["parallel", "peer_review", "synthesis"]
+Stage = Literal["answer", "review", "synthesis"]
+
+
+class ModelParams(BaseModel):
+    """Per-model parameters; ``max_tokens`` is checked against the model's output limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    system_prompt: str | None = Field(None, max_length=100_000)
+
+    def provider_kwargs(self) -> dict[str, Any]:
+        """What is sent to the provider (the system prompt goes into the messages instead)."""
+        return {
+            k: v
+            for k, v in (
+                ("temperature", self.temperature),
+                ("max_tokens", self.max_tokens),
+                ("top_p", self.top_p),
+                ("seed", self.seed),
+            )
+            if v is not None
+        }
+
+
+class OrchestrateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1)
+    context: list[str] | None = Field(None, max_length=1000)
+    models: list[str] | None = Field(None, min_length=1, max_length=32)
+    pattern: Pattern = "synthesis"
+    synthesis_model: str | None = None
+    params: dict[str, ModelParams] | None = None
+    stream: bool = False
+    cache: bool = True
+    # What to do when the prompt with its context is longer than a model accepts: refuse it for
+    # that model (the default), or drop context chunks from the end until it fits.
+    truncate: bool = False
+    # The overall time budget in seconds (capped by LLM_BUDGET_SECONDS).
+    timeout: float | None = Field(None, gt=0, le=1800)
+
+
+class CallResultOut(BaseModel):
+    model: str
+    stage: Stage
+    status: Literal["ok", "error"]
+    text: str | None
+    error: str | None
+    latency_ms: float
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    cached: bool = False
+
+
+class UsageTotals(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+class OrchestrateResponse(BaseModel):
+    id: str
+    pattern: Pattern
+    status: Literal["completed", "partial"]
+    results: list[CallResultOut]
+    synthesis: CallResultOut | None
+    usage: UsageTotals
+    latency_ms: float
+
+
+class ModelOut(BaseModel):
+    name: str
+    provider: str
+    status: str
+    context_window: int | None
+    max_output_tokens: int | None = None
+    source: str | None = None
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelOut]
+    patterns: list[str]
+    detail: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """The OpenAI chat completions body (the fields this service acts on; others are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+    n: int = Field(1, ge=1, le=1)
+    user: str | None = None
+    # Extensions (the SDK's extra_body): bypass the cache; the models of a virtual ultrai/* model.
+    cache: bool = True
+    models: list[str] | None = Field(None, min_length=1, max_length=32)
+    synthesis_model: str | None = None
+
+    def params(self) -> ModelParams:
+        return ModelParams(
+            temperature=self.temperature,
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            top_p=self.top_p,
+            seed=self.seed,
+        )
+
+
+class UsageRow(BaseModel):
+    model: str
+    requests: int
+    cached: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+class UsageResponse(BaseModel):
+    user_id: str
+    since: str
+    models: list[UsageRow]
+    total: UsageTotals
+    budget: dict[str, Any]

@@ -1,0 +1,144 @@
+"""Fixtures for the llm suite: the fake provider, and auth + llm + gateway as real processes with
+LLM_MODELS_FILE pointing at the fake, so every call goes through the real litellm path over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import stack_env
+from tests.fakes.openai_server import FakeOpenAI
+from tools.stack import Stack
+
+# Every model the llm stack knows; each test uses its own, so the fake's behaviours do not collide.
+MODELS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "sonic",  # answers at once; used by the cache tests
+    "hang",  # never answers: a timeout
+    "flaky",  # 500s
+    "limited",  # 429s
+    "brittle",  # a stream broken off midway
+    "primary",  # fails; falls back to "backup"
+    "backup",
+    "reviewer-a",
+    "reviewer-b",
+    "reviewer-c",
+    "writer",
+    "stream-a",
+    "stream-b",
+    "sdk",
+    "priced",  # has a price per token
+]
+PRICE_IN, PRICE_OUT = 0.000002, 0.000004
+
+
+def write_models_file(fake: FakeOpenAI, path: Path, models: list[str]) -> Path:
+    entries = []
+    for name in models:
+        entry = fake.model_entry(name)
+        if name == "priced":
+            entry["model_info"] = {
+                "input_cost_per_token": PRICE_IN,
+                "output_cost_per_token": PRICE_OUT,
+                "max_input_tokens": 2000,
+                "max_output_tokens": 500,
+            }
+        entries.append(entry)
+    path.write_text(json.dumps({"model_list": entries, "router_settings": {"fallbacks": [{"primary": ["backup"]}]}}))
+    return path
+
+
+LLM_ENV = {
+    "LLM_NUM_RETRIES": "1",
+    "LLM_RETRY_AFTER": "0",
+    "LLM_TIMEOUT": "5",
+    # litellm's own backoff knobs: retries in tests wait milliseconds, not seconds.
+    "INITIAL_RETRY_DELAY": "0.01",
+    "JITTER": "0.01",
+    "LLM_COOLDOWN_TIME": "1",
+    "LLM_ALLOWED_FAILS": "100",
+}
+
+
+@pytest.fixture(scope="session")
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+async def llm_stack(pg_databases, redis_url, fake: FakeOpenAI) -> AsyncIterator[Stack]:
+    workdir = Path(tempfile.mkdtemp(prefix="ultrai-llm-"))
+    models_file = write_models_file(fake, workdir / "models.json", MODELS)
+    env = {**await stack_env(pg_databases, redis_url, "llm"), **LLM_ENV, "LLM_MODELS_FILE": str(models_file)}
+    st = Stack(workdir, env, names=("auth", "llm", "gateway"))
+    try:
+        await asyncio.to_thread(st.start_all)
+        yield st
+    finally:
+        st.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def new_user(base_url: str) -> str:
+    """Register and log in a fresh user through ``base_url``; returns the access token."""
+    email = f"llm-{secrets.token_hex(6)}@example.com"
+    password = secrets.token_urlsafe(18)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        r = await client.post("/api/v1/auth/register", json={"email": email, "password": password})
+        assert r.status_code == 201, r.text
+        r = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
+        assert r.status_code == 200, r.text
+        return r.json()["access_token"]
+
+
+@pytest.fixture(scope="session")
+async def token(llm_stack: Stack) -> str:
+    return await new_user(llm_stack.url("gateway"))
+
+
+@pytest.fixture
+async def gateway(llm_stack: Stack, token: str) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=llm_stack.url("gateway"), headers=headers, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def llm(llm_stack: Stack, token: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client straight to the llm service (as the documents service calls it)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=llm_stack.url("llm"), headers=headers, timeout=30) as client:
+        yield client
+
+
+def unique(prompt: str = "What is the capital of France?") -> str:
+    """A prompt no other test sends, so the cache never answers for another test."""
+    return f"{prompt} ({uuid.uuid4().hex[:8]})"
+
+
+def parse_sse(text: str) -> list[tuple[str, dict]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        event, data = "message", None
+        for line in block.splitlines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                data = line[6:]
+        if data is not None:
+            events.append((event, json.loads(data) if data != "[DONE]" else {"done": True}))
+    return events
