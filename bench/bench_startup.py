@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.stack import SERVICES, ServiceProcess, free_port  # noqa: E402
+from tools.stack import SERVICES, ServiceProcess, free_port
 
 
 def main() -> None:

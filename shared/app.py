@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 
 from shared import __version__
-from shared.errors import install_error_handlers
+from shared.errors import Problem, install_error_handlers
 from shared.health import HealthRegistry
 from shared.kv import KeyValue
 from shared.logs import configure_logging
@@ -107,6 +108,7 @@ def create_app(
     # including those the service's own middleware (``middleware``, e.g. CORS) answers itself.
     for extra in reversed(middleware or []):
         app.add_middleware(extra.cls, *extra.args, **extra.kwargs)
+    _declare_common_problems(app, database=database, body_cap=max_body_size is not None or bool(body_limits))
     app.add_middleware(
         RequestContextMiddleware,
         service=service,
@@ -116,3 +118,42 @@ def create_app(
         metrics=settings.enable_metrics,
     )
     return app
+
+
+def _declare_common_problems(app: FastAPI, *, database: bool, body_cap: bool) -> None:
+    """Declare in OpenAPI the problem answers any route of this app can give, whatever its own
+    code says: 400 (a body that cannot be parsed), 413 (over the body cap) and 422 on routes with
+    a body; 503 on every route of a service whose database can be down."""
+    from fastapi.openapi.utils import get_openapi
+
+    from shared.errors import PROBLEM_JSON
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        problem_ref = {"$ref": "#/components/schemas/Problem"}
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
+        for path, item in schema.get("paths", {}).items():
+            for op in item.values():
+                if not isinstance(op, dict):
+                    continue
+                responses = op.setdefault("responses", {})
+                codes = []
+                if "requestBody" in op:
+                    codes += ["400", "422"] + (["413"] if body_cap else [])
+                if database and path not in ("/live", "/metrics", "/"):
+                    codes.append("503")
+                for code in codes:
+                    responses.setdefault(
+                        code,
+                        {
+                            "description": HTTPStatus(int(code)).phrase,
+                            "content": {PROBLEM_JSON: {"schema": problem_ref}},
+                        },
+                    )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

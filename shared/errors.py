@@ -28,9 +28,13 @@ class Problem(BaseModel):
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` entries declaring problem+json bodies for the given status codes."""
+    """OpenAPI ``responses=`` entries declaring problem+json bodies for the given status codes
+    (the Problem schema is registered by shared.app.create_app)."""
     return {
-        code: {"model": Problem, "description": HTTPStatus(code).phrase, "content": {PROBLEM_JSON: {}}}
+        code: {
+            "description": HTTPStatus(code).phrase,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
         for code in codes
     }
 
