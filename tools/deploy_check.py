@@ -423,11 +423,27 @@ def env_names(fname, info):
         return [info.alias.upper()]
     return [(prefix + fname).upper()]
 
+def env_default(info):
+    # The default as it would be written in an env file; None when unset or secret.
+    if info.is_required():
+        return None
+    value = info.get_default(call_default_factory=True)
+    if value is None or isinstance(value, SecretStr) or value in ([], {}, ()):
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
+
 fields = []
 for fname, info in cls.model_fields.items():
     ann = repr(info.annotation)
     fields.append({"field": fname, "env": env_names(fname, info), "required": info.is_required(),
                    "secret": "SecretStr" in ann or "SecretBytes" in ann, "description": info.description,
+                   "default": env_default(info),
                    "has_default_value": (not info.is_required())
                    and info.get_default(call_default_factory=True) is not None})
 
