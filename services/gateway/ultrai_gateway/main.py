@@ -13,7 +13,10 @@ from starlette.responses import Response
 
 from shared.app import create_app
 from shared.client import ServiceClient
+from shared.errors import ProblemError
 from shared.health import Check, CheckResult
+from shared.net import client_address
+from shared.ratelimit import RateLimiter
 from shared.settings import load_settings
 from shared.tokens import TokenVerifier
 from ultrai_gateway.cors import ProblemCORSMiddleware
@@ -53,11 +56,15 @@ def build(settings: GatewaySettings | None = None) -> FastAPI:
             upstreams[name] = Upstream(name, prefixes, client, CRITICAL[name], settings.trusted_proxy_hops)
             app.state.health.add(_upstream_check(upstreams[name], settings.health_timeout))
         app.state.verifier = TokenVerifier(settings, SERVICE)
+        app.state.limiter = RateLimiter(
+            settings.redis_url, prefix=settings.redis_key_prefix, timeout=settings.redis_timeout, service=SERVICE
+        )
         try:
             yield
         finally:
             await asyncio.gather(*(u.client.aclose() for u in upstreams.values()))
             await app.state.verifier.aclose()
+            await app.state.limiter.close()
 
     app = create_app(
         SERVICE,
@@ -98,11 +105,32 @@ def build(settings: GatewaySettings | None = None) -> FastAPI:
 
 def _add_route(app: FastAPI, name: str, prefix: str, upstreams: dict[str, Upstream]) -> None:
     async def route(request: Request) -> Response:
+        await check_rate(request)
         await check_edge(request, ROUTES[name])
         return await forward(request, upstreams[name])
 
     for path in (prefix, prefix + "/{path:path}"):
         app.add_api_route(path, route, methods=METHODS, include_in_schema=False, name=f"proxy_{name}_{path}")
+
+
+async def check_rate(request: Request) -> None:
+    """Per client address, before anything costs work (token checks included): 429 + Retry-After."""
+    settings: GatewaySettings = request.app.state.settings
+    limiter: RateLimiter = request.app.state.limiter
+    address = client_address(request.scope, settings.trusted_proxy_hops)
+    for limit, per in ((settings.rate_limit_per_minute, "minute"), (settings.rate_limit_per_hour, "hour")):
+        if not limit:
+            continue
+        decision = await limiter.hit(f"{limit}/{per}", "gateway", address)
+        if not decision.allowed:
+            raise ProblemError(
+                429,
+                f"Too many requests: the limit is {limit} per {per}; retry in {decision.retry_after} s.",
+                headers={"Retry-After": str(decision.retry_after), "RateLimit-Policy": f"{limit};w={_WINDOW[per]}"},
+            )
+
+
+_WINDOW = {"minute": 60, "hour": 3600}
 
 
 def _upstream_check(upstream: Upstream, timeout: float) -> Check:

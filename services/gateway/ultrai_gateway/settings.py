@@ -21,6 +21,11 @@ class GatewaySettings(ServiceSettings):
     # The edge token check (ultrai_gateway/edge.py); off only for tests of the proxy against fake upstreams.
     edge_auth: bool = True
 
+    # Requests per client address through the gateway (0 turns a limit off). Health, docs and
+    # metrics of the gateway itself are not counted.
+    rate_limit_per_minute: int = Field(600, ge=0)
+    rate_limit_per_hour: int = Field(20_000, ge=0)
+
     health_timeout: float = Field(1.5, gt=0, le=30)
     upstream_connect_timeout: float = Field(1.0, gt=0, le=30)
     upstream_read_timeout: float = Field(300.0, gt=0, le=3600)
