@@ -212,7 +212,7 @@ def extract_file(path: str, name: str | None, limits: Limits) -> Extracted:
 
 def extract_pdf(path: str, limits: Limits) -> Extracted:
     import pypdf
-    from pypdf.errors import PdfReadError, PyPdfError
+    from pypdf.errors import LimitReachedError, PdfReadError, PyPdfError
 
     cap = limits.pdf_max_stream_bytes
     pypdf.overwrite_configuration(
@@ -248,6 +248,16 @@ def extract_pdf(path: str, limits: Limits) -> Extracted:
         total = 0
         for page in reader.pages:
             text = page.extract_text() or ""
+            if not text.strip() and "/Contents" in page:
+                # extract_text hides a decompression limit as "no text": ask the stream itself.
+                try:
+                    contents = page.get_contents()
+                    if contents is not None:
+                        contents.get_data()
+                except LimitReachedError:
+                    raise ExtractionError(
+                        422, "The PDF holds a stream that inflates past the size limit (a possible PDF bomb)."
+                    ) from None
             total += len(text)
             if total > limits.max_text_chars:
                 raise ExtractionError(
@@ -284,9 +294,7 @@ def _declared_entry_count(path: str) -> int:
     (_sig, _disk, _cd_disk, _n_disk, total, _cd_size, _cd_off, _clen) = struct.unpack(
         "<4sHHHHIIH", tail[pos : pos + 22]
     )
-    if total == 0xFFFF:
-        # ZIP64: more than 65,534 entries (far beyond any Word document).
-        return 1 << 31
+    # 0xFFFF: ZIP64, 65,535 entries or more (far beyond any Word document).
     return total
 
 
@@ -434,6 +442,9 @@ _BOMS = (
 )
 
 
+_PREFERRED = ("cp1252", "latin_1", "iso8859_15", "cp1250", "cp1251")
+
+
 def decode_text(data: bytes) -> tuple[str, str]:
     """Bytes in any common encoding -> (text, encoding name); 415 when it is not text at all."""
     for bom, encoding in _BOMS:
@@ -451,10 +462,14 @@ def decode_text(data: bytes) -> tuple[str, str]:
             raise unsupported("The file's content is not a supported document type (binary data)") from None
         from charset_normalizer import from_bytes
 
-        best = from_bytes(data[: 4 * 1024 * 1024]).best()
-        if best is None:
+        matches = list(from_bytes(data[: 4 * 1024 * 1024]))
+        if not matches:
             raise unsupported("The file's content is not a supported document type (binary data)") from None
-        encoding = best.encoding
+        # Short Western text fits several code pages equally well; among the equally good, the
+        # most common one wins (charset-normalizer would otherwise pick the first in its own order).
+        best = matches[0]
+        tied = [m.encoding for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence)]
+        encoding = next((e for e in _PREFERRED if e in tied), best.encoding)
         try:
             text = data.decode(encoding)
         except (UnicodeDecodeError, LookupError):

@@ -375,9 +375,10 @@ def build(settings: DocumentsSettings | None = None, *, verifier: TokenVerifier 
             headers={
                 "Content-Disposition": content_disposition(doc.name),
                 "Content-Length": str(doc.size_bytes),
-                "X-Content-Type-Options": "nosniff",
+                # X-Content-Type-Options: nosniff and a default-src 'none' CSP come from the shared
+                # middleware on every response; a sandbox keeps an HTML original inert if opened.
                 "Cache-Control": "private, no-store",
-                "Content-Security-Policy": "default-src 'none'; sandbox",
+                "Content-Security-Policy": "sandbox",
             },
         )
 
