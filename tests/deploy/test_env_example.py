@@ -1,5 +1,5 @@
 """.env.example lists every variable of every service, each with a comment, its default as the code
-has it, and nothing the code does not read."""
+has it, and nothing the code does not read; docs/deploy.md's table lists every variable too."""
 
 from __future__ import annotations
 
@@ -81,3 +81,22 @@ def test_parser_reads_entries_and_their_comments() -> None:
         "B": {"value": "2", "set": True, "comment": ""},
         "C": {"value": "", "set": True, "comment": "C does this."},
     }
+
+
+def test_deploy_docs_list_every_variable(fields: dict) -> None:
+    docs = (dc.ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    missing = sorted({f["env"][0] for fs in fields.values() for f in fs if f"`{f['env'][0]}`" not in docs})
+    assert not missing, f"docs/deploy.md's variable table lacks {missing}"
+
+
+def test_generated_files_are_current() -> None:
+    """What `python -m tools.env_docs` would write is what is committed."""
+    from tools import env_docs
+
+    order, facts = env_docs.collect()
+    text = env_docs.describe(order, facts)
+    assert (dc.ROOT / ".env.example").read_text() == env_docs.env_example(order, facts, text), (
+        ".env.example is stale: run `python -m tools.env_docs`"
+    )
+    docs = (dc.ROOT / "docs" / "deploy.md").read_text()
+    assert env_docs.docs_table(order, facts, text) in docs, "docs/deploy.md is stale: run `python -m tools.env_docs`"
