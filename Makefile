@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REQS := requirements-dev.txt shared/pyproject.toml shared/requirements.txt shared/requirements-db.txt \
         $(wildcard services/*/requirements.txt)
-SERVICES := auth documents llm
+# The services with migrations: every services/<name>/ultrai_<name>/migrate.py.
+SERVICES := $(foreach f,$(wildcard services/*/ultrai_*/migrate.py),$(word 2,$(subst /, ,$(f))))
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: install dev test test-fast lint format bench migrate deploy-check clean
