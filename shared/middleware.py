@@ -37,6 +37,7 @@ SECURITY_HEADERS = [
 API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 _DOCS_PATHS = ("/docs", "/redoc")
+_OWN_HEADERS = frozenset([b"x-request-id", API_CSP[0], HSTS[0], *(name for name, _ in SECURITY_HEADERS)])
 
 
 class RequestContextMiddleware:
@@ -46,6 +47,7 @@ class RequestContextMiddleware:
         service: str,
         *,
         max_body_size: int | None = 1_048_576,
+        max_header_bytes: int = 32_768,
         body_limits: dict[str, int | None] | None = None,
         hsts: bool = False,
         metrics: bool = True,
@@ -54,6 +56,7 @@ class RequestContextMiddleware:
         self.app = app
         self.service = service
         self.max_body = max_body_size
+        self.max_header_bytes = max_header_bytes
         # Longest prefix first, so a more specific limit wins.
         self.body_limits = sorted((body_limits or {}).items(), key=lambda kv: -len(kv[0]))
         self.hsts = hsts
@@ -88,20 +91,25 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 started_response = True
                 status = message["status"]
-                headers = [h for h in message.get("headers", []) if h[0] != b"x-request-id"]
+                # Ours replace any of the same name (a proxied response already carries them).
+                headers = [h for h in message.get("headers", []) if h[0] not in _OWN_HEADERS]
                 message["headers"] = headers + extra_headers
             await send(message)
 
         limit = self._limit_for(path)
         declared = _content_length(scope) if limit is not None else None
+        header_bytes = sum(len(k) + len(v) for k, v in scope["headers"])
         try:
-            if limit is not None and declared is not None and declared > limit:
-                # Refused before the app runs: not one byte of the body is read.
+            if header_bytes > self.max_header_bytes:
                 refuse = problem_response(
-                    413,
-                    f"The request body is larger than the limit of {limit} bytes.",
-                    headers={"Connection": "close"},
+                    431, f"The request headers are larger than the limit of {self.max_header_bytes} bytes."
                 )
+                await refuse(scope, receive, send_wrapper)
+            elif limit is not None and declared is not None and declared > limit:
+                # Refused before the app runs: not one byte of the body is read.
+                # No "Connection: close": a proxy in front (our gateway) may still be sending the
+                # body, and a close with unread data resets the connection before it reads this.
+                refuse = problem_response(413, f"The request body is larger than the limit of {limit} bytes.")
                 await refuse(scope, receive, send_wrapper)
             else:
                 await self.app(scope, receive if limit is None else _counted(receive, limit), send_wrapper)

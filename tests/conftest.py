@@ -142,7 +142,9 @@ def tmp_dir() -> Iterator[Path]:
 async def stack_env(pg_databases: PostgresDatabases | None, redis: str | None, label: str) -> dict[str, str]:
     """Env for a whole stack: on CI one PostgreSQL database (each service in its own schema, as on
     Render) and Redis under a fresh prefix; locally the embedded defaults."""
-    env: dict[str, str] = {}
+    # The whole suite talks to the gateway from one address: its per-address budget would be the
+    # suite's, not a client's. The rate-limit tests set their own limits.
+    env: dict[str, str] = {"RATE_LIMIT_PER_MINUTE": "100000", "RATE_LIMIT_PER_HOUR": "1000000"}
     if pg_databases is not None:
         env["DATABASE_URL"] = await pg_databases.create(label)
     if redis:

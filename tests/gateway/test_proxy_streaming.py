@@ -74,6 +74,7 @@ def proxied(tmp_path_factory) -> Iterator[tuple[ServiceProcess, Sink]]:
             "LLM_URL": dead,
             "LOG_LEVEL": "WARNING",
             "EDGE_AUTH": "false",
+            "MAX_BODY_BYTES": str(200 * MB),
         },
         log_path=workdir / "gateway.log",
     ).start()
@@ -226,6 +227,7 @@ def test_sigterm_lets_an_in_flight_request_finish(tmp_path) -> None:
             "LLM_URL": dead,
             "LOG_LEVEL": "WARNING",
             "EDGE_AUTH": "false",
+            "MAX_BODY_BYTES": str(200 * MB),
         },
         log_path=tmp_path / "gateway.log",
     ).start()

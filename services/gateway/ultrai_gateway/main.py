@@ -78,8 +78,12 @@ def build(settings: GatewaySettings | None = None) -> FastAPI:
             "/.well-known/jwks.json": "public signing keys (auth service)",
         },
         lifespan=lifespan,
-        # Bodies stream through; each service enforces its own limits as bytes arrive.
-        max_body_size=None,
+        # Bodies stream through, counted as they pass; over the cap the gateway answers 413 itself.
+        max_body_size=settings.max_body_bytes,
+        body_limits={
+            "/api/v1/documents": settings.max_upload_bytes + settings.upload_overhead_bytes,
+            "/api/v1/documents/": settings.max_body_bytes,
+        },
         middleware=[
             Middleware(
                 ProblemCORSMiddleware,

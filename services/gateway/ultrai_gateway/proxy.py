@@ -92,6 +92,13 @@ async def forward(request: Request, upstream: Upstream) -> Response:
         return problem_response(
             504, f"The {upstream.name} service did not answer in time.", extra={"service": upstream.name}
         )
+    except httpx.TransportError as exc:
+        # The upstream broke the connection mid-request (reset, closed while the body was sent).
+        UPSTREAM_ERRORS.labels("gateway", upstream.name, type(exc).__name__).inc()
+        log.warning("upstream %s broke the connection: %s", upstream.name, type(exc).__name__)
+        return problem_response(
+            502, f"The {upstream.name} service broke off the request; try again.", extra={"service": upstream.name}
+        )
 
     response_headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in _RESPONSE_DROP]
 

@@ -26,6 +26,12 @@ class GatewaySettings(ServiceSettings):
     rate_limit_per_minute: int = Field(600, ge=0)
     rate_limit_per_hour: int = Field(20_000, ge=0)
 
+    # Request bodies are capped at the edge too, counted as they stream through (the services check
+    # again): uploads on POST /api/v1/documents, everything else at MAX_BODY_BYTES.
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_upload_bytes: int = Field(25 * 1_048_576, ge=1024)
+    upload_overhead_bytes: int = Field(64 * 1024, ge=1024)
+
     health_timeout: float = Field(1.5, gt=0, le=30)
     upstream_connect_timeout: float = Field(1.0, gt=0, le=30)
     upstream_read_timeout: float = Field(300.0, gt=0, le=3600)
