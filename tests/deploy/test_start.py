@@ -155,4 +155,6 @@ def test_a_client_cannot_choose_its_address(deployed: dict[str, Any]) -> None:
 def test_services_stop_cleanly_on_sigterm(deployed: dict[str, Any]) -> None:
     proc, log, _ = deployed["procs"]["documents"]
     os.killpg(proc.pid, signal.SIGTERM)
-    assert proc.wait(30) == 0, dc.tail(log)
+    # uvicorn finishes its shutdown, then exits by the signal it received (0 from a supervisor).
+    assert proc.wait(30) in (0, -signal.SIGTERM), dc.tail(log)
+    assert "Application shutdown complete" in log.read_text(), dc.tail(log)
