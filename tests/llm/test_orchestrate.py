@@ -55,7 +55,9 @@ async def test_context_and_params_reach_the_provider(gateway, fake: FakeOpenAI):
             "context": ["Clause 4: notice is 30 days.", "Clause 9: law of France."],
             "models": ["gamma"],
             "pattern": "parallel",
-            "params": {"gamma": {"temperature": 0.1, "max_tokens": 50, "top_p": 0.9, "seed": 7, "system_prompt": "Be brief."}},
+            "params": {
+                "gamma": {"temperature": 0.1, "max_tokens": 50, "top_p": 0.9, "seed": 7, "system_prompt": "Be brief."}
+            },
         },
     )
     assert r.status_code == 200, r.text
@@ -84,9 +86,10 @@ async def test_synthesis_is_the_default_and_sees_every_answer(gateway, fake: Fak
     # Anonymised: the synthesising model is not told which model said what.
     assert "alpha" not in sent and "beta" not in sent
     totals = body["usage"]
-    assert totals["completion_tokens"] == sum(x["completion_tokens"] for x in body["results"]) + body["synthesis"][
-        "completion_tokens"
-    ]
+    assert (
+        totals["completion_tokens"]
+        == sum(x["completion_tokens"] for x in body["results"]) + body["synthesis"]["completion_tokens"]
+    )
 
 
 async def test_peer_review_each_model_critiques_the_others_anonymised(gateway, fake: FakeOpenAI):
@@ -119,8 +122,12 @@ async def test_peer_review_with_a_synthesis_model_uses_the_revised_answers(gatew
     fake.behave("writer", text="Water boils at 100 C.")
     r = await gateway.post(
         "/api/v1/llm/orchestrate",
-        json={"prompt": unique("Boiling point?"), "models": ["delta", "epsilon"], "pattern": "peer_review",
-              "synthesis_model": "writer"},
+        json={
+            "prompt": unique("Boiling point?"),
+            "models": ["delta", "epsilon"],
+            "pattern": "peer_review",
+            "synthesis_model": "writer",
+        },
     )
     assert r.status_code == 200, r.text
     assert r.json()["synthesis"]["text"] == "Water boils at 100 C."
@@ -288,8 +295,13 @@ async def test_a_request_too_long_for_a_model_is_refused_for_that_model(gateway,
     # Truncation by policy: context chunks dropped from the end until it fits.
     r = await gateway.post(
         "/api/v1/llm/orchestrate",
-        json={"prompt": unique(), "context": long_context, "models": ["priced"], "pattern": "parallel",
-              "truncate": True},
+        json={
+            "prompt": unique(),
+            "context": long_context,
+            "models": ["priced"],
+            "pattern": "parallel",
+            "truncate": True,
+        },
     )
     assert r.status_code == 200, r.text
     assert r.json()["results"][0]["status"] == "ok"
@@ -317,4 +329,5 @@ async def test_models_lists_provider_status_and_context_window(gateway):
 
 
 def test_default_reply_differs_per_prompt():
-    assert default_reply("m", [{"role": "user", "content": "a"}]) != default_reply("m", [{"role": "user", "content": "b"}])
+    first = default_reply("m", [{"role": "user", "content": "a"}])
+    assert first != default_reply("m", [{"role": "user", "content": "b"}])

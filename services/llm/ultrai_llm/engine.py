@@ -107,8 +107,8 @@ class Engine:
                 max_retries=0,
                 timeout=2,
             )
-        except Exception:  # the port is closed: the failure is the point
-            pass
+        except Exception as exc:  # the port is closed: the failure is the point
+            log.debug("warm-up call done (%s)", type(exc).__name__)
 
     # ---- what a request may ask ------------------------------------------------------------------
     def require_provider(self) -> None:

@@ -114,8 +114,11 @@ class UsageStore:
             .where(UsageRecord.user_id == user_id, UsageRecord.created_at >= since)
             .group_by(UsageRecord.model)
         )
-        async with self.db.sessions() as session:
+        # Under the flush lock: a batch is either still buffered or already in the table, never
+        # neither nor both while we read.
+        async with self._lock, self.db.sessions() as session:
             rows = (await session.execute(query)).all()
+            buffered = self._buffered(user_id, since)
         per_model: dict[str, dict[str, Any]] = {}
         for model, count, cached, pt, ct, cost in rows:
             per_model[model] = {
@@ -126,7 +129,7 @@ class UsageStore:
                 "completion_tokens": int(ct or 0),
                 "cost_usd": float(cost or 0.0),
             }
-        for row in self._buffered(user_id, since):
+        for row in buffered:
             entry = per_model.setdefault(
                 row["model"],
                 {
@@ -158,9 +161,9 @@ class UsageStore:
         query = select(
             func.sum(UsageRecord.cost_usd), func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens)
         ).where(UsageRecord.user_id == user_id, UsageRecord.created_at >= since)
-        async with self.db.sessions() as session:
+        async with self._lock, self.db.sessions() as session:
             cost, tokens = (await session.execute(query)).one()
-        buffered = self._buffered(user_id, since)
+            buffered = self._buffered(user_id, since)
         cost = float(cost or 0.0) + sum(r["cost_usd"] for r in buffered)
         tokens = int(tokens or 0) + sum(r["prompt_tokens"] + r["completion_tokens"] for r in buffered)
         return cost, tokens

@@ -1,0 +1,113 @@
+"""The OpenAI-compatible API through the gateway, with the official ``openai`` SDK as the client."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+from openai import AsyncOpenAI
+
+from tests.fakes.openai_server import FakeOpenAI
+from tests.llm.conftest import unique
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def sdk(llm_stack, token):
+    client = AsyncOpenAI(base_url=llm_stack.url("gateway") + "/v1", api_key=token, max_retries=0, timeout=30)
+    yield client
+    await client.close()
+
+
+async def test_sdk_chat_completion(sdk: AsyncOpenAI, fake: FakeOpenAI):
+    fake.behave("sdk", text="Hello from the fake.")
+    prompt = unique("Say hello")
+    completion = await sdk.chat.completions.create(
+        model="sdk",
+        messages=[{"role": "system", "content": "Be kind."}, {"role": "user", "content": prompt}],
+        temperature=0,
+        max_tokens=20,
+    )
+    assert completion.choices[0].message.content == "Hello from the fake."
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.model == "sdk"
+    assert completion.usage.completion_tokens > 0 and completion.usage.prompt_tokens > 0
+    sent = fake.calls("sdk")[-1].body
+    assert sent["messages"][-1]["content"] == prompt and sent["temperature"] == 0 and sent["max_tokens"] == 20
+
+
+async def test_sdk_streaming(sdk: AsyncOpenAI, fake: FakeOpenAI):
+    fake.behave("sdk", text="one two three four five")
+    stream = await sdk.chat.completions.create(
+        model="sdk",
+        messages=[{"role": "user", "content": unique()}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces, usage, finish = [], None, None
+    async for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        if chunk.choices:
+            pieces.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+    assert "".join(pieces) == "one two three four five"
+    assert len([p for p in pieces if p]) > 1  # token by token, not in one piece
+    assert finish == "stop" and usage is not None and usage.completion_tokens > 0
+
+
+async def test_sdk_lists_models_with_virtual_ones(sdk: AsyncOpenAI):
+    ids = [m.id async for m in sdk.models.list()]
+    assert "alpha" in ids and "ultrai/synthesis" in ids and "ultrai/parallel" in ids
+
+
+async def test_sdk_virtual_synthesis_model(sdk: AsyncOpenAI, fake: FakeOpenAI):
+    fake.behave("alpha", text="A thinks 4.")
+    fake.behave("beta", text="B thinks four.")
+    fake.behave("writer", text="It is 4.")
+    completion = await sdk.chat.completions.create(
+        model="ultrai/synthesis",
+        messages=[{"role": "user", "content": unique("2+2?")}],
+        extra_body={"models": ["alpha", "beta"], "synthesis_model": "writer"},
+    )
+    assert completion.choices[0].message.content == "It is 4."
+    detail = completion.model_extra["ultrai"]
+    assert {r["model"] for r in detail["results"]} == {"alpha", "beta"}
+    # Streaming: the synthesis arrives as content chunks.
+    fake.behave("writer", text="Four, streamed word by word.")
+    stream = await sdk.chat.completions.create(
+        model="ultrai/synthesis",
+        messages=[{"role": "user", "content": unique("2+2?")}],
+        extra_body={"models": ["alpha", "beta"], "synthesis_model": "writer"},
+        stream=True,
+    )
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "Four, streamed word by word."
+
+
+async def test_sdk_errors(sdk: AsyncOpenAI, fake: FakeOpenAI):
+    with pytest.raises(openai.NotFoundError):
+        await sdk.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    fake.behave("flaky", status=500, retry_after=0.01)
+    with pytest.raises(openai.APIStatusError) as info:
+        await sdk.chat.completions.create(model="flaky", messages=[{"role": "user", "content": unique()}])
+    assert info.value.status_code == 502
+    # A stream that breaks off midway reaches the SDK as an error, not as a short answer.
+    fake.behave("brittle", text="this will not arrive whole", break_after=2)
+    stream = await sdk.chat.completions.create(
+        model="brittle", messages=[{"role": "user", "content": unique()}], stream=True
+    )
+    with pytest.raises(openai.APIError):
+        async for _ in stream:
+            pass
+    # Too long for the model: refused before any call, the way OpenAI does.
+    with pytest.raises(openai.BadRequestError) as info:
+        await sdk.chat.completions.create(model="priced", messages=[{"role": "user", "content": "word " * 3000}])
+    assert info.value.body["code"] == "context_length_exceeded"
+
+
+async def test_a_bad_key_is_401(llm_stack):
+    client = AsyncOpenAI(base_url=llm_stack.url("gateway") + "/v1", api_key="sk-not-ours", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        await client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": "x"}])
+    await client.close()
