@@ -147,3 +147,18 @@ async def test_a_login_flood_beyond_the_hash_queue_gets_503_not_unbounded_work(a
         assert codes.count(200) >= 1 and codes.count(503) >= 1, codes
         busy = next(r for r in answers if r.status_code == 503)
         assert busy.headers["retry-after"] == "2"
+
+
+async def test_hashing_threads_run_below_the_event_loops_priority(auth_client) -> None:
+    import os
+    import threading
+
+    if not hasattr(os, "setpriority"):
+        pytest.skip("no per-thread priorities on this platform")
+    async with auth_client(hash_thread_nice=10) as client:
+        pool = client.app.state.passwords.pool
+        loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        hasher_nice = await asyncio.get_running_loop().run_in_executor(
+            pool, lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        )
+    assert hasher_nice == min(19, loop_nice + 10)

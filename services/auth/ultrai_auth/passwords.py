@@ -14,7 +14,9 @@ rules, and no password from the bundled list of common ones or equal to the emai
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import threading
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -56,6 +58,18 @@ def policy_problems(password: str, email: str, settings: AuthSettings) -> str | 
     return None
 
 
+def _lower_priority(nice: int) -> None:
+    """Run this hashing thread at a lower CPU priority than the event loop's thread (Linux applies
+    nice values per thread), so a login storm slows logins, not every other request."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError:
+        pass  # not permitted here: hashing just runs at normal priority
+
+
 class PasswordService:
     def __init__(self, settings: AuthSettings) -> None:
         self.settings = settings
@@ -67,7 +81,12 @@ class PasswordService:
             salt_len=16,
             type=Type.ID,
         )
-        self.pool = ThreadPoolExecutor(max_workers=settings.hash_concurrency, thread_name_prefix="argon2")
+        self.pool = ThreadPoolExecutor(
+            max_workers=settings.hash_concurrency,
+            thread_name_prefix="argon2",
+            initializer=_lower_priority,
+            initargs=(settings.hash_thread_nice,),
+        )
         self._slots = asyncio.Semaphore(settings.hash_concurrency + settings.hash_queue)
         self._dummy: str | None = None
         self.calls = 0  # argon2 operations started (hashes and verifications)

@@ -1,0 +1,167 @@
+"""Auth: logins per second, the event loop under a login storm, token verifications per second.
+
+1. Logins/s: the auth service as a real process (production argon2id parameters: m=19 MiB, t=2,
+   p=1; HASH_CONCURRENCY threads), closed loop at 1, 2, 4 and 8 concurrent logins.
+2. /live while 50 logins run at once: p50/p99 of /live (sequential probes) with 50 logins kept in
+   flight, against /live alone (our bar: p99 under 50 ms).
+3. Unknown email versus wrong password: median latency of each (checklist B22, 200 samples each).
+4. Verifications/s with shared/tokens.py (in process): signature and claims only, and the full
+   check with the revocation look-ups (in-process store).
+
+Usage: python bench/bench_auth.py [seconds per throughput step]   (about 90 s in all)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "services" / "auth")]
+
+from tools.stack import SERVICES, ServiceProcess, free_port  # noqa: E402
+
+PASSWORD = "correct horse battery staple"
+STEP = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def logins_for(client: httpx.AsyncClient, email: str, concurrency: int, seconds: float) -> tuple[int, int]:
+    done = errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done, errors
+        while time.perf_counter() < stop:
+            resp = await client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+            if resp.status_code == 200:
+                done += 1
+            else:
+                errors += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done, errors
+
+
+async def probe_live(client: httpx.AsyncClient, seconds: float) -> list[float]:
+    samples = []
+    stop = time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        t0 = time.perf_counter()
+        resp = await client.get("/live")
+        samples.append((time.perf_counter() - t0) * 1000)
+        assert resp.status_code == 200
+        await asyncio.sleep(0.01)
+    return samples
+
+
+async def service_bench(url: str) -> None:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client,
+        httpx.AsyncClient(base_url=url, timeout=10) as prober,
+    ):
+        email = "bench-auth@example.com"
+        await client.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
+        await logins_for(client, email, 2, 1.0)  # warm up
+
+        print("== logins per second (production argon2id, m=19 MiB t=2 p=1)")
+        base = None
+        for concurrency in (1, 2, 4, 8):
+            done, errors = await logins_for(client, email, concurrency, STEP)
+            rate = done / STEP
+            base = base or rate
+            print(f"  concurrency {concurrency:>2}: {rate:6.1f} logins/s  (x{rate / base:.2f} of 1)  errors {errors}")
+
+        print("== /live p99 while 50 logins run at once")
+        idle = await probe_live(prober, 3.0)
+        storm_task = asyncio.create_task(logins_for(client, email, 50, STEP + 2))
+        await asyncio.sleep(1.0)
+        loaded = await probe_live(prober, STEP)
+        done, errors = await storm_task
+        print(
+            f"  idle:   p50 {statistics.median(idle):6.2f} ms  p99 {pct(idle, 0.99):6.2f} ms  ({len(idle)} probes)\n"
+            f"  storm:  p50 {statistics.median(loaded):6.2f} ms  p99 {pct(loaded, 0.99):6.2f} ms"
+            f"  ({len(loaded)} probes; {done / (STEP + 2):.1f} logins/s, {errors} refused)\n"
+            f"  p99 ratio storm/idle: x{pct(loaded, 0.99) / pct(idle, 0.99):.1f}"
+        )
+
+        print("== unknown email vs wrong password (200 logins each, interleaved, one at a time)")
+        unknown, wrong = [], []
+        for i in range(200):
+            for bucket, address in ((unknown, f"nobody-{i}@example.com"), (wrong, email)):
+                t0 = time.perf_counter()
+                resp = await client.post("/api/v1/auth/login", json={"email": address, "password": "not it at all"})
+                bucket.append((time.perf_counter() - t0) * 1000)
+                assert resp.status_code == 401, resp.status_code
+        mu, mw = statistics.median(unknown), statistics.median(wrong)
+        print(f"  median unknown {mu:.1f} ms, wrong password {mw:.1f} ms, ratio x{mu / mw:.3f}")
+
+
+async def verify_bench() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from shared.settings import ServiceSettings
+    from shared.tokens import TokenVerifier
+    from ultrai_auth.keys import Signer
+    from ultrai_auth.settings import AuthSettings
+
+    signer = Signer(AuthSettings(environment="test", data_dir=Path(tempfile.mkdtemp())), Ed25519PrivateKey.generate())
+
+    async def jwks() -> dict:
+        return signer.jwks()
+
+    verifier = TokenVerifier(ServiceSettings(environment="test"), "documents", jwks_source=jwks)
+    tokens = [signer.access_token(f"user-{i}", f"session-{i}")[0] for i in range(100)]
+    print("== token verifications per second (shared/tokens.py, one process, one core)")
+    for label, fn in (("signature + claims", verifier.verify_signature), ("full (with revocation)", verifier.verify)):
+        n = 0
+        stop = time.perf_counter() + 3.0
+        t0 = time.perf_counter()
+        while time.perf_counter() < stop:
+            for token in tokens:
+                await fn(token)
+            n += len(tokens)
+        rate = n / (time.perf_counter() - t0)
+        print(f"  {label:<24} {rate:8.0f} verifications/s  ({1e6 / rate:.0f} µs each)")
+    await verifier.aclose()
+
+
+def main() -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-auth-"))
+    proc = ServiceProcess(
+        SERVICES["auth"],
+        free_port(),
+        env={
+            "ENVIRONMENT": "development",
+            "DATA_DIR": str(workdir / "data"),
+            "LOG_LEVEL": "WARNING",
+            "LOGIN_RATE_PER_ADDRESS": "1000000/minute",
+            "LOGIN_ATTEMPTS_PER_ACCOUNT": "1000000/minute",
+            **{k: v for k, v in os.environ.items() if k.startswith(("HASH_", "ARGON2_"))},
+        },
+        log_path=workdir / "auth.log",
+    ).start()
+    try:
+        proc.wait_ready(timeout=60)
+        asyncio.run(service_bench(proc.url))
+        asyncio.run(verify_bench())
+    finally:
+        proc.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
