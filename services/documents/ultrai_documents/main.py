@@ -542,6 +542,9 @@ def build(settings: DocumentsSettings | None = None, *, verifier: TokenVerifier 
             idle = 0.0
             while True:
                 async with makers() as session:
+                    # The status first: the final event commits with the final status, so once the
+                    # status read is terminal, the events read next include the last one.
+                    status = await session.scalar(select(Analysis.status).where(Analysis.id == analysis_id))
                     rows = (
                         await session.scalars(
                             select(AnalysisEvent)
@@ -550,9 +553,6 @@ def build(settings: DocumentsSettings | None = None, *, verifier: TokenVerifier 
                             .limit(200)
                         )
                     ).all()
-                    status = None
-                    if not rows:
-                        status = await session.scalar(select(Analysis.status).where(Analysis.id == analysis_id))
                 for row in rows:
                     last_id = row.id
                     payload = json.dumps(row.data, separators=(",", ":"), ensure_ascii=False)
