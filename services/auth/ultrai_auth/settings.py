@@ -30,7 +30,7 @@ class AuthSettings(ServiceSettings):
     # How many hashes run at once (memory bound: this × ARGON2_MEMORY_KIB) and how many may wait.
     hash_concurrency: int = Field(2, ge=1, le=64)
     hash_queue: int = Field(64, ge=0, le=10_000)
-    # Nice value of the hashing threads (Linux: per thread), so the event loop wins the CPU; 0: off.
+    # Nice value added to the hashing threads (Linux: per thread), so the event loop wins the CPU; 0: off.
     hash_thread_nice: int = Field(10, ge=0, le=19)
 
     password_min_length: int = Field(8, ge=8, le=64)
