@@ -78,8 +78,10 @@ def settings_for(tmp: Path, **overrides: Any) -> DocumentsSettings:
 
 
 @asynccontextmanager
-async def documents_app(tmp: Path, issuer: Issuer, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    settings = settings_for(tmp, **overrides)
+async def documents_app(
+    tmp: Path, issuer: Issuer, database_url: str | None = None, **overrides: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = settings_for(tmp, database_url=database_url, **overrides)
     verifier = TokenVerifier(
         settings,
         "documents",
@@ -92,10 +94,39 @@ async def documents_app(tmp: Path, issuer: Issuer, **overrides: Any) -> AsyncIte
     await verifier.aclose()
 
 
+@pytest.fixture(scope="session")
+async def shared_db(pg_databases) -> str | None:
+    """One PostgreSQL database for the in-process tests when TEST_DATABASE_URL is set (users are
+    random, so tests do not see each other's documents); None means SQLite in the test's folder."""
+    return await pg_databases.create("documents") if pg_databases is not None else None
+
+
 @pytest.fixture
-async def client(tmp_dir: Path, issuer: Issuer) -> AsyncIterator[httpx.AsyncClient]:
-    async with documents_app(tmp_dir, issuer) as c:
+async def fresh_db(pg_databases) -> str | None:
+    """A database of this test's own (for tests that count rows)."""
+    return await pg_databases.create("documents") if pg_databases is not None else None
+
+
+@pytest.fixture
+async def client(tmp_dir: Path, issuer: Issuer, shared_db: str | None) -> AsyncIterator[httpx.AsyncClient]:
+    async with documents_app(tmp_dir, issuer, shared_db) as c:
         yield c
+
+
+async def count_rows(tmp: Path, database_url: str | None, table: str) -> int:
+    """Rows in one of the service's tables, read straight from its database."""
+    if database_url is None:
+        import sqlite3
+
+        with sqlite3.connect(tmp / "documents.db") as conn:
+            return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchval(f"SELECT COUNT(*) FROM documents.{table}")  # noqa: S608
+    finally:
+        await conn.close()
 
 
 def new_user() -> str:

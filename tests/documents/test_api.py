@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-import sqlite3
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.documents import files as F
-from tests.documents.conftest import Issuer, documents_app, make_docx, make_pdf, new_user, upload
+from tests.documents.conftest import Issuer, count_rows, documents_app, make_docx, make_pdf, new_user, upload
 
 API = "/api/v1/documents"
 
@@ -62,8 +61,8 @@ async def test_upload_docx_and_latin1_text(client: httpx.AsyncClient, issuer: Is
     assert back.content.decode("utf-8") == "Café crème à la façade, très naïve."
 
 
-async def test_large_text_is_chunked_with_overlap(tmp_dir: Path, issuer: Issuer) -> None:
-    async with documents_app(tmp_dir, issuer, chunk_tokens=200, chunk_overlap_tokens=30) as client:
+async def test_large_text_is_chunked_with_overlap(tmp_dir: Path, issuer: Issuer, shared_db) -> None:
+    async with documents_app(tmp_dir, issuer, shared_db, chunk_tokens=200, chunk_overlap_tokens=30) as client:
         h = issuer.headers(new_user())
         body = "\n\n".join(f"Section {i}. " + "The committee discussed the budget at length. " * 8 for i in range(40))
         doc = await _ok(client, h, body.encode(), "minutes.txt")
@@ -118,15 +117,16 @@ async def test_corrupt_pdf_is_422(client: httpx.AsyncClient, issuer: Issuer) -> 
     [F.docx_bomb, F.docx_overlapping, F.docx_billion_laughs, F.docx_symlink, F.docx_nested_zip],
     ids=["deflate-bomb", "quoted-overlap", "billion-laughs", "symlink", "nested-zip"],
 )
-async def test_hostile_docx_is_422_and_nothing_is_left(tmp_dir: Path, issuer: Issuer, build) -> None:
-    async with documents_app(tmp_dir, issuer) as client:
+async def test_hostile_docx_is_422_and_nothing_is_left(tmp_dir: Path, issuer: Issuer, fresh_db, build) -> None:
+    async with documents_app(tmp_dir, issuer, fresh_db) as client:
         h = issuer.headers(new_user())
         resp = await upload(client, h, build(), "hostile.docx")
         assert resp.status_code == 422, resp.text
         assert (await client.get(API, headers=h)).json()["items"] == []
         assert (await client.get("/live")).status_code == 200
         # Nothing half-written: no rows and no temporary files.
-        assert _count(tmp_dir, "documents") == 0 and _count(tmp_dir, "document_blobs") == 0
+        assert await count_rows(tmp_dir, fresh_db, "documents") == 0
+        assert await count_rows(tmp_dir, fresh_db, "document_blobs") == 0
         assert list((tmp_dir / "documents-tmp").iterdir()) == []
 
 
@@ -138,9 +138,9 @@ async def test_pdf_bombs_are_422_and_the_service_stays_up(client: httpx.AsyncCli
     assert (await client.get("/health")).status_code == 200
 
 
-async def test_worker_limits_answer_422(tmp_dir: Path, issuer: Issuer) -> None:
+async def test_worker_limits_answer_422(tmp_dir: Path, issuer: Issuer, shared_db) -> None:
     # Decompression caps lifted: only the worker's memory limit stops the bomb.
-    async with documents_app(tmp_dir, issuer, extract_memory_mb=200, pdf_max_stream_bytes=2**40) as client:
+    async with documents_app(tmp_dir, issuer, shared_db, extract_memory_mb=200, pdf_max_stream_bytes=2**40) as client:
         resp = await upload(client, issuer.headers(new_user()), F.pdf_flate_bomb(300), "bomb.pdf")
         assert resp.status_code == 422
         assert "limit" in resp.json()["detail"]
@@ -235,13 +235,13 @@ async def test_list_is_paginated_newest_first(client: httpx.AsyncClient, issuer:
     assert (await client.get(API, headers=h, params={"cursor": "garbage!"})).status_code == 400
 
 
-async def test_delete_removes_chunks_and_analyses(tmp_dir: Path, issuer: Issuer) -> None:
-    async with documents_app(tmp_dir, issuer) as client:
+async def test_delete_removes_chunks_and_analyses(tmp_dir: Path, issuer: Issuer, fresh_db) -> None:
+    async with documents_app(tmp_dir, issuer, fresh_db) as client:
         h = issuer.headers(new_user())
         doc = await _ok(client, h, make_pdf(["Delete me."]), "d.pdf")
         resp = await client.post(f"{API}/{doc['id']}/analyses", headers=h, json={"kind": "summary", "models": ["m"]})
         assert resp.status_code == 202
-        assert _count(tmp_dir, "analyses") == 1
+        assert await count_rows(tmp_dir, fresh_db, "analyses") == 1
         # Wait for the (llm-less, failing) analysis to finish, so no write of its races the delete.
         events = await client.get(resp.headers["location"] + "/events", headers=h)
         assert "event: failed" in events.text
@@ -256,12 +256,7 @@ async def test_delete_removes_chunks_and_analyses(tmp_dir: Path, issuer: Issuer)
             "analyses",
             "analysis_events",
         ):
-            assert _count(tmp_dir, table) == 0, table
-
-
-def _count(tmp_dir: Path, table: str) -> int:
-    with sqlite3.connect(tmp_dir / "documents.db") as conn:
-        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
+            assert await count_rows(tmp_dir, fresh_db, table) == 0, table
 
 
 # ------------------------------------------------------------------------------------- file names
@@ -302,8 +297,8 @@ async def test_thousand_character_filename_is_truncated(client: httpx.AsyncClien
 # ------------------------------------------------------------------------------------------ quota
 
 
-async def test_quota_on_document_count_and_bytes(tmp_dir: Path, issuer: Issuer) -> None:
-    async with documents_app(tmp_dir, issuer, quota_max_documents=2, quota_max_bytes=1000) as client:
+async def test_quota_on_document_count_and_bytes(tmp_dir: Path, issuer: Issuer, shared_db) -> None:
+    async with documents_app(tmp_dir, issuer, shared_db, quota_max_documents=2, quota_max_bytes=1000) as client:
         h = issuer.headers(new_user())
         await _ok(client, h, b"first document", "1.txt")
         too_big = await upload(client, h, b"x " * 600, "big.txt")
@@ -381,8 +376,8 @@ async def test_not_multipart_and_missing_file(client: httpx.AsyncClient, issuer:
 # ------------------------------------------------------------------------------------ body limits
 
 
-async def test_upload_over_the_limit_is_413(tmp_dir: Path, issuer: Issuer) -> None:
-    async with documents_app(tmp_dir, issuer, max_upload_bytes=100_000) as client:
+async def test_upload_over_the_limit_is_413(tmp_dir: Path, issuer: Issuer, shared_db) -> None:
+    async with documents_app(tmp_dir, issuer, shared_db, max_upload_bytes=100_000) as client:
         h = issuer.headers(new_user())
         resp = await upload(client, h, b"a" * 100_001, "big.txt")
         assert resp.status_code == 413
