@@ -20,6 +20,22 @@ from shared.metrics import KV_FALLBACK
 
 log = logging.getLogger("shared.kv")
 
+# What a Redis call can raise when the server is gone. Under uvloop (what the services run on), a
+# write to a connection the server dropped raises RuntimeError ("the handler is closed") rather
+# than a redis ConnectionError, and redis-py then puts that dead connection back in its pool.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, RuntimeError)
+
+
+async def drop_connections(client: Redis | None) -> None:
+    """Disconnect every pooled connection, so the next call dials afresh instead of reusing one
+    whose transport is closed."""
+    if client is None:
+        return
+    try:
+        await client.connection_pool.disconnect(inuse_connections=False)
+    except REDIS_ERRORS:
+        pass
+
 
 class MemoryStore:
     """A bounded LRU with per-key expiry, for one process."""
@@ -89,11 +105,12 @@ class KeyValue:
             return None
         return self.redis
 
-    def _failed(self, exc: Exception) -> None:
+    async def _failed(self, exc: BaseException) -> None:
         if time.monotonic() >= self._down_until:
             log.warning("redis unavailable (%s); using in-process storage", type(exc).__name__)
         self._down_until = time.monotonic() + self.retry_interval
         KV_FALLBACK.labels(self.service).inc()
+        await drop_connections(self.redis)
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -103,8 +120,8 @@ class KeyValue:
         if redis is not None:
             try:
                 return await redis.get(self.key(name))
-            except (RedisError, OSError) as exc:
-                self._failed(exc)
+            except REDIS_ERRORS as exc:
+                await self._failed(exc)
         return self.local.get(name)
 
     async def set(self, name: str, value: bytes | str, ttl: float | None = None) -> None:
@@ -114,8 +131,8 @@ class KeyValue:
             try:
                 await redis.set(self.key(name), data, px=int(ttl * 1000) if ttl else None)
                 return
-            except (RedisError, OSError) as exc:
-                self._failed(exc)
+            except REDIS_ERRORS as exc:
+                await self._failed(exc)
         self.local.set(name, data, ttl)
 
     async def delete(self, name: str) -> None:
@@ -124,16 +141,16 @@ class KeyValue:
         if redis is not None:
             try:
                 await redis.delete(self.key(name))
-            except (RedisError, OSError) as exc:
-                self._failed(exc)
+            except REDIS_ERRORS as exc:
+                await self._failed(exc)
 
     async def ping(self) -> bool:
         if self.redis is None:
             return False
         try:
             await self.redis.ping()
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
+        except REDIS_ERRORS as exc:
+            await self._failed(exc)
             return False
         self._down_until = 0.0
         return True

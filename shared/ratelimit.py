@@ -21,6 +21,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
+from shared.kv import REDIS_ERRORS, drop_connections
 from shared.metrics import KV_FALLBACK
 
 log = logging.getLogger("shared.ratelimit")
@@ -69,11 +70,16 @@ class RateLimiter:
             return self.redis
         return self.memory
 
-    def _failed(self, exc: Exception) -> None:
+    async def _failed(self, exc: BaseException) -> None:
         if time.monotonic() >= self._down_until:
             log.warning("redis unavailable for rate limits (%s); limiting in process", type(exc).__name__)
         self._down_until = time.monotonic() + self.retry_interval
         KV_FALLBACK.labels(self.service).inc()
+        await drop_connections(self._client())
+
+    def _client(self):  # the redis-py client inside the limits storage
+        bridge = getattr(self._storage, "bridge", None)
+        return getattr(bridge, "storage", None) if bridge is not None else None
 
     async def _retry_after(self, limiter: MovingWindowRateLimiter, item: RateLimitItem, ids: tuple[str, ...]) -> int:
         stats = await limiter.get_window_stats(item, *ids)
@@ -88,8 +94,8 @@ class RateLimiter:
             if allowed:
                 return Decision(True)
             return Decision(False, await self._retry_after(limiter, item, identifiers))
-        except StorageError as exc:
-            self._failed(exc)
+        except (StorageError, *REDIS_ERRORS) as exc:
+            await self._failed(exc)
             return await self.hit(item, *identifiers, cost=cost)
 
     async def test(self, item: RateLimitItem | str, *identifiers: str) -> Decision:
@@ -100,8 +106,8 @@ class RateLimiter:
             if await limiter.test(item, *identifiers):
                 return Decision(True)
             return Decision(False, await self._retry_after(limiter, item, identifiers))
-        except StorageError as exc:
-            self._failed(exc)
+        except (StorageError, *REDIS_ERRORS) as exc:
+            await self._failed(exc)
             return await self.test(item, *identifiers)
 
     async def clear(self, item: RateLimitItem | str, *identifiers: str) -> None:
@@ -111,17 +117,13 @@ class RateLimiter:
                 continue
             try:
                 await limiter.clear(item, *identifiers)
-            except StorageError as exc:
-                self._failed(exc)
+            except (StorageError, *REDIS_ERRORS) as exc:
+                await self._failed(exc)
 
     async def close(self) -> None:
         # The redis-py storage keeps a connection pool; release it at shutdown.
-        storage = self._storage
-        if storage is None:
-            return
-        bridge = getattr(storage, "bridge", None)
-        client = getattr(bridge, "storage", None) if bridge is not None else None
-        if client is not None and hasattr(client, "aclose"):
+        client = self._client()
+        if client is not None:
             try:
                 await client.aclose()
             except Exception as exc:  # closing is best effort
