@@ -81,7 +81,7 @@ async def deployed(tmp_path_factory: pytest.TempPathFactory, pg_databases, redis
                 "ULTRAI_NETGUARD_LOG": str(work / f"{name}.network.log"),
             }
             if name == "auth":
-                env["REGISTER_RATE_PER_ADDRESS"] = "2/minute"
+                env["LOGIN_RATE_PER_ADDRESS"] = "2/minute"
             log = work / f"{name}.log"
             if "preDeployCommand" in entry:
                 with open(log, "ab") as out:
@@ -144,8 +144,8 @@ def test_a_client_cannot_choose_its_address(deployed: dict[str, Any]) -> None:
     statuses = []
     for i in range(5):
         status, _ = request(
-            url + "/api/v1/auth/register",
-            {"email": "not-an-email", "password": "x"},
+            url + "/api/v1/auth/login",
+            {"email": "nobody@example.com", "password": "not-the-password"},
             headers={"X-Forwarded-For": f"203.0.113.{i + 1}"},
         )
         statuses.append(status)
