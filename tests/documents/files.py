@@ -140,7 +140,7 @@ def pdf_flate_bomb(megabytes: int = 200) -> bytes:
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << >> >>",
         b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
     ]
-    return _assemble(objects)
+    return assemble_pdf(objects)
 
 
 def pdf_circular_prev() -> bytes:
@@ -150,7 +150,7 @@ def pdf_circular_prev() -> bytes:
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
     ]
-    return _assemble(objects, prev_self=True)
+    return assemble_pdf(objects, prev_self=True)
 
 
 def pdf_pages(count: int) -> bytes:
@@ -169,7 +169,7 @@ def pdf_corrupt() -> bytes:
     return real[: len(real) // 3] + b"\x00garbage" * 50
 
 
-def _assemble(objects: list[bytes], prev_self: bool = False) -> bytes:
+def assemble_pdf(objects: list[bytes], prev_self: bool = False) -> bytes:
     out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
     for i, body in enumerate(objects, start=1):

@@ -94,7 +94,7 @@ def unsupported(what: str) -> ExtractionError:
 
 @dataclass
 class Limits:
-    max_text_chars: int = 20_000_000
+    max_text_chars: int = 30_000_000
     docx_max_entries: int = 2000
     docx_max_uncompressed_bytes: int = 200 * 1024 * 1024
     docx_max_ratio: float = 100.0

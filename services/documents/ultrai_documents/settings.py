@@ -28,7 +28,7 @@ class DocumentsSettings(ServiceSettings):
     extract_cpu_seconds: int = Field(30, ge=1, le=3600)
     extract_timeout_seconds: float = Field(60.0, gt=0, le=3600)
     extract_concurrency: int = Field(2, ge=1, le=64)
-    max_text_chars: int = Field(20_000_000, ge=1000)
+    max_text_chars: int = Field(30_000_000, ge=1000)
     # DOCX (zip) pre-checks.
     docx_max_entries: int = Field(2000, ge=10)
     docx_max_uncompressed_bytes: int = Field(200 * MB, ge=MB)

@@ -92,19 +92,20 @@ async def save(
                     await session.execute(insert(DocumentBlob).values(document_id=doc.id, seq=seq, data=data))
                     seq += 1
             await session.execute(insert(DocumentText).values(document_id=doc.id, text=text))
-            rows = [
-                {
-                    "document_id": doc.id,
-                    "seq": i,
-                    "start_char": start,
-                    "end_char": end,
-                    "token_count": tokens,
-                    "text": text[start:end],
-                }
-                for i, (start, end, tokens) in enumerate(result.chunks)
-            ]
-            for offset in range(0, len(rows), 500):
-                await session.execute(insert(Chunk), rows[offset : offset + 500])
+            # In batches, so only a batch of chunk texts is held beside the text at a time.
+            for offset in range(0, len(result.chunks), 200):
+                rows = [
+                    {
+                        "document_id": doc.id,
+                        "seq": offset + i,
+                        "start_char": start,
+                        "end_char": end,
+                        "token_count": tokens,
+                        "text": text[start:end],
+                    }
+                    for i, (start, end, tokens) in enumerate(result.chunks[offset : offset + 200])
+                ]
+                await session.execute(insert(Chunk), rows)
             await session.commit()
         except IntegrityError:
             # The same bytes arrived twice at once for this user: the first one stored wins.
