@@ -10,7 +10,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import ProblemError
@@ -47,10 +47,18 @@ class CallResult:
         return self.status == "ok"
 
     def public(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("finish_reason")
-        out["latency_ms"] = round(self.latency_ms, 2)
-        return out
+        return {
+            "model": self.model,
+            "stage": self.stage,
+            "status": self.status,
+            "text": self.text,
+            "error": self.error,
+            "latency_ms": round(self.latency_ms, 2),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": self.cost_usd,
+            "cached": self.cached,
+        }
 
 
 def describe_error(exc: BaseException) -> str:

@@ -234,7 +234,8 @@ class Orchestrator:
                     time_limit=min(self.settings.llm_timeout, remaining),
                     on_delta=on_delta,
                 )
-        await self._emit(emit, "result", result.public())
+        if emit is not None:
+            await emit("result", result.public())
         return result
 
     @staticmethod

@@ -30,7 +30,7 @@ def start_of_day(now: datetime) -> datetime:
 
 
 class UsageStore:
-    def __init__(self, db: Database, settings: LlmSettings, flush_interval: float = 0.25) -> None:
+    def __init__(self, db: Database, settings: LlmSettings, flush_interval: float = 1.0) -> None:
         self.db = db
         self.settings = settings
         self.flush_interval = flush_interval

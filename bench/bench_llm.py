@@ -1,0 +1,229 @@
+"""The llm service: orchestration overhead, cache-hit latency, start-up time and memory.
+
+1. Orchestration overhead: a ``parallel`` orchestration of 5 models that each answer in 200 ms (the
+   fake OpenAI-compatible provider, in its own process), through the gateway, against the same five
+   calls sent concurrently straight to the fake with plain httpx, alternating in the same run.
+   Overhead = p50(gateway) - p50(direct)   (our bar: under 25 ms; litellm alone adds about 17 ms).
+2. Cache-hit latency at the service: ``POST /v1/chat/completions`` straight to the llm service with a
+   request it has cached, sequential (our bar: p50 under 3 ms); through the gateway for comparison.
+3. Start-up of the llm service alone (process start to /live answering) and its resident memory,
+   at rest and after the load above.
+
+The stack (auth, llm, gateway) runs as `make dev` runs it: SQLite, in-process cache, real processes.
+Usage: python bench/bench_llm.py [rounds]   (default 40; about a minute)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tools.stack import ServiceProcess, Stack, free_port  # noqa: E402
+
+ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 40
+MODELS = [f"bench-{i}" for i in range(1, 6)]
+DELAY = 0.2
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def start_fake(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("the fake provider did not start")
+
+
+async def login(client: httpx.AsyncClient) -> str:
+    email, password = f"bench-{secrets.token_hex(4)}@example.com", secrets.token_urlsafe(18)
+    r = await client.post("/api/v1/auth/register", json={"email": email, "password": password})
+    r.raise_for_status()
+    r = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
+    r.raise_for_status()
+    return r.json()["access_token"]
+
+
+def litellm_router(fake_url: str):
+    """A litellm Router in this process over the same five models: to measure what litellm adds."""
+    sys.path.insert(0, str(ROOT / "services" / "llm"))
+    from ultrai_llm.engine_setup import litellm
+
+    return litellm.Router(
+        model_list=[
+            {"model_name": m, "litellm_params": {"model": f"openai/{m}", "api_base": f"{fake_url}/v1", "api_key": "k"}}
+            for m in MODELS
+        ],
+        num_retries=2,
+    )
+
+
+async def overhead(gateway: httpx.AsyncClient, fake: httpx.AsyncClient, router) -> dict[str, list[float]]:
+    """Per round, in turn: the orchestration through the gateway, the five calls straight to the fake,
+    the five calls through a litellm Router in this process (so the machine's load hits all three)."""
+    times: dict[str, list[float]] = {"gateway": [], "direct": [], "litellm": []}
+
+    async def one_direct(model: str, prompt: str) -> None:
+        r = await fake.post(
+            "/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": prompt}]}
+        )
+        r.raise_for_status()
+
+    for i in range(ROUNDS + 3):
+        prompt = f"Round {i}: what is the answer? {secrets.token_hex(4)}"
+        started = time.perf_counter()
+        r = await gateway.post(
+            "/api/v1/llm/orchestrate",
+            json={"prompt": prompt, "models": MODELS, "pattern": "parallel", "cache": False},
+        )
+        via = time.perf_counter() - started
+        body = r.json()
+        assert r.status_code == 200 and body["status"] == "completed", r.text
+        started = time.perf_counter()
+        await asyncio.gather(*(one_direct(m, prompt) for m in MODELS))
+        direct = time.perf_counter() - started
+        messages = [{"role": "user", "content": prompt}]
+        started = time.perf_counter()
+        await asyncio.gather(*(router.acompletion(model=m, messages=messages) for m in MODELS))
+        alone = time.perf_counter() - started
+        if i >= 3:  # the first rounds warm up connections and litellm's clients
+            times["gateway"].append(via * 1000)
+            times["direct"].append(direct * 1000)
+            times["litellm"].append(alone * 1000)
+    return times
+
+
+async def cache_hits(client: httpx.AsyncClient, n: int = 300) -> list[float]:
+    body = {"model": "bench-1", "messages": [{"role": "user", "content": "cached question"}], "temperature": 0}
+    r = await client.post("/v1/chat/completions", json=body)
+    r.raise_for_status()
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        r = await client.post("/v1/chat/completions", json=body)
+        times.append((time.perf_counter() - started) * 1000)
+        assert r.json()["ultrai"]["cached"] is True
+    return times[20:]
+
+
+async def main() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="ultrai-bench-llm-"))
+    fake_port = free_port()
+    fake_proc = start_fake(fake_port)
+    fake_url = f"http://127.0.0.1:{fake_port}"
+    models_file = workdir / "models.json"
+    models_file.write_text(
+        json.dumps(
+            {
+                "model_list": [
+                    {
+                        "model_name": m,
+                        "litellm_params": {"model": f"openai/{m}", "api_base": f"{fake_url}/v1", "api_key": "k"},
+                    }
+                    for m in MODELS
+                ]
+            }
+        )
+    )
+    env = {
+        "LLM_MODELS_FILE": str(models_file),
+        "LOG_LEVEL": "WARNING",
+        "RATE_LIMIT_PER_MINUTE": "100000000",
+        "RATE_LIMIT_PER_HOUR": "1000000000",
+    }
+    stack = Stack(workdir, env, names=("auth", "llm", "gateway"))
+    try:
+        async with httpx.AsyncClient(base_url=fake_url, timeout=30) as fake:
+            for m in MODELS:
+                (await fake.post("/_fake/behave", json={"model": m, "delay": DELAY})).raise_for_status()
+            await asyncio.to_thread(stack.start_all)
+            limits = httpx.Limits(max_connections=50, max_keepalive_connections=50)
+            async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=30, limits=limits) as gw:
+                token = await login(gw)
+                gw.headers["Authorization"] = f"Bearer {token}"
+                rss_rest = stack.procs["llm"].rss_mb()
+                times = await overhead(gw, fake, litellm_router(fake_url))
+                async with httpx.AsyncClient(
+                    base_url=stack.url("llm"), timeout=30, headers={"Authorization": f"Bearer {token}"}
+                ) as llm:
+                    hits_service = await cache_hits(llm)
+                hits_gateway = await cache_hits(gw, 150)
+                rss_loaded = stack.procs["llm"].rss_mb()
+        stack.stop("llm")
+        # Start-up alone (nothing else starting at the same time), three times.
+        starts = []
+        for i in range(3):
+            proc = ServiceProcess(
+                stack.process("llm").spec,
+                free_port(),
+                env={**stack.env, "DATA_DIR": str(workdir / f"start-{i}")},
+                log_path=workdir / f"llm-start-{i}.log",
+            ).start()
+            starts.append(proc.wait_ready("/live", timeout=60))
+            rss_start = proc.rss_mb()
+            proc.stop()
+    finally:
+        stack.stop_all()
+        fake_proc.terminate()
+        fake_proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    via, direct, alone = times["gateway"], times["direct"], times["litellm"]
+    p50_via, p50_direct = statistics.median(via), statistics.median(direct)
+    print(f"llm benchmark ({ROUNDS} rounds; 5 models answering in {DELAY * 1000:.0f} ms each)")
+    print(f"  parallel orchestration through the gateway  p50 {p50_via:7.1f} ms   p90 {pct(via, 0.9):7.1f} ms")
+    print(f"  the same 5 calls straight to the fake        p50 {p50_direct:7.1f} ms   p90 {pct(direct, 0.9):7.1f} ms")
+    print(f"  orchestration overhead (p50 difference)          {p50_via - p50_direct:7.1f} ms   (bar: < 25 ms)")
+    p50_alone = statistics.median(alone)
+    print(f"  the 5 calls through a litellm Router alone   p50 {p50_alone:7.1f} ms   p90 {pct(alone, 0.9):7.1f} ms")
+    print(f"  litellm alone adds (p50 difference)              {p50_alone - p50_direct:7.1f} ms")
+    print(f"  our service + gateway beyond litellm             {p50_via - p50_alone:7.1f} ms")
+    print(
+        f"  cache hit at the service                     p50 {statistics.median(hits_service):7.2f} ms   "
+        f"p90 {pct(hits_service, 0.9):7.2f} ms   (bar: p50 < 3 ms)"
+    )
+    print(
+        f"  cache hit through the gateway                p50 {statistics.median(hits_gateway):7.2f} ms   "
+        f"p90 {pct(hits_gateway, 0.9):7.2f} ms"
+    )
+    print(
+        f"  start-up to /live (llm alone)            median {statistics.median(starts):7.2f} s    "
+        f"(runs: {', '.join(f'{s:.2f}' for s in starts)})"
+    )
+    print(
+        f"  resident memory: just started {rss_start:.0f} MB; at rest in the stack {rss_rest:.0f} MB; "
+        f"after the load {rss_loaded:.0f} MB"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
