@@ -251,7 +251,7 @@ async def test_delete_removes_chunks_and_analyses(tmp_dir: Path, issuer: Issuer,
         for table in (
             "documents",
             "document_blobs",
-            "document_texts",
+            "document_text_parts",
             "document_chunks",
             "analyses",
             "analysis_events",

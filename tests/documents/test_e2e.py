@@ -48,10 +48,12 @@ async def docs_stack(pg_databases, redis_url, fake: FakeOpenAI) -> AsyncIterator
     workdir = Path(tempfile.mkdtemp(prefix="ultrai-docs-"))
     models_file = fake.models_file(workdir / "models.json", MODELS)
     env = {**await stack_env(pg_databases, redis_url, "docs"), **LLM_ENV, "LLM_MODELS_FILE": str(models_file)}
-    # One limit for the documents service and the gateway's edge check alike.
+    # The gateway's edge check refuses first (at the limit); the documents service's own check,
+    # tested on its own port, at twice that. (With the same limit on both, a body refused by the
+    # service mid-stream reaches the gateway as a reset connection: a 502, not the 413.)
     env["MAX_UPLOAD_BYTES"] = str(UPLOAD_LIMIT)
     st = Stack(workdir, env)
-    st.per_service_env["documents"] = DOCS_ENV
+    st.per_service_env["documents"] = {**DOCS_ENV, "MAX_UPLOAD_BYTES": str(2 * UPLOAD_LIMIT)}
     try:
         await asyncio.to_thread(st.start_all)
         yield st

@@ -26,8 +26,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.client import ServiceClient
-from ultrai_documents.models import Analysis, AnalysisEvent, Chunk, Document, DocumentText, utcnow
+from ultrai_documents.models import Analysis, AnalysisEvent, Chunk, Document, utcnow
 from ultrai_documents.settings import DocumentsSettings
+from ultrai_documents.store import full_text
 
 log = logging.getLogger("ultrai_documents.analyses")
 
@@ -193,12 +194,7 @@ class Analyst:
                     ).all()
                 )
             else:
-                parts = [
-                    await session.scalar(
-                        select(DocumentText.text).where(DocumentText.document_id == analysis.document_id)
-                    )
-                    or ""
-                ]
+                parts = [await full_text(session, analysis.document_id)]
         await self.event(
             analysis_id,
             "stage",

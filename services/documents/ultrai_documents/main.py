@@ -35,7 +35,7 @@ from ultrai_documents.analyses import (
     params_hash,
 )
 from ultrai_documents.extract import ExtractionError, Limits
-from ultrai_documents.models import Analysis, AnalysisEvent, Chunk, Document, DocumentText
+from ultrai_documents.models import Analysis, AnalysisEvent, Chunk, Document
 from ultrai_documents.settings import DocumentsSettings
 from ultrai_documents.upload import clean_filename, content_disposition, receive_upload
 from ultrai_documents.worker import Extractor
@@ -326,8 +326,9 @@ def build(settings: DocumentsSettings | None = None, *, verifier: TokenVerifier 
     async def get_text(request: Request, document_id: str, user: Principal = Depends(current_user)) -> Response:
         async with sessions(request)() as session:
             await store.owned(session, user.user_id, document_id)
-            text = await session.scalar(select(DocumentText.text).where(DocumentText.document_id == document_id))
-        return Response(text or "", media_type="text/plain; charset=utf-8")
+        return StreamingResponse(
+            store.stream_text(sessions(request), document_id), media_type="text/plain; charset=utf-8"
+        )
 
     @app.get(
         PREFIX + "/{document_id}/chunks",

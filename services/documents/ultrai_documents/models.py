@@ -1,7 +1,7 @@
 """Tables owned by the documents service (its own schema on PostgreSQL).
 
-The original bytes are kept in the database in parts of ``BLOB_PART_BYTES``, so an upload and a
-download each hold one part in memory at a time, never the whole file.
+The original bytes and the extracted text are kept in the database in parts (``BLOB_PART_BYTES``,
+``TEXT_PART_CHARS``), so storing and serving a document holds one part in memory at a time.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.db import Base
 
 BLOB_PART_BYTES = 1024 * 1024
+TEXT_PART_CHARS = 1024 * 1024
 
 
 def utcnow() -> datetime:
@@ -69,11 +70,14 @@ class DocumentBlob(DocumentsBase):
 
 
 class DocumentText(DocumentsBase):
-    __tablename__ = "document_texts"
+    """The extracted text in parts of ``TEXT_PART_CHARS`` characters, in order."""
+
+    __tablename__ = "document_text_parts"
 
     document_id: Mapped[str] = mapped_column(
         String(32), ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
     )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     text: Mapped[str] = mapped_column(Text, nullable=False)
 
 

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.errors import ProblemError
 from ultrai_documents.models import (
     BLOB_PART_BYTES,
+    TEXT_PART_CHARS,
     Analysis,
     AnalysisEvent,
     Chunk,
@@ -63,8 +65,11 @@ async def save(
     upload: Upload,
     result: ExtractionResult,
 ) -> tuple[Document, bool]:
-    """Store metadata, original, text and chunks in one transaction. Returns (document, created)."""
-    text = await asyncio.to_thread(Path(result.text_path).read_text, "utf-8")
+    """Store metadata, original, text and chunks in one transaction. Returns (document, created).
+
+    The original and the text are read from the worker's files a part at a time and the chunks in
+    batches, so a 25 MB document never sits in memory whole (or twice).
+    """
     doc = Document(
         id=new_id(),
         owner_id=owner_id,
@@ -75,36 +80,19 @@ async def save(
         sha256=upload.sha256,
         page_count=result.page_count,
         encoding=result.encoding,
-        char_count=len(text),
-        token_count=sum(c[2] for c in result.chunks) if len(result.chunks) <= 1 else _distinct_tokens(result),
+        char_count=result.chars,
+        token_count=_distinct_tokens(result),
         chunk_count=len(result.chunks),
     )
     async with sessions() as session:
         try:
             session.add(doc)
             await session.flush()
-            with open(upload.path, "rb") as fh:  # noqa: ASYNC230 (reads are done in a thread below)
-                seq = 0
-                while True:
-                    data = await asyncio.to_thread(fh.read, BLOB_PART_BYTES)
-                    if not data:
-                        break
-                    await session.execute(insert(DocumentBlob).values(document_id=doc.id, seq=seq, data=data))
-                    seq += 1
-            await session.execute(insert(DocumentText).values(document_id=doc.id, text=text))
-            # In batches, so only a batch of chunk texts is held beside the text at a time.
-            for offset in range(0, len(result.chunks), 200):
-                rows = [
-                    {
-                        "document_id": doc.id,
-                        "seq": offset + i,
-                        "start_char": start,
-                        "end_char": end,
-                        "token_count": tokens,
-                        "text": text[start:end],
-                    }
-                    for i, (start, end, tokens) in enumerate(result.chunks[offset : offset + 200])
-                ]
+            async for seq, data in _parts(upload.path, "rb", BLOB_PART_BYTES):
+                await session.execute(insert(DocumentBlob).values(document_id=doc.id, seq=seq, data=data))
+            async for seq, text in _parts(Path(result.text_path), "r", TEXT_PART_CHARS):
+                await session.execute(insert(DocumentText).values(document_id=doc.id, seq=seq, text=text))
+            async for rows in _chunk_rows(doc.id, Path(result.text_path), result.chunks):
                 await session.execute(insert(Chunk), rows)
             await session.commit()
         except IntegrityError:
@@ -115,6 +103,52 @@ async def save(
                 raise
             return existing, False
     return doc, True
+
+
+async def _parts(path: Path, mode: str, size: int) -> AsyncIterator[tuple[int, Any]]:
+    """A file in parts of ``size`` bytes ("rb") or characters ("r", UTF-8), each read in a thread."""
+    kwargs = {"encoding": "utf-8", "newline": ""} if mode == "r" else {}
+    fh = await asyncio.to_thread(open, path, mode, **kwargs)
+    try:
+        seq = 0
+        while data := await asyncio.to_thread(fh.read, size):
+            yield seq, data
+            seq += 1
+    finally:
+        await asyncio.to_thread(fh.close)
+
+
+async def _chunk_rows(
+    document_id: str, text_path: Path, chunks: list[tuple[int, int, int]], batch: int = 200
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Chunk rows in batches, slicing the text file through a window that only moves forward
+    (chunks are in order; they overlap only their neighbours)."""
+    window, window_start = "", 0
+    parts = _parts(text_path, "r", TEXT_PART_CHARS)
+    rows: list[dict[str, Any]] = []
+    for seq, (start, end, tokens) in enumerate(chunks):
+        while window_start + len(window) < end:
+            _, more = await anext(parts)
+            window += more
+        if start > window_start:
+            window = window[start - window_start :]
+            window_start = start
+        rows.append(
+            {
+                "document_id": document_id,
+                "seq": seq,
+                "start_char": start,
+                "end_char": end,
+                "token_count": tokens,
+                "text": window[start - window_start : end - window_start],
+            }
+        )
+        if len(rows) >= batch:
+            yield rows
+            rows = []
+    if rows:
+        yield rows
+    await parts.aclose()
 
 
 def _distinct_tokens(result: ExtractionResult) -> int:
@@ -170,6 +204,27 @@ async def stream_original(sessions: async_sessionmaker[AsyncSession], document_i
             return
         yield bytes(data)
         seq += 1
+
+
+async def stream_text(sessions: async_sessionmaker[AsyncSession], document_id: str) -> AsyncIterator[bytes]:
+    """The extracted text as UTF-8, one stored part at a time."""
+    seq = 0
+    while True:
+        async with sessions() as session:
+            text = await session.scalar(
+                select(DocumentText.text).where(DocumentText.document_id == document_id, DocumentText.seq == seq)
+            )
+        if text is None:
+            return
+        yield text.encode("utf-8")
+        seq += 1
+
+
+async def full_text(session: AsyncSession, document_id: str) -> str:
+    parts = await session.scalars(
+        select(DocumentText.text).where(DocumentText.document_id == document_id).order_by(DocumentText.seq)
+    )
+    return "".join(parts)
 
 
 async def delete_document(session: AsyncSession, document_id: str) -> None:

@@ -60,7 +60,7 @@ def run_job(job: dict) -> dict:
     except RecursionError:
         return {"ok": False, "status": 422, "reason": "The file is nested too deeply to read."}
     chunks = chunk_text(result.text, limits.chunk_tokens, limits.chunk_overlap_tokens)
-    with open(job["out"], "w", encoding="utf-8") as fh:
+    with open(job["out"], "w", encoding="utf-8", newline="") as fh:
         fh.write(result.text)
     return {
         "ok": True,
