@@ -48,6 +48,19 @@ async def test_identical_requests_are_answered_from_the_cache(llm, fake: FakeOpe
     assert counter(after, "miss") >= counter(before, "miss") + 2
 
 
+async def test_cache_entries_are_kept_per_user(llm_stack, llm, fake: FakeOpenAI):
+    prompt = unique()
+    await chat(llm, "sonic", prompt)
+    assert (await chat(llm, "sonic", prompt))["ultrai"]["cached"] is True
+    other = await new_user(llm_stack.url("gateway"))
+    async with httpx.AsyncClient(
+        base_url=llm_stack.url("llm"), headers={"Authorization": f"Bearer {other}"}, timeout=30
+    ) as client:
+        # The same prompt from someone else is not answered from the first user's entry (which would
+        # tell them that somebody had asked it).
+        assert (await chat(client, "sonic", prompt))["ultrai"]["cached"] is False
+
+
 async def test_the_cache_can_be_bypassed(llm, fake: FakeOpenAI):
     prompt = unique()
     await chat(llm, "sonic", prompt)

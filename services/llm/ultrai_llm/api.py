@@ -88,7 +88,7 @@ def render_orchestration(event: str, data: dict[str, Any]) -> bytes:
 )
 async def orchestrate(body: OrchestrateRequest, request: Request, user: Principal = Depends(current_user)) -> Any:
     llm = llm_of(request)
-    plan = await llm.orchestrator.plan(body)
+    plan = await llm.orchestrator.plan(body, user.user_id)
     await llm.usage.check_budget(user.user_id)
 
     async def run(emit: Emit | None) -> dict[str, Any]:

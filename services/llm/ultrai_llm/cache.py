@@ -1,6 +1,9 @@
 """The response cache: identical requests (same model, messages and parameters) answered from the
 shared KeyValue store (Redis when configured, an in-process LRU otherwise) for CACHE_TTL seconds.
 
+Entries are kept per user: a shared entry would tell one user, by its ``cached`` flag or its speed,
+that someone else had sent exactly that prompt (with, say, that document's text as context).
+
 A Redis failure never fails a request: KeyValue falls back to process memory by itself, and anything
 unreadable in the cache counts as a miss. Lookups are counted in ``cache_requests_total``.
 """
@@ -21,9 +24,11 @@ CACHE_NAME = "responses"
 VERSION = "v1"
 
 
-def cache_key(model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
+def cache_key(scope: str, model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
     canonical = json.dumps(
-        {"model": model, "messages": messages, "params": params}, sort_keys=True, separators=(",", ":")
+        {"scope": scope, "model": model, "messages": messages, "params": params},
+        sort_keys=True,
+        separators=(",", ":"),
     )
     return f"resp:{VERSION}:" + hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -161,17 +161,19 @@ class Engine:
         params: ModelParams,
         *,
         stage: str,
+        scope: str,
         use_cache: bool = True,
         time_limit: float | None = None,
         on_delta: Delta | None = None,
     ) -> CallResult:
-        """One model's answer; a failure is a result with status "error", never an exception."""
+        """One model's answer; a failure is a result with status "error", never an exception.
+        ``scope`` (the user) keeps cache entries apart."""
         spec = self.catalog.specs[model]
         kwargs = params.provider_kwargs()
         started = time.perf_counter()
         key = None
         if use_cache and self.cache.enabled:
-            key = cache_key(model, messages, kwargs)
+            key = cache_key(scope, model, messages, kwargs)
             entry = await self.cache.get(key)
             if entry is not None:
                 if on_delta is not None:

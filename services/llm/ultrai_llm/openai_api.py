@@ -156,7 +156,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, user: 
                 await emit("delta", {"text": text})
 
         result = await llm.engine.call(
-            spec.name, messages, params, stage="answer", use_cache=body.cache, on_delta=on_delta
+            spec.name,
+            messages,
+            params,
+            stage="answer",
+            scope=user.user_id,
+            use_cache=body.cache,
+            on_delta=on_delta,
         )
         llm.usage.record(user.user_id, "chat", [result])
         if not result.ok:
@@ -212,7 +218,7 @@ async def _virtual(body: ChatCompletionRequest, request: Request, user: Principa
         params={m: params for m in every},
         cache=body.cache,
     )
-    plan = await llm.orchestrator.plan(req)
+    plan = await llm.orchestrator.plan(req, user.user_id)
     await llm.usage.check_budget(user.user_id)
     writer = ChunkWriter(body.model, bool((body.stream_options or {}).get("include_usage")))
     final_stage = "synthesis" if plan.synthesis is not None else None

@@ -74,6 +74,7 @@ class Plan:
     context: list[str] | None
     models: list[ModelPlan]
     synthesis: ModelPlan | None
+    user_id: str
     use_cache: bool
     deadline: float
     stages_left: int = 1
@@ -91,7 +92,7 @@ class Orchestrator:
         return chosen or names[:3]
 
     # ---- plan: everything that can be refused is refused here -----------------------------------
-    async def plan(self, req: OrchestrateRequest) -> Plan:
+    async def plan(self, req: OrchestrateRequest, user_id: str) -> Plan:
         self.engine.require_provider()
         names = list(dict.fromkeys(req.models or self.default_models()))
         if len(names) > self.settings.llm_max_models:
@@ -117,6 +118,7 @@ class Orchestrator:
             context=req.context,
             models=models,
             synthesis=synthesis,
+            user_id=user_id,
             use_cache=req.cache,
             deadline=time.monotonic() + budget,
         )
@@ -230,6 +232,7 @@ class Orchestrator:
                     messages,
                     model.params,
                     stage=stage,
+                    scope=plan.user_id,
                     use_cache=plan.use_cache,
                     time_limit=min(self.settings.llm_timeout, remaining),
                     on_delta=on_delta,
