@@ -636,6 +636,17 @@ def run_shell(command: str, cwd: Path, env: dict[str, str], log_path: Path, time
     return proc.returncode
 
 
+_ERROR_LINE = re.compile(r"^(\w+\.)*\w*(Error|Exception|Exit)\b.*|.*: invalid setting: .*|^ERROR: .*")
+
+
+def error_line(path: Path) -> str | None:
+    """The last exception or settings error a log shows (what stopped the process)."""
+    if not path.exists():
+        return None
+    found = [line.strip() for line in path.read_text(errors="replace").splitlines() if _ERROR_LINE.match(line.strip())]
+    return found[-1] if found else None
+
+
 def tail(path: Path, lines: int = 25) -> str:
     if not path.exists():
         return ""
@@ -709,7 +720,8 @@ def start_service(
     if entry.get("preDeployCommand"):
         rc = run_shell(entry["preDeployCommand"], src, env, run_log, timeout=300)
         if rc != 0:
-            result.failures.append(f"preDeployCommand exited {rc}:\n{tail(run_log)}")
+            cause = error_line(run_log)
+            result.failures.append(f"preDeployCommand exited {rc}{': ' + cause if cause else ''}\n{tail(run_log)}")
             return
     with open(run_log, "ab") as out:
         out.write(f"\n$ {entry['startCommand']}\n".encode())
@@ -728,7 +740,10 @@ def start_service(
         waited = wait_http(f"http://127.0.0.1:{port}{path}", proc, timeout)
         if waited is None:
             state = f"exited {proc.returncode}" if proc.poll() is not None else f"no 200 within {timeout:.0f} s"
-            result.failures.append(f"did not come up on {path} ({state}):\n{tail(run_log)}")
+            cause = error_line(run_log)
+            result.failures.append(
+                f"did not come up on {path} ({state}){': ' + cause if cause else ''}\n{tail(run_log)}"
+            )
             return
         result.start_s = time.perf_counter() - t0
         time.sleep(0.5)  # let every worker finish its start-up before measuring memory
@@ -900,7 +915,8 @@ def check_service(
     rc = run_shell(entry["buildCommand"], src, env, build_log, timeout=1800)
     result.install_s = time.perf_counter() - t0
     if rc != 0:
-        result.failures.append(f"buildCommand exited {rc}:\n{tail(build_log)}")
+        cause = error_line(build_log)
+        result.failures.append(f"buildCommand exited {rc}{': ' + cause if cause else ''}\n{tail(build_log)}")
         return result
     after = dists(sp)
     result.packages = len(after - before)

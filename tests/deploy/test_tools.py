@@ -79,3 +79,18 @@ def test_loopback_port_probe() -> None:
         port = server.getsockname()[1]
         assert dc.port_open("127.0.0.1", port)
     assert not dc.port_open("127.0.0.1", port)
+
+
+def test_failure_names_what_stopped_the_process(tmp_path: Path) -> None:
+    log = tmp_path / "run.log"
+    log.write_text(
+        'Traceback (most recent call last):\n  File "x.py", line 1\n'
+        "ModuleNotFoundError: No module named 'aiohttp'\nINFO:     Stopping parent process [1]\n"
+    )
+    assert dc.error_line(log) == "ModuleNotFoundError: No module named 'aiohttp'"
+    log.write_text("auth: invalid setting: JWT_SIGNING_SECRET must be at least 32 characters\n")
+    assert dc.error_line(log) == "auth: invalid setting: JWT_SIGNING_SECRET must be at least 32 characters"
+    log.write_text("ERROR: No matching distribution found for nothing==1\n")
+    assert dc.error_line(log).startswith("ERROR: No matching distribution")
+    log.write_text("INFO: all fine\n")
+    assert dc.error_line(log) is None
