@@ -21,7 +21,7 @@ from shared.settings import load_settings
 from shared.tokens import TokenVerifier
 from ultrai_gateway.cors import ProblemCORSMiddleware
 from ultrai_gateway.edge import check_edge
-from ultrai_gateway.proxy import Upstream, forward
+from ultrai_gateway.proxy import Upstream, forward, new_session
 from ultrai_gateway.settings import GatewaySettings
 
 SERVICE = "gateway"
@@ -51,10 +51,15 @@ def build(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         urls = {"auth": settings.auth_url, "documents": settings.documents_url, "llm": settings.llm_url}
+        session = new_session(
+            settings.upstream_connect_timeout, settings.upstream_read_timeout, settings.upstream_max_connections
+        )
+        health_clients: list[ServiceClient] = []
         for name, prefixes in ROUTES.items():
-            client = ServiceClient(name, urls[name], timeout=timeout, max_connections=settings.upstream_max_connections)
-            upstreams[name] = Upstream(name, prefixes, client, CRITICAL[name], settings.trusted_proxy_hops)
-            app.state.health.add(_upstream_check(upstreams[name], settings.health_timeout))
+            upstreams[name] = Upstream(name, prefixes, urls[name], session, CRITICAL[name], settings.trusted_proxy_hops)
+            client = ServiceClient(name, urls[name], timeout=timeout, max_connections=4)
+            health_clients.append(client)
+            app.state.health.add(_upstream_check(upstreams[name], client, settings.health_timeout))
         app.state.verifier = TokenVerifier(settings, SERVICE)
         app.state.limiter = RateLimiter(
             settings.redis_url, prefix=settings.redis_key_prefix, timeout=settings.redis_timeout, service=SERVICE
@@ -62,7 +67,8 @@ def build(settings: GatewaySettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await asyncio.gather(*(u.client.aclose() for u in upstreams.values()))
+            await session.close()
+            await asyncio.gather(*(c.aclose() for c in health_clients))
             await app.state.verifier.aclose()
             await app.state.limiter.close()
 
@@ -137,12 +143,12 @@ async def check_rate(request: Request) -> None:
 _WINDOW = {"minute": 60, "hour": 3600}
 
 
-def _upstream_check(upstream: Upstream, timeout: float) -> Check:
+def _upstream_check(upstream: Upstream, client: ServiceClient, timeout: float) -> Check:
     affected = {"affectedEndpoints": [p + "/*" for p in upstream.prefixes]}
 
     async def probe() -> CheckResult:
         try:
-            resp = await upstream.client.http.get("/health", timeout=timeout)
+            resp = await client.get("/health", timeout=timeout)
             body = resp.json()
         except httpx.TimeoutException:
             return CheckResult("fail", f"{upstream.name} did not answer in time", dict(affected))
