@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import FastAPI, Request
 from sqlalchemy import event, text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -127,13 +127,25 @@ def install_db_error_handlers(app: FastAPI) -> None:
     for exc_type in _UNAVAILABLE:
         app.add_exception_handler(exc_type, unavailable)
 
+    async def bad_value(_: Request, exc: DBAPIError) -> object:
+        # A value the database refuses to store or compare (a NUL character in text on
+        # PostgreSQL, a number out of range): the client's input, so a 422, not a 500.
+        log.info("database refused a value: %s", type(exc.orig).__name__ if exc.orig else "DataError")
+        return problem_response(
+            422, "The request contains a value that cannot be stored (for example a NUL character)."
+        )
+
     async def dbapi(request: Request, exc: DBAPIError) -> object:
         if exc.connection_invalidated or _looks_like_connection_error(exc):
             return await unavailable(request, exc)
+        if str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "").startswith("22"):
+            return await bad_value(request, exc)  # SQLSTATE class 22: data exception
         log.error("database error: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
         return problem_response(500, "An internal error occurred; the request id identifies it in the logs.")
 
     app.add_exception_handler(DBAPIError, dbapi)
+
+    app.add_exception_handler(DataError, bad_value)
 
 
 def _looks_like_connection_error(exc: DBAPIError) -> bool:

@@ -163,3 +163,24 @@ async def test_metrics_by_route_template(tmp_dir) -> None:
         text = (await client.get("/metrics")).text
     assert 'route="/items/{item_id}"' in text
     assert 'route="/items/5"' not in text
+
+
+async def test_a_value_the_database_refuses_is_a_422(tmp_dir, database_url) -> None:
+    from sqlalchemy import text
+
+    app = make_app(tmp_dir, database_url=database_url)
+
+    @app.get("/echo")
+    async def echo(value: str) -> dict:
+        async with app.state.db.sessions() as session:
+            row = (await session.execute(text("SELECT CAST(:v AS INTEGER) + 0, :s"), {"v": "x" * 3, "s": value})).first()
+        return {"row": list(row)}
+
+    async with asgi_client(app, raise_app_exceptions=False) as client:
+        resp = await client.get("/echo", params={"value": "nul\x00byte"})
+    # PostgreSQL refuses both the NUL and the cast; SQLite casts 'xxx' to 0 and stores the NUL.
+    if database_url:
+        assert resp.status_code == 422, resp.text
+        assert resp.headers["content-type"] == "application/problem+json"
+    else:
+        assert resp.status_code == 200
