@@ -552,6 +552,7 @@ class Result:
     start_s: float | None = None
     rss_mb: float | None = None
     worker_rss_mb: float | None = None
+    cpu_s: float | None = None
     workers: int = 0
     failures: list[str] = field(default_factory=list)
 
@@ -653,24 +654,48 @@ def tail(path: Path, lines: int = 25) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def process_tree_rss(pid: int) -> tuple[float, float, int]:
-    """(total MB, largest process MB, worker processes) of a process and its children. With
-    ``--workers N`` uvicorn is a supervisor with N spawned worker processes."""
+@dataclass
+class TreeStats:
+    rss_mb: float  # every process
+    largest_rss_mb: float  # the largest process (a worker)
+    workers: int
+    cpu_s: float  # CPU seconds of the busiest process since it started: its start-up cost
+
+
+def process_tree(pid: int) -> TreeStats:
+    """Memory and CPU of a process and its children. With ``--workers N`` uvicorn is a supervisor
+    with N spawned worker processes."""
     import psutil
 
     root = psutil.Process(pid)
-    procs = [root, *root.children(recursive=True)]
-    sizes = []
+    sizes: list[float] = []
+    cpus: list[float] = []
     workers = 0
-    for p in procs:
+    for p in [root, *root.children(recursive=True)]:
         try:
             sizes.append(p.memory_info().rss / 1e6)
+            times = p.cpu_times()
+            cpus.append(times.user + times.system)
             cmdline = " ".join(p.cmdline())
         except psutil.Error:
             continue
         if "spawn_main" in cmdline and "resource_tracker" not in cmdline:
             workers += 1
-    return sum(sizes), max(sizes, default=0.0), workers or 1
+    return TreeStats(sum(sizes), max(sizes, default=0.0), workers or 1, max(cpus, default=0.0))
+
+
+def settle(pid: int, limit: float = 15.0) -> TreeStats:
+    """Wait until the process tree stops using CPU (every worker has finished starting), then
+    measure it."""
+    deadline = time.monotonic() + limit
+    before = process_tree(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = process_tree(pid)
+        if now.workers == before.workers and now.cpu_s - before.cpu_s < 0.03:
+            return now
+        before = now
+    return before
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> float | None:
@@ -746,8 +771,9 @@ def start_service(
             )
             return
         result.start_s = time.perf_counter() - t0
-        time.sleep(0.5)  # let every worker finish its start-up before measuring memory
-        result.rss_mb, result.worker_rss_mb, result.workers = process_tree_rss(proc.pid)
+        stats = settle(proc.pid)
+        result.rss_mb, result.worker_rss_mb = stats.rss_mb, stats.largest_rss_mb
+        result.workers, result.cpu_s = stats.workers, stats.cpu_s
     finally:
         stop_group(proc)
     if netlog.exists() and netlog.stat().st_size:
@@ -795,7 +821,7 @@ def fmt(value: float | None, spec: str) -> str:
 def table(results: list[Result]) -> str:
     head = (
         f"{'service':<10} {'packages':>8} {'install MB':>10} {'install s':>9} "
-        f"{'start s':>8} {'bar':>5} {'RSS MB':>7} {'workers':>7} {'per worker':>10} {'bar':>5}  result"
+        f"{'start s':>8} {'CPU s':>6} {'bar':>5} {'RSS MB':>7} {'workers':>7} {'per worker':>10} {'bar':>5}  result"
     )
     lines = [head, "-" * len(head)]
     for r in results:
@@ -811,8 +837,8 @@ def table(results: list[Result]) -> str:
             verdict += " (" + ", ".join(notes) + ")"
         lines.append(
             f"{r.name:<10} {r.packages:>8} {r.install_mb:>10.1f} {r.install_s:>9.1f} "
-            f"{fmt(r.start_s, '.2f'):>8} {start_bar:>5.1f} {fmt(r.rss_mb, '.1f'):>7} {r.workers:>7} "
-            f"{fmt(r.worker_rss_mb, '.1f'):>10} {rss_bar:>5.0f}  {verdict}"
+            f"{fmt(r.start_s, '.2f'):>8} {fmt(r.cpu_s, '.2f'):>6} {start_bar:>5.1f} {fmt(r.rss_mb, '.1f'):>7} "
+            f"{r.workers:>7} {fmt(r.worker_rss_mb, '.1f'):>10} {rss_bar:>5.0f}  {verdict}"
         )
     return "\n".join(lines)
 
