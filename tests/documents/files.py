@@ -153,6 +153,21 @@ def pdf_circular_prev() -> bytes:
     return assemble_pdf(objects, prev_self=True)
 
 
+def pdf_broken_outlines() -> bytes:
+    """A PDF with text whose outline (bookmarks) loops back on itself and points nowhere."""
+    content = b"BT /F1 12 Tf 72 720 Td (Text beside a broken outline.) Tj ET"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R /Outlines 5 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+        b"<< /Type /Outlines /First 6 0 R /Last 6 0 R /Count 1 >>",
+        b"<< /Title (loop) /Parent 5 0 R /Next 6 0 R /Prev 6 0 R /First 6 0 R /Dest 99 0 R >>",
+    ]
+    return assemble_pdf(objects)
+
+
 def pdf_pages(count: int) -> bytes:
     from pypdf import PdfWriter
 

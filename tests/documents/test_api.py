@@ -438,3 +438,40 @@ async def test_analysis_without_llm_fails_and_says_why(client: httpx.AsyncClient
     final = (await client.get(url, headers=h)).json()
     assert final["status"] == "failed"
     assert final["result"]["models"][0]["status"] == "error"
+
+
+async def test_unfinished_analyses_are_picked_up_at_start(tmp_dir: Path, issuer: Issuer, fresh_db) -> None:
+    from shared.db import Database
+    from tests.documents.conftest import settings_for
+    from ultrai_documents.analyses import params_hash
+    from ultrai_documents.models import Analysis
+
+    user = new_user()
+    h = issuer.headers(user)
+    async with documents_app(tmp_dir, issuer, fresh_db) as client:
+        doc = await _ok(client, h, b"left behind by a process that stopped", "l.txt")
+    # An analysis the previous process had started and never finished.
+    db = Database(settings_for(tmp_dir, database_url=fresh_db), "documents")
+    params = {"kind": "summary", "question": None, "fields": None, "instruction": None, "models": ["m"]}
+    params["synthesis_model"] = None
+    async with db.sessions() as session:
+        session.add(
+            Analysis(
+                id="a" * 32,
+                document_id=doc["id"],
+                owner_id=user,
+                kind="summary",
+                params=params,
+                params_hash=params_hash(params),
+                status="running",
+            )
+        )
+        await session.commit()
+    await db.dispose()
+    async with documents_app(tmp_dir, issuer, fresh_db) as client:
+        url = f"{API}/{doc['id']}/analyses/{'a' * 32}"
+        # (A generous bound only so that a missed pickup fails rather than waits forever.)
+        events = await asyncio.wait_for(client.get(url + "/events", headers=h), 60)
+        # Run again by the new process (and failed here only because no llm service is running).
+        assert "event: status" in events.text and "event: failed" in events.text
+        assert (await client.get(url, headers=h)).json()["status"] == "failed"

@@ -197,6 +197,11 @@ def test_pdf_circular_prev_does_not_hang(tmp_dir: Path) -> None:
     assert error.status == 422
 
 
+def test_pdf_broken_outlines_are_never_read(tmp_dir: Path) -> None:
+    # Extraction reads pages only; a looping, dangling outline changes nothing.
+    assert run(tmp_dir, F.pdf_broken_outlines()).text == "Text beside a broken outline."
+
+
 def test_corrupt_pdf_422(tmp_dir: Path) -> None:
     error = refused(tmp_dir, F.pdf_corrupt(), "broken.pdf")
     assert error.status == 422
