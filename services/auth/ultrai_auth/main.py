@@ -103,7 +103,9 @@ def build(settings: AuthSettings | None = None) -> FastAPI:
         directory=DIRECTORY,
         lifespan=lifespan,
         database=True,
-        max_body_size=16_384,
+        # Every auth body is small; 64 KiB leaves room for the longest valid one with every character
+        # JSON-escaped.
+        max_body_size=65_536,
     )
 
     @app.get(PREFIX, summary="The auth API directory", tags=["meta"])

@@ -6,14 +6,13 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-import re
 import secrets
 import time
 import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,33 +29,43 @@ log = logging.getLogger("ultrai_auth")
 router = APIRouter(prefix=PREFIX, tags=["auth"])
 wellknown = APIRouter(tags=["keys"])
 
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
-_SERVICE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+EMAIL_PATTERN = r"^\s*[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+\s*$"
+SERVICE_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 INVALID_LOGIN = "Invalid email or password."
 
 
 # ---- request and response bodies --------------------------------------------------------------
-class Credentials(BaseModel):
+class Body(BaseModel):
+    # Unknown fields are refused (422), and the schema says so.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Credentials(Body):
     email: str = Field(min_length=1, max_length=320)
     password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
 
 
-class RefreshRequest(BaseModel):
-    refresh_token: str = Field(min_length=1, max_length=8192)
+class Registration(Credentials):
+    # Surrounding blanks are trimmed; the address is lower-cased before it is stored.
+    email: str = Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)
 
 
-class PasswordChange(BaseModel):
+class RefreshRequest(Body):
+    refresh_token: str = Field(min_length=1, max_length=4096)
+
+
+class PasswordChange(Body):
     current_password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
     new_password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
 
 
-class PasswordConfirm(BaseModel):
+class PasswordConfirm(Body):
     password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
 
 
-class ServiceTokenRequest(BaseModel):
-    service: str = Field(pattern=_SERVICE.pattern)
-    audience: str = Field(pattern=_SERVICE.pattern)
+class ServiceTokenRequest(Body):
+    service: str = Field(pattern=SERVICE_PATTERN)
+    audience: str = Field(pattern=SERVICE_PATTERN)
 
 
 class TokenPair(BaseModel):
@@ -195,15 +204,13 @@ def account(user: User) -> Account:
     summary="Create an account",
     responses=problem_responses(409, 422, 429, 503),
 )
-async def register(body: Credentials, request: Request, db: DB) -> Account:
+async def register(body: Registration, request: Request, db: DB) -> Account:
     settings = settings_of(request)
     ip = client_address(request, settings.trusted_proxies)
     decision = await request.app.state.limiter.hit(settings.register_rate_per_address, "register-ip", ip)
     if not decision.allowed:
         raise too_many(decision, "Too many registrations from this address; try again later.")
     email = normalize_email(body.email)
-    if len(email) > 254 or not _EMAIL.match(email):
-        raise ProblemError(422, "Invalid request: email: not a valid email address", title="Validation failed")
     problem = policy_problems(body.password, email, settings)
     if problem:
         raise ProblemError(422, f"Invalid request: password: {problem}", title="Validation failed")
