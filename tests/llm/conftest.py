@@ -105,9 +105,21 @@ async def new_user(base_url: str) -> str:
         return r.json()["access_token"]
 
 
+async def keys_fetched(llm_url: str, token: str, timeout: float = 20.0) -> None:
+    """Wait until the llm service has auth's signing keys. Its first token check fetches them, with
+    a 2 s limit (shared/tokens.py) that a heavily loaded machine can exceed (a 503 then)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient(base_url=llm_url, headers={"Authorization": f"Bearer {token}"}) as client:
+        while (await client.get("/api/v1/llm/models")).status_code == 503:
+            assert asyncio.get_running_loop().time() < deadline, "the llm service never got auth's keys"
+            await asyncio.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
 async def token(llm_stack: Stack) -> str:
-    return await new_user(llm_stack.url("gateway"))
+    token = await new_user(llm_stack.url("gateway"))
+    await keys_fetched(llm_stack.url("llm"), token)
+    return token
 
 
 @pytest.fixture

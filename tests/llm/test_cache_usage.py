@@ -11,7 +11,16 @@ import httpx
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
-from tests.llm.conftest import LLM_ENV, MODELS, PRICE_IN, PRICE_OUT, new_user, unique, write_models_file
+from tests.llm.conftest import (
+    LLM_ENV,
+    MODELS,
+    PRICE_IN,
+    PRICE_OUT,
+    keys_fetched,
+    new_user,
+    unique,
+    write_models_file,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -104,6 +113,23 @@ async def test_usage_is_recorded_per_user_and_model(llm_stack, gateway, fake: Fa
     assert r.status_code == 200 and r.json()["models"] == []
 
 
+async def test_usage_counts_the_calls_of_a_stream_left_midway(gateway, fake: FakeOpenAI):
+    fake.behave("stream-b", text="quick and done", prompt_tokens=5, completion_tokens=3)
+    fake.behave("gamma", text="slow", delay=3)
+
+    async def requests_of(model: str) -> int:
+        usage = (await gateway.get("/api/v1/llm/usage")).json()
+        return {m["model"]: m for m in usage["models"]}.get(model, {"requests": 0})["requests"]
+
+    before = await requests_of("stream-b")
+    body = {"prompt": unique(), "models": ["stream-b", "gamma"], "pattern": "parallel", "stream": True}
+    async with gateway.stream("POST", "/api/v1/llm/orchestrate", json=body) as r:
+        async for line in r.aiter_lines():
+            if line == "event: result":
+                break  # the client leaves once the first model has answered
+    assert await requests_of("stream-b") == before + 1
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -117,6 +143,7 @@ async def test_cache_with_redis_unreachable(make_stack, fake: FakeOpenAI, tmp_di
         {**LLM_ENV, "LLM_MODELS_FILE": str(models_file), "REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"},
     )
     token = await new_user(st.url("gateway"))
+    await keys_fetched(st.url("llm"), token)
     async with httpx.AsyncClient(
         base_url=st.url("gateway"), headers={"Authorization": f"Bearer {token}"}, timeout=30
     ) as client:
@@ -146,6 +173,7 @@ async def test_budgets_refuse_when_spent(make_stack, fake: FakeOpenAI, tmp_dir):
     fake.behave("priced", text="paid answer", prompt_tokens=10, completion_tokens=10)  # $0.00006 a call
     fake.behave("alpha", text="free answer", prompt_tokens=600, completion_tokens=1)  # free, but 601 tokens
     spender, talker = await new_user(st.url("gateway")), await new_user(st.url("gateway"))
+    await keys_fetched(st.url("llm"), spender)
     async with httpx.AsyncClient(base_url=st.url("gateway"), timeout=30) as client:
         auth = {"Authorization": f"Bearer {spender}"}
         body = {"model": "priced", "messages": [{"role": "user", "content": "x"}], "cache": False}
@@ -178,6 +206,7 @@ async def test_no_provider_configured(stack):
         assert providers["status"] == "warn" and "OPENAI_API_KEY" in providers["output"]
         assert (await client.get(f"{stack.url('llm')}/ready")).status_code == 200
         token = await new_user(stack.url("gateway"))
+        await keys_fetched(stack.url("llm"), token)
         auth = {"Authorization": f"Bearer {token}"}
         r = await client.post(f"{stack.url('gateway')}/api/v1/llm/orchestrate", json={"prompt": "x"}, headers=auth)
         assert r.status_code == 503 and "OPENAI_API_KEY" in r.json()["detail"]

@@ -92,9 +92,7 @@ async def orchestrate(body: OrchestrateRequest, request: Request, user: Principa
     await llm.usage.check_budget(user.user_id)
 
     async def run(emit: Emit | None) -> dict[str, Any]:
-        answer, calls = await llm.orchestrator.execute(plan, emit)
-        llm.usage.record(user.user_id, "orchestrate", calls)
-        return answer
+        return await llm.orchestrator.execute(plan, emit)
 
     if body.stream:
         return await event_stream(run, render_orchestration)

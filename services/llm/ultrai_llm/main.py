@@ -70,7 +70,7 @@ def build(settings: LlmSettings | None = None) -> FastAPI:
         usage = UsageStore(app.state.db, settings)
         usage.start()
         warm_up = asyncio.create_task(engine.warm_up())
-        app.state.llm = Llm(engine, Orchestrator(engine, settings), usage)
+        app.state.llm = Llm(engine, Orchestrator(engine, settings, usage.record), usage)
         app.state.verifier = TokenVerifier(settings, SERVICE)
         app.state.health.add(providers_check(catalog))
         try:

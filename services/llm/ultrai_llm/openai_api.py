@@ -218,14 +218,13 @@ async def _virtual(body: ChatCompletionRequest, request: Request, user: Principa
         params={m: params for m in every},
         cache=body.cache,
     )
-    plan = await llm.orchestrator.plan(req, user.user_id)
+    plan = await llm.orchestrator.plan(req, user.user_id, endpoint="chat")
     await llm.usage.check_budget(user.user_id)
     writer = ChunkWriter(body.model, bool((body.stream_options or {}).get("include_usage")))
     final_stage = "synthesis" if plan.synthesis is not None else None
 
     async def run(emit: Emit | None) -> dict[str, Any]:
-        answer, calls = await llm.orchestrator.execute(plan, emit)
-        llm.usage.record(user.user_id, "chat", calls)
+        answer = await llm.orchestrator.execute(plan, emit)
         synthesis = answer["synthesis"]
         if synthesis and synthesis["status"] == "ok":
             text = synthesis["text"]

@@ -28,6 +28,8 @@ from ultrai_llm.schemas import ModelParams, OrchestrateRequest
 from ultrai_llm.settings import LlmSettings
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
+# Records a finished call's usage: (user id, endpoint, results).
+Record = Callable[[str, str, list[CallResult]], None]
 
 REVIEW_INSTRUCTION = (
     "Other expert models answered the same question. Their answers, anonymised:\n\n{others}\n\n"
@@ -75,6 +77,7 @@ class Plan:
     models: list[ModelPlan]
     synthesis: ModelPlan | None
     user_id: str
+    endpoint: str
     use_cache: bool
     deadline: float
     stages_left: int = 1
@@ -82,9 +85,10 @@ class Plan:
 
 
 class Orchestrator:
-    def __init__(self, engine: Engine, settings: LlmSettings) -> None:
+    def __init__(self, engine: Engine, settings: LlmSettings, record: Record) -> None:
         self.engine = engine
         self.settings = settings
+        self.record = record
 
     def default_models(self) -> list[str]:
         names = self.engine.catalog.names()
@@ -92,7 +96,7 @@ class Orchestrator:
         return chosen or names[:3]
 
     # ---- plan: everything that can be refused is refused here -----------------------------------
-    async def plan(self, req: OrchestrateRequest, user_id: str) -> Plan:
+    async def plan(self, req: OrchestrateRequest, user_id: str, endpoint: str = "orchestrate") -> Plan:
         self.engine.require_provider()
         names = list(dict.fromkeys(req.models or self.default_models()))
         if len(names) > self.settings.llm_max_models:
@@ -119,6 +123,7 @@ class Orchestrator:
             models=models,
             synthesis=synthesis,
             user_id=user_id,
+            endpoint=endpoint,
             use_cache=req.cache,
             deadline=time.monotonic() + budget,
         )
@@ -142,8 +147,9 @@ class Orchestrator:
             context.pop()  # truncation policy: drop context chunks from the end until it fits
 
     # ---- execute ----------------------------------------------------------------------------------
-    async def execute(self, plan: Plan, emit: Emit | None = None) -> tuple[dict[str, Any], list[CallResult]]:
-        """The answer (the contract's body) and every call made, for the usage records.
+    async def execute(self, plan: Plan, emit: Emit | None = None) -> dict[str, Any]:
+        """The answer (the contract's body). Each call's usage is recorded as soon as it ends, so a
+        stream the client leaves midway still counts the calls that were made.
 
         Each stage gets an equal share of what is left of the budget (so a model that hangs in the
         answer stage leaves time for the synthesis), and each call at most LLM_TIMEOUT of that.
@@ -198,7 +204,7 @@ class Orchestrator:
             },
             "latency_ms": round((time.perf_counter() - plan.started) * 1000, 2),
         }
-        return answer, everything
+        return answer
 
     def _review_messages(self, me: ModelPlan, mine: CallResult, ok: list[tuple[ModelPlan, CallResult]]) -> Messages:
         others = [r.text or "" for m, r in ok if m.name != me.name]
@@ -237,6 +243,7 @@ class Orchestrator:
                     time_limit=min(self.settings.llm_timeout, remaining),
                     on_delta=on_delta,
                 )
+                self.record(plan.user_id, plan.endpoint, [result])
         if emit is not None:
             await emit("result", result.public())
         return result
