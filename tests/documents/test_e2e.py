@@ -46,7 +46,12 @@ def fake() -> Iterator[FakeOpenAI]:
 @pytest.fixture(scope="module")
 async def docs_stack(pg_databases, redis_url, fake: FakeOpenAI) -> AsyncIterator[Stack]:
     workdir = Path(tempfile.mkdtemp(prefix="ultrai-docs-"))
-    models_file = fake.models_file(workdir / "models.json", MODELS)
+    entries = [fake.model_entry(m) for m in MODELS]
+    # A model with a small context window: documents past half of it are map-reduced for it.
+    small = fake.model_entry("doc-small")
+    small["model_info"] = {"max_input_tokens": 300}
+    models_file = workdir / "models.json"
+    models_file.write_text(json.dumps({"model_list": [*entries, small]}))
     env = {**await stack_env(pg_databases, redis_url, "docs"), **LLM_ENV, "LLM_MODELS_FILE": str(models_file)}
     # The gateway's edge check refuses first (at the limit); the documents service's own check,
     # tested on its own port, at twice that. (With the same limit on both, a body refused by the
@@ -198,6 +203,21 @@ async def test_long_document_is_map_reduced(gateway: httpx.AsyncClient, fake: Fa
     assert any(n == "progress" and d["stage"] == "map" for n, d in events)
 
 
+async def test_map_reduce_follows_the_models_context_window(gateway: httpx.AsyncClient) -> None:
+    # About 300 tokens: within ANALYSIS_CONTEXT_TOKENS (400), past half of doc-small's window (300).
+    text = "\n\n".join(f"Note {i}. " + "The team shipped the release on time. " * 6 for i in range(6))
+    doc = await _upload(gateway, text.encode(), "notes.txt")
+    assert 150 < doc["token_count"] < 400 and doc["chunk_count"] > 1
+    results = {}
+    for model in ("doc-alpha", "doc-small"):
+        resp = await gateway.post(f"{API}/{doc['id']}/analyses", json={"kind": "summary", "models": [model]})
+        events = await _events(gateway, resp.headers["location"])
+        assert events[-1][0] == "completed", events[-1]
+        results[model] = (await gateway.get(resp.headers["location"])).json()["result"]
+    assert results["doc-alpha"]["map_reduce"] is None
+    assert results["doc-small"]["map_reduce"] == {"chunks": doc["chunk_count"]}
+
+
 async def test_documents_refuse_calls_without_a_token(docs_stack: Stack) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
         for base in (docs_stack.url("documents"), docs_stack.url("gateway")):
@@ -269,3 +289,36 @@ async def test_upload_over_the_limit_refused_before_the_body_is_read(
     assert sent < total / 4, sent
     async with httpx.AsyncClient(timeout=10) as client:
         assert (await client.get(docs_stack.url("documents") + "/live")).status_code == 200
+
+
+async def test_file_just_over_the_limit_gets_its_413_not_a_reset(docs_stack: Stack, gateway: httpx.AsyncClient) -> None:
+    """A body a little over the limit, sent whole before the answer: the client still reads the 413
+    (the connection closed on unread bytes must not reset it away)."""
+    limit = 2 * UPLOAD_LIMIT  # the documents service's own limit in this stack
+    token = gateway.headers["authorization"]
+    boundary = "justover"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\n'.encode()
+        + b"a" * (limit + 20_000)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+
+    def send_all() -> bytes:
+        sock = socket.create_connection(("127.0.0.1", docs_stack.ports["documents"]), timeout=30)
+        try:
+            sock.sendall(_upload_head(token, boundary, len(body)) + body)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                answer += data
+            return answer
+        except ConnectionResetError:
+            return b"connection reset"
+        finally:
+            sock.close()
+
+    for _ in range(5):
+        answer = await asyncio.to_thread(send_all)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:100]

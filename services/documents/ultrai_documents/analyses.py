@@ -141,6 +141,8 @@ class Analyst:
         self.sessions = sessions
         self.llm = llm
         self.settings = settings
+        self._windows: dict[str, int] = {}
+        self._windows_at = -1e9
 
     async def event(self, analysis_id: str, event: str, data: dict[str, Any], **changes: Any) -> None:
         async with self.sessions() as session:
@@ -182,7 +184,7 @@ class Analyst:
         await self.event(
             analysis_id, "status", {"status": "running"}, status="running", stage="extraction", started_at=utcnow()
         )
-        budget = self.settings.analysis_context_tokens
+        budget = await self.context_budget(params["models"])
         map_reduce = token_count > budget and chunk_count > 1
         async with self.sessions() as session:
             if map_reduce:
@@ -280,6 +282,31 @@ class Analyst:
         result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
         await self.event(analysis_id, "model", _public(result))
         return result
+
+    async def context_budget(self, models: list[str]) -> int:
+        """Tokens of document one request may carry: ANALYSIS_CONTEXT_TOKENS, or half the smallest
+        context window among the models when the llm service reports a smaller one (the rest is
+        left for the instructions and the answer)."""
+        budget = self.settings.analysis_context_tokens
+        windows = await self._context_windows()
+        known = [windows[m] for m in models if windows.get(m)]
+        if known:
+            budget = min(budget, max(min(known) // 2, 100))
+        return budget
+
+    async def _context_windows(self) -> dict[str, int]:
+        if time.monotonic() - self._windows_at < 300:
+            return self._windows
+        try:
+            resp = await self.llm.get("/api/v1/llm/models", timeout=5.0)
+            models = resp.json().get("models", []) if resp.status_code == 200 else []
+            self._windows = {
+                m["name"]: int(m["context_window"]) for m in models if isinstance(m.get("context_window"), int)
+            }
+            self._windows_at = time.monotonic()
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError, RuntimeError):
+            pass  # the configured budget stands; asked again next time
+        return self._windows
 
     async def _reduce(self, owner: str, model: str, task: str, notes: list[str], totals: dict) -> str:
         from ultrai_documents.chunking import estimate_tokens
