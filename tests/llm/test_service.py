@@ -110,6 +110,17 @@ async def test_a_service_acts_for_a_user_and_the_usage_is_theirs(llm_stack, gate
         # Without saying for whom: refused.
         r = await client.post(llm_stack.url("llm") + "/api/v1/llm/orchestrate", json=body, headers=headers)
         assert r.status_code == 401
+        # The model list concerns no user: a service token alone reads it (the documents service's
+        # default models), and a service token meant for another service does not.
+        r = await client.get(llm_stack.url("llm") + "/api/v1/llm/models", headers=headers)
+        assert r.status_code == 200 and "alpha" in [m["name"] for m in r.json()["models"]]
+        r = await client.post(
+            llm_stack.url("auth") + "/api/v1/auth/service-token",
+            json={"service": "documents", "audience": "auth"},
+            headers={"Authorization": f"Bearer {DEV_INTERNAL_TOKEN_SECRET}"},
+        )
+        other = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        assert (await client.get(llm_stack.url("llm") + "/api/v1/llm/models", headers=other)).status_code == 401
         r = await client.post(
             llm_stack.url("llm") + "/api/v1/llm/orchestrate", json=body, headers={**headers, "X-On-Behalf-Of": me}
         )

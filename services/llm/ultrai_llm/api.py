@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import jwt
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import JSONResponse, Response
 
 from shared.errors import problem_responses
-from shared.tokens import Principal, current_user
+from shared.tokens import ON_BEHALF_HEADER, SERVICE_TYP, Principal, bearer_token, current_service, current_user
 from ultrai_llm.catalog import NO_PROVIDER_HINT, PATTERNS, VIRTUAL_PREFIX
 from ultrai_llm.engine import Engine
 from ultrai_llm.orchestrate import Orchestrator
@@ -33,6 +34,20 @@ class Llm:
 
 def llm_of(request: Request) -> Llm:
     return request.app.state.llm
+
+
+async def user_or_service(request: Request) -> Principal:
+    """A user, or a service acting for one; or, for what concerns no user (the model list), a service
+    token for this service on its own."""
+    token = bearer_token(request)
+    if token and not request.headers.get(ON_BEHALF_HEADER):
+        try:
+            typ = jwt.get_unverified_header(token).get("typ")
+        except jwt.PyJWTError:
+            typ = None
+        if typ == SERVICE_TYP:
+            return await current_service(request)
+    return await current_user(request)
 
 
 async def model_statuses(llm: Llm) -> list[dict[str, Any]]:
@@ -63,7 +78,7 @@ async def model_statuses(llm: Llm) -> list[dict[str, Any]]:
     response_model=ModelsResponse,
     responses=problem_responses(401),
 )
-async def models(request: Request, _: Principal = Depends(current_user)) -> dict[str, Any]:
+async def models(request: Request, _: Principal = Depends(user_or_service)) -> dict[str, Any]:
     llm = llm_of(request)
     listed = await model_statuses(llm)
     return {

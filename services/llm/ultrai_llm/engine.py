@@ -150,7 +150,11 @@ class Engine:
         chars = sum(len(str(m.get("content") or "")) for m in messages)
         if chars <= room:  # a token is never shorter than a character: it fits without counting
             return None
-        needed = await asyncio.to_thread(litellm.token_counter, model=model.litellm_model, messages=messages)
+        try:
+            needed = await asyncio.to_thread(litellm.token_counter, model=model.litellm_model, messages=messages)
+        except Exception as exc:  # content litellm cannot count: let the provider judge the length
+            log.warning("token count failed for %s: %s", model.name, type(exc).__name__)
+            return None
         return needed if needed > room else None
 
     # ---- the call -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request
 
 from shared.errors import ProblemError, problem_responses
 from shared.tokens import Principal, current_user
-from ultrai_llm.api import llm_of, model_statuses
+from ultrai_llm.api import llm_of, model_statuses, user_or_service
 from ultrai_llm.catalog import PATTERNS, VIRTUAL_PREFIX
 from ultrai_llm.engine import CallResult
 from ultrai_llm.schemas import ChatCompletionRequest, OrchestrateRequest
@@ -36,7 +36,7 @@ def openai_error(status: int, message: str, kind: str, code: str | None = None) 
 @router.get(
     "/models", summary="The models, OpenAI style (virtual ultrai/* models included)", responses=problem_responses(401)
 )
-async def list_models(request: Request, _: Principal = Depends(current_user)) -> dict[str, Any]:
+async def list_models(request: Request, _: Principal = Depends(user_or_service)) -> dict[str, Any]:
     llm = llm_of(request)
     data = [
         {"id": m["name"], "object": "model", "created": CREATED, "owned_by": m["provider"], "status": m["status"]}
