@@ -475,3 +475,41 @@ async def test_unfinished_analyses_are_picked_up_at_start(tmp_dir: Path, issuer:
         # Run again by the new process (and failed here only because no llm service is running).
         assert "event: status" in events.text and "event: failed" in events.text
         assert (await client.get(url, headers=h)).json()["status"] == "failed"
+
+
+async def test_too_many_running_analyses_per_user_is_429(tmp_dir: Path, issuer: Issuer, shared_db) -> None:
+    import socket
+
+    # An auth service that accepts connections and never answers: analyses stay running.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        async with documents_app(
+            tmp_dir, issuer, shared_db, auth_url=url, llm_url=url, analysis_max_active_per_user=1
+        ) as client:
+            h = issuer.headers(new_user())
+            doc = await _ok(client, h, b"busy document", "b.txt")
+            first = await client.post(
+                f"{API}/{doc['id']}/analyses", headers=h, json={"kind": "summary", "models": ["m"]}
+            )
+            assert first.status_code == 202
+            second = await client.post(
+                f"{API}/{doc['id']}/analyses", headers=h, json={"kind": "qa", "question": "who?", "models": ["m"]}
+            )
+            assert second.status_code == 429 and second.headers["retry-after"]
+            # The same request as the running one is that one, not a new one.
+            again = await client.post(
+                f"{API}/{doc['id']}/analyses", headers=h, json={"kind": "summary", "models": ["m"]}
+            )
+            assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
+            # Another user is not held back by this one.
+            h2 = issuer.headers(new_user())
+            other = await _ok(client, h2, b"another busy document", "o.txt")
+            resp = await client.post(
+                f"{API}/{other['id']}/analyses", headers=h2, json={"kind": "summary", "models": ["m"]}
+            )
+            assert resp.status_code == 202
+    finally:
+        silent.close()
