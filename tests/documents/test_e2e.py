@@ -322,3 +322,29 @@ async def test_file_just_over_the_limit_gets_its_413_not_a_reset(docs_stack: Sta
     for _ in range(5):
         answer = await asyncio.to_thread(send_all)
         assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+
+
+async def test_interrupted_upload_leaves_nothing_and_no_error(docs_stack: Stack, gateway: httpx.AsyncClient) -> None:
+    token = gateway.headers["authorization"]
+    head = _upload_head(token, "cut", 500_000)
+    opening = b'--cut\r\nContent-Disposition: form-data; name="file"; filename="cut.txt"\r\n\r\n'
+
+    def send_half() -> None:
+        with socket.create_connection(("127.0.0.1", docs_stack.ports["documents"]), timeout=10) as sock:
+            sock.sendall(head + opening + b"a" * 200_000)
+            # and the client goes away mid-body
+
+    log = docs_stack.workdir / "documents.log"
+    before = log.read_text()
+    await asyncio.to_thread(send_half)
+    async with httpx.AsyncClient(timeout=10) as client:
+        # The service is fine and, once the request is over, holds no temporary file of it.
+        for _ in range(100):
+            assert (await client.get(docs_stack.url("documents") + "/live")).status_code == 200
+            tmp = docs_stack.workdir / "data" / "documents-tmp"
+            if not any(tmp.iterdir()) and "POST /api/v1/documents" in log.read_text()[len(before) :]:
+                break
+            await asyncio.sleep(0.05)
+    assert not any((docs_stack.workdir / "data" / "documents-tmp").iterdir())
+    written = log.read_text()[len(before) :]
+    assert "unhandled error" not in written and "Traceback" not in written

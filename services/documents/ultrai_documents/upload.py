@@ -21,6 +21,7 @@ from urllib.parse import quote
 from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 from shared.errors import ProblemError
 
@@ -153,6 +154,9 @@ async def receive_upload(
             parser.finalize()
         except FormParserError:
             raise ProblemError(400, "The multipart body is malformed.") from None
+        except ClientDisconnect:
+            # The client went away mid-body: nothing to store, no one to answer, not our error.
+            raise ProblemError(400, "The upload was interrupted before it was complete.") from None
         if state.pending:
             await asyncio.to_thread(fh.write, bytes(state.pending))
             state.pending.clear()
