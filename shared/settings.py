@@ -115,11 +115,15 @@ def describe_error(exc: ValidationError) -> str:
     """One line naming every bad variable and why, without echoing secret values."""
     parts = []
     for err in exc.errors():
-        name = str(err["loc"][0]).upper() if err["loc"] else "?"
+        name = str(err["loc"][0]).upper() if err["loc"] else None
+        message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "missing":
             parts.append(f"{name} is required but not set")
+        elif name is None:
+            # A check across settings (a model validator): its message names the variables itself.
+            parts.append(message)
         else:
-            parts.append(f"{name}: {err['msg']}")
+            parts.append(f"{name}: {message}")
     return "; ".join(parts)
 
 

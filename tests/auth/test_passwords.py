@@ -52,6 +52,13 @@ def test_production_refuses_weaker_settings(name: str, value, capsys) -> None:
     assert "s" * 48 not in err and "i" * 48 not in err  # no secret echoed
 
 
+def test_production_without_a_signing_key_stops_with_one_clear_line(capsys) -> None:
+    with pytest.raises(SystemExit):
+        load_settings(AuthSettings, "auth", environment="production", internal_token_secret="i" * 48)
+    err = capsys.readouterr().err.strip()
+    assert err == "auth: invalid setting: JWT_PRIVATE_KEY or JWT_SIGNING_SECRET must be set in production"
+
+
 def test_production_refuses_the_development_internal_secret() -> None:
     with pytest.raises(SystemExit):
         load_settings(AuthSettings, "auth", environment="production", jwt_signing_secret="s" * 48)
