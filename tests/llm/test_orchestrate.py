@@ -331,3 +331,21 @@ async def test_models_lists_provider_status_and_context_window(gateway):
 def test_default_reply_differs_per_prompt():
     first = default_reply("m", [{"role": "user", "content": "a"}])
     assert first != default_reply("m", [{"role": "user", "content": "b"}])
+
+
+async def test_the_synthesis_is_checked_against_its_models_window_too(gateway, fake: FakeOpenAI):
+    fake.behave("alpha", text="Short answer.")
+    fake.behave("priced", text="Synthesis.")
+    context = ["word " * 1500, "more " * 1500]  # fits alpha (no known limit), not priced (2000)
+    body = {"prompt": unique(), "context": context, "models": ["alpha"], "synthesis_model": "priced"}
+    before = len(fake.calls("priced"))
+    r = await gateway.post("/api/v1/llm/orchestrate", json=body)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["status"] == "partial" and answer["results"][0]["status"] == "ok"
+    assert answer["synthesis"]["status"] == "error" and "room for 2000" in answer["synthesis"]["error"]
+    assert len(fake.calls("priced")) == before  # refused without a call
+    r = await gateway.post("/api/v1/llm/orchestrate", json={**body, "truncate": True})
+    assert r.json()["synthesis"]["status"] == "ok"
+    sent = fake.calls("priced")[-1].body["messages"][-1]["content"]
+    assert "[1] word" in sent and "[2] more" not in sent and "Short answer." in sent

@@ -78,6 +78,7 @@ class Plan:
     synthesis: ModelPlan | None
     user_id: str
     endpoint: str
+    truncate: bool
     use_cache: bool
     deadline: float
     stages_left: int = 1
@@ -124,6 +125,7 @@ class Orchestrator:
             synthesis=synthesis,
             user_id=user_id,
             endpoint=endpoint,
+            truncate=req.truncate,
             use_cache=req.cache,
             deadline=time.monotonic() + budget,
         )
@@ -131,20 +133,33 @@ class Orchestrator:
     async def _model_plan(self, name: str, given: ModelParams | None, req: OrchestrateRequest) -> ModelPlan:
         spec = self.engine.spec(name)
         params = self.engine.check_params(given, spec)
-        context = list(req.context or [])
+        return await self._fit(name, params, lambda ctx: question_text(req.prompt, ctx), req.context, req.truncate)
+
+    async def _fit(
+        self,
+        name: str,
+        params: ModelParams,
+        content: Callable[[list[str]], str],
+        context: list[str] | None,
+        truncate: bool,
+    ) -> ModelPlan:
+        """The messages for one model, checked against its context window: refused when too long,
+        or (``truncate``) with context chunks dropped from the end until they fit."""
+        spec = self.engine.catalog.specs[name]
+        chunks = list(context or [])
         while True:
-            question = question_text(req.prompt, context)
+            question = content(chunks)
             messages = with_system(params.system_prompt, [{"role": "user", "content": question}])
             needed = await self.engine.overflow(spec, messages, params.max_tokens)
             if needed is None:
                 return ModelPlan(name, params, messages, question)
-            if not req.truncate or not context:
+            if not truncate or not chunks:
                 room = (spec.context_window or 0) - (params.max_tokens or 0)
                 why = f"the request needs {needed} tokens but {name} has room for {room}"
-                if req.truncate:
+                if truncate:
                     why += " even without any context"
                 return ModelPlan(name, params, None, question, refusal=why)
-            context.pop()  # truncation policy: drop context chunks from the end until it fits
+            chunks.pop()
 
     # ---- execute ----------------------------------------------------------------------------------
     async def execute(self, plan: Plan, emit: Emit | None = None) -> dict[str, Any]:
@@ -185,11 +200,15 @@ class Orchestrator:
         if plan.synthesis is not None:
             s = plan.synthesis
             await self._emit(emit, "stage", {"stage": "synthesis", "models": [s.name]})
-            content = SYNTHESIS_INSTRUCTION.format(
-                question=question_text(plan.prompt, plan.context), answers=labelled(list(finals.values()), True)
+            answers = labelled(list(finals.values()), True)
+            fitted = await self._fit(
+                s.name,
+                s.params,
+                lambda ctx: SYNTHESIS_INSTRUCTION.format(question=question_text(plan.prompt, ctx), answers=answers),
+                plan.context,
+                plan.truncate,
             )
-            messages = with_system(s.params.system_prompt, [{"role": "user", "content": content}])
-            synthesis = await self._call(plan, s, messages, "synthesis", emit)
+            synthesis = await self._call(plan, fitted, fitted.messages, "synthesis", emit)
         everything = results + ([synthesis] if synthesis else [])
         answer = {
             "id": plan.id,
