@@ -157,7 +157,7 @@ JwksSource = Callable[[], Awaitable[dict[str, Any]]]
 @dataclass
 class _KeyCache:
     keys: dict[str, Any] = field(default_factory=dict)
-    fetched_at: float = 0.0
+    next_fetch: float = -1e9
     last_forced: float = -1e9
 
 
@@ -184,6 +184,7 @@ class TokenVerifier:
         self.leeway = settings.jwt_leeway_seconds
         self.cache_seconds = settings.jwks_cache_seconds
         self.refetch_interval = settings.jwks_refetch_interval
+        self.retry_seconds = 1.0  # after a failed fetch
         self.poll_seconds = settings.revocation_poll_seconds
         self._source = jwks_source
         self._cache = _KeyCache()
@@ -217,24 +218,29 @@ class TokenVerifier:
         resp.raise_for_status()
         return resp.json()
 
+    def _unavailable(self) -> ProblemError:
+        return ProblemError(503, "Token keys are unavailable; try again shortly.", headers={"Retry-After": "2"})
+
     async def _refresh_keys(self, force: bool) -> None:
+        if not force and time.monotonic() < self._cache.next_fetch:
+            return  # the common case: no lock, no I/O
         async with self._lock:
             now = time.monotonic()
-            fresh = now - self._cache.fetched_at < self.cache_seconds
-            if fresh and not force:
-                return
             if force:
                 if now - self._cache.last_forced < self.refetch_interval:
                     return  # unknown kids refetch at most once per interval
                 self._cache.last_forced = now
+            elif now < self._cache.next_fetch:
+                return
             try:
                 document = await self._fetch_jwks()
             except (httpx.HTTPError, ValueError, OSError):
+                # Auth unreachable: try again after a pause, not on every request (each would wait
+                # for the failing fetch); meanwhile keep serving with the keys we have, if any.
+                self._cache.next_fetch = now + self.retry_seconds
                 if self._cache.keys:
-                    return  # keep serving with the keys we have
-                raise ProblemError(
-                    503, "Token keys are unavailable; try again shortly.", headers={"Retry-After": "2"}
-                ) from None
+                    return
+                raise self._unavailable() from None
             keys: dict[str, Any] = {}
             for jwk in document.get("keys", []) if isinstance(document, dict) else []:
                 if not isinstance(jwk, dict):
@@ -249,10 +255,12 @@ class TokenVerifier:
                 except (jwt.InvalidKeyError, ValueError, TypeError):
                     continue
             self._cache.keys = keys
-            self._cache.fetched_at = now
+            self._cache.next_fetch = now + self.cache_seconds
 
     async def _key(self, kid: str) -> Any:
         await self._refresh_keys(force=False)
+        if not self._cache.keys:
+            raise self._unavailable()  # never fetched: auth has been unreachable
         key = self._cache.keys.get(kid)
         if key is None:
             await self._refresh_keys(force=True)

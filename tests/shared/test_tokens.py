@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -356,3 +357,48 @@ async def test_current_user_and_current_service_dependencies(verifier, keys) -> 
         assert (await client.get("/service", headers={"Authorization": f"Bearer {keys.token()}"})).status_code == 401
         svc = await client.get("/service", headers={"Authorization": f"Bearer {service_token}"})
         assert svc.json() == {"service": "llm"}
+
+
+# ---- the auth service unreachable -----------------------------------------------------------------
+class FlakyKeys(Keys):
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    async def jwks(self) -> dict[str, Any]:
+        if self.down:
+            self.fetches += 1
+            raise httpx.ConnectError("auth is down")
+        return await super().jwks()  # counts the fetch
+
+
+async def test_keys_never_fetched_answer_503_and_are_not_refetched_on_every_request() -> None:
+    keys = FlakyKeys()
+    keys.down = True
+    store = RevocationStore(KeyValue(None, service="revoked"))
+    verifier = TokenVerifier(ServiceSettings(environment="test"), "documents", jwks_source=keys.jwks, revocations=store)
+    try:
+        for _ in range(3):
+            with pytest.raises(ProblemError) as info:
+                await verifier.verify(keys.token())
+            assert info.value.status == 503 and info.value.headers["Retry-After"]
+        assert keys.fetches == 1  # one attempt, then a pause before the next
+    finally:
+        await verifier.aclose()
+
+
+async def test_cached_keys_keep_serving_while_auth_is_down() -> None:
+    keys = FlakyKeys()
+    store = RevocationStore(KeyValue(None, service="revoked"))
+    verifier = TokenVerifier(
+        ServiceSettings(environment="test", jwks_cache_seconds=1), "documents", jwks_source=keys.jwks, revocations=store
+    )
+    try:
+        await verifier.verify(keys.token())
+        keys.down = True
+        verifier._cache.next_fetch = 0  # the cache has expired
+        for _ in range(3):
+            assert (await verifier.verify(keys.token()))["sub"] == "user-1"
+        assert keys.fetches == 2  # one failed refetch, then the old keys without waiting on auth
+    finally:
+        await verifier.aclose()
