@@ -470,6 +470,17 @@ def probe_settings(name: str, envs: list[dict[str, str]], python: str | None = N
     """Introspect ``ultrai_<name>.settings`` and validate it against each of ``envs`` (each alone,
     nothing inherited, no .env file). Returns {"class", "fields", "results"}; a result is None when
     the settings load, else the names of the variables they reject."""
+    key = (name, json.dumps(envs, sort_keys=True), python)
+    if key not in _PROBED:
+        _PROBED[key] = _probe_settings(name, envs, python)
+    return _PROBED[key]
+
+
+# One probe per question and process: the code does not change while a test session runs.
+_PROBED: dict[tuple[str, str, str | None], dict[str, Any]] = {}
+
+
+def _probe_settings(name: str, envs: list[dict[str, str]], python: str | None) -> dict[str, Any]:
     import tempfile
 
     env = {

@@ -77,6 +77,11 @@ def test_build_pre_deploy_and_start_commands(web: dict) -> None:
             assert "preDeployCommand" not in entry, f"{name} has no migrations to run"
 
 
+def test_pushes_deploy_only_after_ci_passes(web: dict) -> None:
+    for name, entry in web.items():
+        assert entry.get("autoDeployTrigger") == "checksPass", name
+
+
 def test_health_check_is_the_service_own_readiness(web: dict) -> None:
     # Never the gateway's aggregated /health: one service's outage would get the gateway pulled.
     for name, entry in web.items():
