@@ -66,3 +66,6 @@ def test_healthcheck_asks_readiness_without_curl(folders: list[str]) -> None:
 def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
     ignored = {line.strip() for line in (dc.ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"}
     assert {".git", ".venv", ".env", "data", ".deploy-check"} <= ignored
+    # ...but never what the images copy.
+    copied = {"shared", "services"}
+    assert not {p for p in ignored if p.strip("/").split("/")[0] in copied}, ignored
