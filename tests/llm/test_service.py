@@ -128,3 +128,27 @@ async def test_a_service_acts_for_a_user_and_the_usage_is_theirs(llm_stack, gate
         assert r.json()["results"][0]["text"] == "for the user"
     after = (await gateway.get("/api/v1/llm/usage")).json()
     assert {m["model"]: m for m in after["models"]}["delta"]["requests"] == delta_before + 1
+
+
+async def test_health_warns_while_litellm_cools_a_failing_model_down(fake: FakeOpenAI, tmp_dir):
+    from shared.kv import KeyValue
+    from ultrai_llm.api import Llm
+    from ultrai_llm.cache import ResponseCache
+    from ultrai_llm.engine import Engine
+    from ultrai_llm.main import providers_check
+    from ultrai_llm.schemas import ModelParams
+
+    path = fake.models_file(tmp_dir / "models.json", ["limited", "alpha"])
+    config = settings(llm_models_file=path, llm_allowed_fails=0, llm_cooldown_time=60, llm_num_retries=0)
+    kv = KeyValue(None, service="llm-test")
+    engine = Engine(config, build_catalog(config), ResponseCache(kv, 60))
+    check = providers_check(Llm(engine, None, None))  # the check reads the engine only
+    assert (await check.probe()).status == "pass"
+    fake.behave("limited", status=500, retry_after=0.01)
+    for _ in range(3):
+        result = await engine.call(
+            "limited", [{"role": "user", "content": unique()}], ModelParams(), stage="answer", scope="u"
+        )
+        assert result.status == "error"
+    outcome = await check.probe()
+    assert outcome.status == "warn" and "limited" in outcome.output and "alpha" not in outcome.output

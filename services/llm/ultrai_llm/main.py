@@ -15,7 +15,7 @@ from shared.app import create_app
 from shared.health import Check, CheckResult
 from shared.settings import load_settings
 from shared.tokens import TokenVerifier
-from ultrai_llm.api import PREFIX, Llm
+from ultrai_llm.api import PREFIX, Llm, model_statuses
 from ultrai_llm.api import router as api_router
 from ultrai_llm.cache import ResponseCache
 from ultrai_llm.catalog import NO_PROVIDER_HINT, Catalog, CatalogError, build_catalog
@@ -45,12 +45,20 @@ def load_catalog(settings: LlmSettings) -> Catalog:
         raise SystemExit(2) from None
 
 
-def providers_check(catalog: Catalog) -> Check:
+def providers_check(llm: Llm) -> Check:
+    """No provider configured, or models that litellm has cooled down after failures: ``warn``.
+    No provider is called: their state is what the calls themselves have shown."""
+    catalog = llm.engine.catalog
+
     async def probe() -> CheckResult:
         if catalog.empty:
             return CheckResult("warn", NO_PROVIDER_HINT)
         providers = sorted({s.provider for s in catalog.specs.values()})
-        return CheckResult("pass", None, {"models": len(catalog.specs), "providers": providers})
+        extra = {"models": len(catalog.specs), "providers": providers}
+        cooling = [m["name"] for m in await model_statuses(llm) if m["status"] == "cooling_down"]
+        if cooling:
+            return CheckResult("warn", f"cooling down after failures: {', '.join(cooling)}", extra)
+        return CheckResult("pass", None, extra)
 
     # Never part of readiness: an external provider's state must not take this service out of rotation.
     return Check("providers", probe, component_type="component", critical=False, readiness=False)
@@ -72,7 +80,7 @@ def build(settings: LlmSettings | None = None) -> FastAPI:
         warm_up = asyncio.create_task(engine.warm_up())
         app.state.llm = Llm(engine, Orchestrator(engine, settings, usage.record), usage)
         app.state.verifier = TokenVerifier(settings, SERVICE)
-        app.state.health.add(providers_check(catalog))
+        app.state.health.add(providers_check(app.state.llm))
         try:
             yield
         finally:
