@@ -747,17 +747,24 @@ def start_service(
     logs: Path,
     result: Result,
     timeout: float,
+    where: str = "",
 ) -> None:
-    """preDeployCommand, then startCommand until healthCheckPath answers 200; measures and stops it."""
-    netlog = logs / f"{name}.network.log"
+    """preDeployCommand, then startCommand until healthCheckPath answers 200; measures and stops it.
+    ``where`` names a second run (in the image's layout): its failures say so, it measures nothing."""
+    label = f"{name}.{where}" if where else name
+    netlog = logs / f"{label}.network.log"
     netlog.unlink(missing_ok=True)
     env = {**env, "PORT": str(port), "ULTRAI_NETGUARD_LOG": str(netlog)}
-    run_log = logs / f"{name}.run.log"
+    run_log = logs / f"{label}.run.log"
+    run_log.unlink(missing_ok=True)
+    prefix = f"{where}: " if where else ""
     if entry.get("preDeployCommand"):
         rc = run_shell(entry["preDeployCommand"], src, env, run_log, timeout=300)
         if rc != 0:
             cause = error_line(run_log)
-            result.failures.append(f"preDeployCommand exited {rc}{': ' + cause if cause else ''}\n{tail(run_log)}")
+            result.failures.append(
+                f"{prefix}preDeployCommand exited {rc}{': ' + cause if cause else ''}\n{tail(run_log)}"
+            )
             return
     with open(run_log, "ab") as out:
         out.write(f"\n$ {entry['startCommand']}\n".encode())
@@ -778,17 +785,44 @@ def start_service(
             state = f"exited {proc.returncode}" if proc.poll() is not None else f"no 200 within {timeout:.0f} s"
             cause = error_line(run_log)
             result.failures.append(
-                f"did not come up on {path} ({state}){': ' + cause if cause else ''}\n{tail(run_log)}"
+                f"{prefix}did not come up on {path} ({state}){': ' + cause if cause else ''}\n{tail(run_log)}"
             )
             return
-        result.start_s = time.perf_counter() - t0
-        stats = settle(proc.pid)
-        result.rss_mb, result.worker_rss_mb = stats.rss_mb, stats.largest_rss_mb
-        result.workers, result.cpu_s = stats.workers, stats.cpu_s
+        if not where:
+            result.start_s = time.perf_counter() - t0
+            stats = settle(proc.pid)
+            result.rss_mb, result.worker_rss_mb = stats.rss_mb, stats.largest_rss_mb
+            result.workers, result.cpu_s = stats.workers, stats.cpu_s
     finally:
         stop_group(proc)
     if netlog.exists() and netlog.stat().st_size:
-        result.failures.append(f"reached the network while starting (see {netlog}):\n{tail(netlog, 15)}")
+        result.failures.append(f"{prefix}reached the network while starting (see {netlog}):\n{tail(netlog, 15)}")
+
+
+def image_layout(name: str, src: Path, dest: Path, root: Path = ROOT) -> Path:
+    """The files services/<name>/Dockerfile puts in its image (its COPY instructions, relative to
+    its WORKDIR), copied from ``src`` into ``dest``; returns ``dest``, the image's working folder."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    workdir = "/"
+    for instruction, args in dockerfile_instructions(root / "services" / name / "Dockerfile"):
+        if instruction == "WORKDIR":
+            workdir = args if args.startswith("/") else f"{workdir.rstrip('/')}/{args}"
+        elif instruction == "COPY":
+            parts = [a for a in args.split() if not a.startswith("--")]
+            *sources, target = parts
+            base = target if target.startswith("/") else f"{workdir.rstrip('/')}/{target}"
+            rel = Path(base).relative_to(workdir) if base.startswith(workdir) else Path(base.lstrip("/"))
+            for source in sources:
+                origin = src / source
+                if origin.is_dir():
+                    shutil.copytree(origin, dest / rel, dirs_exist_ok=True)
+                else:
+                    into = dest / rel / origin.name if target.endswith("/") else dest / rel
+                    into.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(origin, into)
+    return dest
 
 
 def _admin_execute(admin_url: str, sql: str) -> None:
@@ -968,6 +1002,11 @@ def check_service(
     shutil.rmtree(WORK / "data" / name, ignore_errors=True)
     log(f"[{name}] {result.packages} packages, {result.install_mb:.1f} MB; starting: {entry['startCommand']}")
     start_service(name, entry, env, src, ph.ports[entry["name"]], logs, result, timeout)
+    if result.ok and (ROOT / "services" / name / "Dockerfile").exists():
+        # Again with only what the service's Docker image holds: the same venv, its files alone.
+        image = image_layout(name, src, WORK / "image" / name)
+        log(f"[{name}] again in the Docker image's layout: {', '.join(sorted(p.name for p in image.iterdir()))}")
+        start_service(name, entry, env, image, ph.ports[entry["name"]], logs, result, timeout, where="image")
     log(f"[{name}] {'ok' if result.ok else 'FAILED'}")
     return result
 

@@ -94,3 +94,22 @@ def test_failure_names_what_stopped_the_process(tmp_path: Path) -> None:
     assert dc.error_line(log).startswith("ERROR: No matching distribution")
     log.write_text("INFO: all fine\n")
     assert dc.error_line(log) is None
+
+
+def test_image_layout_holds_only_what_the_dockerfile_copies(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for rel in ["shared/__init__.py", "services/x/requirements.txt", "services/x/ultrai_x/main.py", "services/y/a.py"]:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text("")
+    (src / "services/x/Dockerfile").write_text(
+        "FROM python:3.11.7-slim\nWORKDIR /app\nCOPY shared/ shared/\n"
+        "COPY services/x/requirements.txt services/x/requirements.txt\nCOPY --chown=1:1 services/x/ services/x/\n"
+    )
+    image = dc.image_layout("x", src, tmp_path / "image", root=src)
+    files = sorted(str(p.relative_to(image)) for p in image.rglob("*") if p.is_file())
+    assert files == [
+        "services/x/Dockerfile",
+        "services/x/requirements.txt",
+        "services/x/ultrai_x/main.py",
+        "shared/__init__.py",
+    ]
