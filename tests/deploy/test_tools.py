@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tools import deploy_check as dc
 
 PROBE = """
@@ -113,3 +115,14 @@ def test_image_layout_holds_only_what_the_dockerfile_copies(tmp_path: Path) -> N
         "services/x/ultrai_x/main.py",
         "shared/__init__.py",
     ]
+
+
+def test_a_missing_schema_fails_under_ci_and_skips_locally(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tests.deploy import conftest
+
+    monkeypatch.setattr(conftest, "CI", True)
+    with pytest.raises(pytest.fail.Exception):
+        conftest.load_schema(tmp_path / "render-blueprint.schema.json")
+    monkeypatch.setattr(conftest, "CI", False)
+    with pytest.raises(pytest.skip.Exception):
+        conftest.load_schema(tmp_path / "render-blueprint.schema.json")
