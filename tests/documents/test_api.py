@@ -472,8 +472,9 @@ async def test_unfinished_analyses_are_picked_up_at_start(tmp_dir: Path, issuer:
         url = f"{API}/{doc['id']}/analyses/{'a' * 32}"
         # (A generous bound only so that a missed pickup fails rather than waits forever.)
         events = await asyncio.wait_for(client.get(url + "/events", headers=h), 60)
-        # Run again by the new process (and failed here only because no llm service is running).
-        assert "event: status" in events.text and "event: failed" in events.text
+        # Run again (and failed here only because no llm service is running).
+        assert events.text.count('"status":"running"') == 1, events.text
+        assert "event: failed" in events.text
         assert (await client.get(url, headers=h)).json()["status"] == "failed"
 
 
@@ -513,3 +514,51 @@ async def test_too_many_running_analyses_per_user_is_429(tmp_dir: Path, issuer: 
             assert resp.status_code == 202
     finally:
         silent.close()
+
+
+async def test_an_analysis_handed_over_twice_runs_once(tmp_dir: Path, issuer: Issuer, fresh_db) -> None:
+    """The runner may deliver an analysis more than once (two processes picking up the same queue);
+    the claim in the database lets exactly one of them run it."""
+    from shared.client import ServiceClient
+    from shared.db import Database
+    from tests.documents.conftest import settings_for
+    from ultrai_documents.analyses import Analyst
+    from ultrai_documents.models import AnalysisEvent
+
+    h = issuer.headers(new_user())
+    async with documents_app(tmp_dir, issuer, fresh_db, analysis_workers=1) as client:
+        doc = await _ok(client, h, b"handed over twice", "t.txt")
+    settings = settings_for(tmp_dir, database_url=fresh_db)
+    db = Database(settings, "documents")
+    llm = ServiceClient("llm", "http://127.0.0.1:9")
+    try:
+        async with db.sessions() as session:
+            from ultrai_documents.analyses import params_hash
+            from ultrai_documents.models import Analysis
+
+            params = {"kind": "summary", "question": None, "fields": None, "instruction": None}
+            params |= {"models": ["m"], "synthesis_model": None}
+            session.add(
+                Analysis(
+                    id="b" * 32,
+                    document_id=doc["id"],
+                    owner_id="x",
+                    kind="summary",
+                    params=params,
+                    params_hash=params_hash(params),
+                    status="queued",
+                )
+            )
+            await session.commit()
+        analyst = Analyst(db.sessions, llm, settings)
+        await asyncio.gather(analyst.run("b" * 32), analyst.run("b" * 32), analyst.run("b" * 32))
+        async with db.sessions() as session:
+            from sqlalchemy import select
+
+            events = (await session.scalars(select(AnalysisEvent).where(AnalysisEvent.analysis_id == "b" * 32))).all()
+        running = [e for e in events if e.event == "status" and e.data == {"status": "running"}]
+        assert len(running) == 1
+        assert [e.event for e in events].count("failed") == 1
+    finally:
+        await llm.aclose()
+        await db.dispose()

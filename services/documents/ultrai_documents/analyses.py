@@ -98,6 +98,9 @@ def task_text(params: dict[str, Any]) -> str:
 
 
 class Runner(Protocol):
+    """Where analyses run. ``submit`` hands over an analysis in status ``queued``; the work claims
+    it (queued -> running) in the database, so a runner may deliver one more than once."""
+
     async def submit(self, analysis_id: str) -> None: ...
 
     async def aclose(self) -> None: ...
@@ -173,17 +176,22 @@ class Analyst:
     async def _run(self, analysis_id: str) -> None:
         started = time.perf_counter()
         async with self.sessions() as session:
-            analysis = await session.get(Analysis, analysis_id)
-            if analysis is None or analysis.status in TERMINAL:
+            # Claimed atomically: of two processes handed the same analysis, one runs it.
+            claimed = await session.execute(
+                update(Analysis)
+                .where(Analysis.id == analysis_id, Analysis.status == "queued")
+                .values(status="running", stage="extraction", started_at=utcnow())
+            )
+            if claimed.rowcount != 1:
                 return
-            doc = await session.get(Document, analysis.document_id)
-            if doc is None:
+            session.add(AnalysisEvent(analysis_id=analysis_id, event="status", data={"status": "running"}))
+            await session.commit()
+            analysis = await session.get(Analysis, analysis_id)
+            doc = await session.get(Document, analysis.document_id) if analysis is not None else None
+            if analysis is None or doc is None:
                 return
             owner, params = analysis.owner_id, analysis.params
             token_count, chunk_count = doc.token_count, doc.chunk_count
-        await self.event(
-            analysis_id, "status", {"status": "running"}, status="running", stage="extraction", started_at=utcnow()
-        )
         budget = await self.context_budget(params["models"])
         map_reduce = token_count > budget and chunk_count > 1
         async with self.sessions() as session:

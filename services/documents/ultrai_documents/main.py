@@ -16,7 +16,7 @@ import httpx
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 
 from shared.app import create_app
 from shared.client import ServiceClient
@@ -35,7 +35,7 @@ from ultrai_documents.analyses import (
     params_hash,
 )
 from ultrai_documents.extract import ExtractionError, Limits
-from ultrai_documents.models import Analysis, AnalysisEvent, Chunk, Document
+from ultrai_documents.models import Analysis, AnalysisEvent, Chunk, Document, utcnow
 from ultrai_documents.settings import DocumentsSettings
 from ultrai_documents.upload import clean_filename, content_disposition, receive_upload
 from ultrai_documents.worker import Extractor
@@ -178,6 +178,7 @@ def build(settings: DocumentsSettings | None = None, *, verifier: TokenVerifier 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        boot = utcnow()
         if settings.should_migrate_on_start:
             from shared.migrations import upgrade
 
@@ -204,12 +205,17 @@ def build(settings: DocumentsSettings | None = None, *, verifier: TokenVerifier 
         runner: Runner = InProcessRunner(analyst.run, settings.analysis_workers)
         app.state.runner = runner
         app.state.health.add(_llm_check(llm))
-        # Work that a previous process left unfinished is picked up again (one instance by default;
-        # a shared queue takes this over when several instances run).
+        # Work that a previous process left unfinished is picked up again: analyses it had started
+        # go back to the queue, and everything queued is submitted. Several processes starting at
+        # once may submit the same analysis; the claim in the work lets one of them run it.
         async with app.state.db.sessions() as session:
-            pending = (
-                await session.scalars(select(Analysis.id).where(Analysis.status.in_(("queued", "running"))))
-            ).all()
+            await session.execute(
+                update(Analysis)
+                .where(Analysis.status == "running", or_(Analysis.started_at.is_(None), Analysis.started_at < boot))
+                .values(status="queued")
+            )
+            await session.commit()
+            pending = (await session.scalars(select(Analysis.id).where(Analysis.status == "queued"))).all()
         for analysis_id in pending:
             await runner.submit(analysis_id)
         try:
