@@ -103,19 +103,30 @@ class Engine:
 
     async def warm_up(self) -> None:
         """litellm imports and sets up much on its first call (about a second); make that call at
-        start-up, to a closed loopback port, so the first user's request does not pay for it."""
+        start-up, to a closed loopback port, so the first user's request does not pay for it. The
+        synchronous call runs in a thread (its imports would otherwise hold the event loop), then
+        the asynchronous one sets up the rest."""
         if self.router is None:
             return
+        call = {
+            "model": "openai/warm-up",
+            "messages": [{"role": "user", "content": "warm-up"}],
+            "api_base": "http://127.0.0.1:9/v1",
+            "api_key": "warm-up",
+            "max_retries": 0,
+            "timeout": 2,
+        }
+
+        def sync_call() -> None:
+            try:
+                litellm.completion(**call)
+            except Exception as exc:  # the port is closed: the failure is the point
+                log.debug("warm-up call done (%s)", type(exc).__name__)
+
+        await asyncio.to_thread(sync_call)
         try:
-            await litellm.acompletion(
-                model="openai/warm-up",
-                messages=[{"role": "user", "content": "warm-up"}],
-                api_base="http://127.0.0.1:9/v1",
-                api_key="warm-up",
-                max_retries=0,
-                timeout=2,
-            )
-        except Exception as exc:  # the port is closed: the failure is the point
+            await litellm.acompletion(**call)
+        except Exception as exc:
             log.debug("warm-up call done (%s)", type(exc).__name__)
 
     # ---- what a request may ask ------------------------------------------------------------------
