@@ -250,7 +250,10 @@ def build(settings: DocumentsSettings | None = None, *, verifier: TokenVerifier 
         response_model=DocumentCreated,
         summary="Upload a document (multipart/form-data, field 'file')",
         tags=["documents"],
-        responses=problem_responses(400, 401, 403, 413, 415, 422),
+        responses={
+            200: {"model": DocumentCreated, "description": "The same bytes were uploaded before: that document"},
+            **problem_responses(400, 401, 403, 413, 415, 422),
+        },
     )
     async def upload(request: Request, response: Response, user: Principal = Depends(current_user)) -> DocumentCreated:
         owner = user.user_id
@@ -422,7 +425,10 @@ def build(settings: DocumentsSettings | None = None, *, verifier: TokenVerifier 
         response_model=AnalysisOut,
         summary="Start an analysis; answers 202 with its URL (or the stored result)",
         tags=["analyses"],
-        responses=problem_responses(401, 404, 422, 429),
+        responses={
+            200: {"model": AnalysisOut, "description": "The stored result of the same analysis (fresh=false)"},
+            **problem_responses(401, 404, 413, 422, 429),
+        },
     )
     async def create_analysis(
         request: Request,
