@@ -153,6 +153,13 @@ def _declare_common_problems(app: FastAPI, *, database: bool, body_cap: bool) ->
                             "content": {PROBLEM_JSON: {"schema": problem_ref}},
                         },
                     )
+                # FastAPI declares its validation errors as application/json HTTPValidationError;
+                # they are sent as problem+json (shared.errors), so that is what is declared.
+                if "422" in responses:
+                    responses["422"] = {
+                        "description": "Validation failed",
+                        "content": {PROBLEM_JSON: {"schema": problem_ref}},
+                    }
         app.openapi_schema = schema
         return schema
 

@@ -173,7 +173,9 @@ async def test_a_value_the_database_refuses_is_a_422(tmp_dir, database_url) -> N
     @app.get("/echo")
     async def echo(value: str) -> dict:
         async with app.state.db.sessions() as session:
-            row = (await session.execute(text("SELECT CAST(:v AS INTEGER) + 0, :s"), {"v": "x" * 3, "s": value})).first()
+            row = (
+                await session.execute(text("SELECT CAST(:v AS INTEGER) + 0, :s"), {"v": "x" * 3, "s": value})
+            ).first()
         return {"row": list(row)}
 
     async with asgi_client(app, raise_app_exceptions=False) as client:
@@ -184,3 +186,17 @@ async def test_a_value_the_database_refuses_is_a_422(tmp_dir, database_url) -> N
         assert resp.headers["content-type"] == "application/problem+json"
     else:
         assert resp.status_code == 200
+
+
+async def test_405_allows_the_methods_of_every_route_on_the_path(tmp_dir) -> None:
+    app = make_app(tmp_dir)
+
+    @app.delete("/items/{item_id}")
+    async def delete(item_id: int) -> dict:
+        return {"deleted": item_id}
+
+    async with asgi_client(app) as client:
+        resp = await client.put("/items/5")
+    assert resp.status_code == 405
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert set(resp.headers["allow"].split(", ")) == {"GET", "DELETE"}
