@@ -278,6 +278,15 @@ async def test_worker_killed_at_its_memory_limit(tmp_dir: Path) -> None:
     assert "limit" in info.value.reason
 
 
+async def test_worker_stopped_at_its_cpu_limit(tmp_dir: Path) -> None:
+    # 20 MB of prose to decode, classify and chunk: far more than one second of CPU.
+    path = tmp_dir / "long.txt"
+    path.write_bytes(b"Several sentences of ordinary prose, and then some more. " * 350_000)
+    with pytest.raises(ExtractionError) as info:
+        await _extractor(cpu_seconds=1).extract(path, None)
+    assert "processing time" in info.value.reason
+
+
 async def test_worker_stopped_at_its_wall_clock_limit(tmp_dir: Path) -> None:
     path = tmp_dir / "slow.txt"
     path.write_bytes(b"text " * 100)
