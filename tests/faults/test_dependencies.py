@@ -138,3 +138,28 @@ def test_redis_down_is_a_warning_and_comes_back_by_itself(redis_proxy, tmp_path)
         print(f"\nRedis back in use {recovered:.2f} s after it returned")
     finally:
         proc.stop()
+
+
+@pytest.mark.parametrize("fault", ["timeout", "reset"])
+def test_refresh_cut_off_by_the_database_is_done_or_cleanly_failed(auth_behind_proxy, fault: str) -> None:
+    """A rotation in flight when PostgreSQL goes away: if the client was told it failed, nothing
+    was rotated (the same refresh token still works exactly once); never half-written."""
+    proc, proxy = auth_behind_proxy
+    email, password = "cut@example.com", "a database outage passphrase"
+    with httpx.Client(base_url=proc.url, timeout=30) as client:
+        assert client.post("/api/v1/auth/register", json={"email": email, "password": password}).status_code == 201
+        tokens = client.post("/api/v1/auth/login", json={"email": email, "password": password}).json()
+        proxy.set(fault)
+        cut = client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+        proxy.set("pass")
+        _wait_status(proc.url + "/ready", 200, timeout=15)
+        retry = client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+        again = client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert cut.status_code in (200, 503), cut.text
+    assert cut.headers["content-type"].startswith("application/")
+    if cut.status_code == 503:
+        assert cut.headers["retry-after"]
+        assert retry.status_code == 200, retry.text  # nothing was rotated: the token still works once
+    else:
+        assert retry.status_code == 401  # it was rotated: reusing it is refused
+    assert again.status_code == 401  # and never twice
