@@ -192,32 +192,32 @@ async def list_page(
     return rows[:limit], next_cursor
 
 
-async def stream_original(sessions: async_sessionmaker[AsyncSession], document_id: str) -> AsyncIterator[bytes]:
-    """The original bytes, one stored part at a time (each part read in its own short session)."""
+async def _stream_parts(
+    sessions: async_sessionmaker[AsyncSession], table: type[DocumentBlob] | type[DocumentText], document_id: str
+) -> AsyncIterator[Any]:
+    """A document's stored parts in order, each read in its own short session (a slow reader holds
+    no connection between parts)."""
+    column = table.data if table is DocumentBlob else table.text
     seq = 0
     while True:
         async with sessions() as session:
-            data = await session.scalar(
-                select(DocumentBlob.data).where(DocumentBlob.document_id == document_id, DocumentBlob.seq == seq)
-            )
-        if data is None:
+            part = await session.scalar(select(column).where(table.document_id == document_id, table.seq == seq))
+        if part is None:
             return
-        yield bytes(data)
+        yield part
         seq += 1
+
+
+async def stream_original(sessions: async_sessionmaker[AsyncSession], document_id: str) -> AsyncIterator[bytes]:
+    """The original bytes, one stored part at a time."""
+    async for data in _stream_parts(sessions, DocumentBlob, document_id):
+        yield bytes(data)
 
 
 async def stream_text(sessions: async_sessionmaker[AsyncSession], document_id: str) -> AsyncIterator[bytes]:
     """The extracted text as UTF-8, one stored part at a time."""
-    seq = 0
-    while True:
-        async with sessions() as session:
-            text = await session.scalar(
-                select(DocumentText.text).where(DocumentText.document_id == document_id, DocumentText.seq == seq)
-            )
-        if text is None:
-            return
+    async for text in _stream_parts(sessions, DocumentText, document_id):
         yield text.encode("utf-8")
-        seq += 1
 
 
 async def full_text(session: AsyncSession, document_id: str) -> str:
