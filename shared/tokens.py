@@ -202,8 +202,27 @@ class TokenVerifier:
         self._polled: dict[str, Any] = {"jti": {}, "sid": {}, "user": {}}
         self._polled_at = -1e9
         self._poll_lock = asyncio.Lock()
+        self._warm: asyncio.Task | None = None
+
+    def start(self, attempts: int = 60, pause: float = 2.0) -> None:
+        """Fetch the keys in the background from start-up, retrying while auth is not up yet, so
+        that a service which has not seen a token yet can still verify one while auth is down."""
+        if self._warm is None and self._source is None:
+            self._warm = asyncio.get_running_loop().create_task(self._warm_up(attempts, pause))
+
+    async def _warm_up(self, attempts: int, pause: float) -> None:
+        for _ in range(attempts):
+            try:
+                await self._refresh_keys(force=False)
+            except ProblemError:
+                pass
+            if self._cache.keys:
+                return
+            await asyncio.sleep(pause)
 
     async def aclose(self) -> None:
+        if self._warm is not None:
+            self._warm.cancel()
         if self._http is not None:
             await self._http.aclose()
         if self._own_revocations:

@@ -61,6 +61,7 @@ def build(settings: GatewaySettings | None = None) -> FastAPI:
             health_clients.append(client)
             app.state.health.add(_upstream_check(upstreams[name], client, settings.health_timeout))
         app.state.verifier = TokenVerifier(settings, SERVICE)
+        app.state.verifier.start()
         app.state.limiter = RateLimiter(
             settings.redis_url, prefix=settings.redis_key_prefix, timeout=settings.redis_timeout, service=SERVICE
         )
