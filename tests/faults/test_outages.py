@@ -81,8 +81,8 @@ async def test_a_killed_service_is_a_quick_503_and_comes_back(make_stack) -> Non
     st = await make_stack()
     async with httpx.AsyncClient(base_url=st.url("gateway"), timeout=30) as client:
         token = (await login(client, await register(client)))["access_token"]
+        # llm has not seen a token yet: it fetched the keys at start-up, so it can verify without auth
         assert (await client.get("/api/v1/documents", headers=bearer(token))).status_code == 200
-        assert (await client.get("/api/v1/llm/models", headers=bearer(token))).status_code == 200
 
         st.procs["auth"].kill()
         started = time.perf_counter()

@@ -186,6 +186,8 @@ def build(settings: DocumentsSettings | None = None, *, verifier: TokenVerifier 
         shutil.rmtree(tmp_root, ignore_errors=True)
         tmp_root.mkdir(parents=True, exist_ok=True)
         app.state.verifier = verifier or TokenVerifier(settings, SERVICE)
+        if verifier is None:
+            app.state.verifier.start()
         app.state.extractor = Extractor(
             limits,
             memory_mb=settings.extract_memory_mb,

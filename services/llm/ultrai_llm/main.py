@@ -80,6 +80,7 @@ def build(settings: LlmSettings | None = None) -> FastAPI:
         warm_up = asyncio.create_task(engine.warm_up())
         app.state.llm = Llm(engine, Orchestrator(engine, settings, usage.record), usage)
         app.state.verifier = TokenVerifier(settings, SERVICE)
+        app.state.verifier.start()
         app.state.health.add(providers_check(app.state.llm))
         try:
             yield
