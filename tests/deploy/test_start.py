@@ -65,7 +65,9 @@ async def deployed(tmp_path_factory: pytest.TempPathFactory, pg_databases, redis
     base = {
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "HOME": os.environ.get("HOME", "/tmp"),
-        "PYTHONPATH": str(guard),
+        # The guard, then the tree's own sources (as tools/stack.py runs them): an installed copy of
+        # shared/ in this environment may be older than the checkout.
+        "PYTHONPATH": os.pathsep.join([str(guard), str(dc.ROOT)]),
         "PYTHONUNBUFFERED": "1",
     }
     procs: dict[str, tuple[subprocess.Popen, Path, str]] = {}
