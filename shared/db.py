@@ -17,7 +17,6 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase
 
 from shared.errors import problem_response
 from shared.health import Check
@@ -44,12 +43,6 @@ def normalize_database_url(url: str) -> str:
 
 def is_postgres(url: str) -> bool:
     return url.startswith("postgresql")
-
-
-class Base(DeclarativeBase):
-    """Declarative base; each service subclasses it so its metadata holds only its own tables."""
-
-    __abstract__ = True
 
 
 class Database:

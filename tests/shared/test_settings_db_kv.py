@@ -86,3 +86,16 @@ async def test_kv_uses_redis_when_configured(redis_url) -> None:
     assert (await kv.health_check().probe()).status == "pass"
     await kv.close()
     await other.close()
+
+
+def test_each_service_metadata_holds_only_its_own_tables() -> None:
+    """The services' models imported in one process (as the test suite does) stay apart: a shared
+    declarative registry would put every service's tables in each one's migrations."""
+    from ultrai_auth.models import AuthBase
+    from ultrai_documents.models import DocumentsBase
+    from ultrai_llm.models import LlmBase
+
+    tables = [set(base.metadata.tables) for base in (AuthBase, DocumentsBase, LlmBase)]
+    assert all(tables)
+    assert not (tables[0] & tables[1]) and not (tables[0] & tables[2]) and not (tables[1] & tables[2])
+    assert "users" in tables[0] and "documents" in tables[1] and "llm_usage" in tables[2]

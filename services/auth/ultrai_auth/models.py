@@ -7,13 +7,11 @@ SHA-256 hashes (they are 256-bit random strings, so a fast hash is enough); pass
 from __future__ import annotations
 
 from sqlalchemy import Float, ForeignKey, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
-
-from shared.db import Base
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
-class AuthBase(Base):
-    __abstract__ = True
+class AuthBase(DeclarativeBase):
+    """This service's own registry and metadata: its tables only, whatever else is imported."""
 
 
 class User(AuthBase):

@@ -21,9 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import Mapped, mapped_column
-
-from shared.db import Base
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 BLOB_PART_BYTES = 1024 * 1024
 TEXT_PART_CHARS = 1024 * 1024
@@ -33,8 +31,8 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class DocumentsBase(Base):
-    __abstract__ = True
+class DocumentsBase(DeclarativeBase):
+    """This service's own registry and metadata: its tables only, whatever else is imported."""
 
 
 class Document(DocumentsBase):

@@ -5,13 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String
-from sqlalchemy.orm import Mapped, mapped_column
-
-from shared.db import Base
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
-class LlmBase(Base):
-    __abstract__ = True
+class LlmBase(DeclarativeBase):
+    """This service's own registry and metadata: its tables only, whatever else is imported."""
 
 
 class UsageRecord(LlmBase):
