@@ -8,6 +8,7 @@ DATABASE_URL is set. Each service keeps its tables in a PostgreSQL schema of its
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -107,7 +108,9 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cursor.close()
 
 
-_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout, ConnectionError, OSError)
+# Only what says the database cannot be reached: not every OSError (a missing file is a bug, and
+# must not be reported as a database outage).
+_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout, ConnectionError, TimeoutError, socket.gaierror)
 
 
 def install_db_error_handlers(app: FastAPI) -> None:

@@ -200,3 +200,18 @@ async def test_405_allows_the_methods_of_every_route_on_the_path(tmp_dir) -> Non
     assert resp.status_code == 405
     assert resp.headers["content-type"] == "application/problem+json"
     assert set(resp.headers["allow"].split(", ")) == {"GET", "DELETE"}
+
+
+async def test_a_missing_file_is_not_reported_as_a_database_outage(tmp_dir) -> None:
+    """A FileNotFoundError (a file left out of a deploy) once answered 503 "database unavailable",
+    hiding the real fault: it is a 500 like any other bug."""
+    app = make_app(tmp_dir)
+
+    @app.get("/file")
+    async def read() -> dict:
+        (tmp_dir / "not-there.txt").read_text()
+        return {}
+
+    async with asgi_client(app, raise_app_exceptions=False) as client:
+        resp = await client.get("/file")
+    assert resp.status_code == 500
