@@ -52,7 +52,6 @@ format: install
 
 ## bench: every benchmark in bench/, figures printed
 bench: install
-	$(PY) -m pip install --quiet -r requirements-bench.txt
 	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 1; }
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
