@@ -159,8 +159,8 @@ def main() -> None:
             f"p99 {latencies[int(len(latencies) * 0.99)]:.1f} ms"
         )
         print(
-            f"{'service':<10} {'RSS start':>9} {'RSS 1st third':>13} {'RSS last third':>14} {'RSS end':>8} "
-            f"{'fds start':>9} {'fds end':>8}"
+            f"{'service':<10} {'RSS warm':>9} {'RSS 1st third':>13} {'RSS last third':>14} {'RSS end':>8} "
+            f"{'fds warm':>9} {'fds end':>8}"
         )
         third = max(1, len(samples) // 3)
         for name in NAMES:
