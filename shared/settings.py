@@ -86,9 +86,7 @@ class ServiceSettings(BaseSettings):
     @field_validator("auth_url")
     @classmethod
     def _auth_url(cls, value: str) -> str:
-        # Render's private network gives host:port (fromService ... property: hostport).
-        value = value.strip().rstrip("/")
-        return value if "://" in value else f"http://{value}"
+        return service_url(value)
 
     @field_validator("database_url", "redis_url", mode="before")
     @classmethod

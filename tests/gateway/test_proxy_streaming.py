@@ -59,9 +59,8 @@ class Sink:
         self.proc.wait(10)
 
 
-@pytest.fixture(scope="module")
-def proxied(tmp_path_factory) -> Iterator[tuple[ServiceProcess, Sink]]:
-    workdir = tmp_path_factory.mktemp("proxy")
+def start_proxied(workdir: Path) -> tuple[ServiceProcess, Sink]:
+    """The sink where the documents service would be, and a gateway in front of it."""
     sink = Sink(workdir)
     dead = f"http://127.0.0.1:{free_port()}"
     gateway = ServiceProcess(
@@ -78,9 +77,15 @@ def proxied(tmp_path_factory) -> Iterator[tuple[ServiceProcess, Sink]]:
         },
         log_path=workdir / "gateway.log",
     ).start()
+    sink.wait()
+    gateway.wait_ready()
+    return gateway, sink
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory) -> Iterator[tuple[ServiceProcess, Sink]]:
+    gateway, sink = start_proxied(tmp_path_factory.mktemp("proxy"))
     try:
-        sink.wait()
-        gateway.wait_ready()
         yield gateway, sink
     finally:
         gateway.stop()
@@ -215,25 +220,8 @@ def test_a_dead_upstream_is_a_503_naming_it_while_others_work(proxied) -> None:
 
 def test_sigterm_lets_an_in_flight_request_finish(tmp_path) -> None:
     """Render sends SIGTERM on every deploy: a response under way must complete, not be cut."""
-    sink = Sink(tmp_path)
-    dead = f"http://127.0.0.1:{free_port()}"
-    gateway = ServiceProcess(
-        SERVICES["gateway"],
-        free_port(),
-        # No auth service here: the edge token check is off (tests/auth covers it).
-        env={
-            "DOCUMENTS_URL": sink.url,
-            "AUTH_URL": dead,
-            "LLM_URL": dead,
-            "LOG_LEVEL": "WARNING",
-            "EDGE_AUTH": "false",
-            "MAX_BODY_BYTES": str(200 * MB),
-        },
-        log_path=tmp_path / "gateway.log",
-    ).start()
+    gateway, sink = start_proxied(tmp_path)
     try:
-        sink.wait()
-        gateway.wait_ready()
         with httpx.stream("GET", gateway.url + "/api/v1/documents/sse", timeout=30) as resp:
             lines = resp.iter_lines()
             assert next(lines) == "event: first"

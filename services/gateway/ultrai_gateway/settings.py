@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from shared.settings import CommaList, ServiceSettings, split_list
+from shared.settings import CommaList, ServiceSettings, service_url, split_list
 
 
 class GatewaySettings(ServiceSettings):
@@ -61,13 +61,7 @@ class GatewaySettings(ServiceSettings):
                 raise ValueError(f"not a valid regular expression ({exc})") from None
         return value or None
 
-    @field_validator("auth_url", "documents_url", "llm_url")
+    @field_validator("documents_url", "llm_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        # Render's private network gives host:port (fromService ... property: hostport).
-        value = value.strip().rstrip("/")
-        if "://" not in value:
-            value = f"http://{value}"
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http(s) URL or host:port")
-        return value
+        return service_url(value)
