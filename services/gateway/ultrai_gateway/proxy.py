@@ -56,6 +56,7 @@ _RESPONSE_DROP = {
     b"date",
 }
 _IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "DELETE", "PUT"}
+SMALL_BODY_BYTES = 64 * 1024
 
 
 @dataclass
@@ -119,6 +120,16 @@ async def forward(request: Request, upstream: Upstream) -> Response:
     url = upstream.base_url + scope["path"] + (f"?{query}" if query else "")
     # A request with no body is retried once on a pooled connection the service had closed (it
     # restarted, or timed out the keep-alive): that request never reached it.
+    # A small body with a declared length (JSON calls) is read and sent in one piece: streamed, it
+    # goes out as separate writes after the headers and costs the hop milliseconds. Anything larger
+    # or of unknown length streams through chunk by chunk.
+    data: bytes | AsyncIterator[bytes] | None = None
+    if has_body:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) <= SMALL_BODY_BYTES:
+            data = b"".join([chunk async for chunk in request_body()])
+        else:
+            data = request_body()
     attempts = 1 if has_body or request.method not in _IDEMPOTENT else 2
     for attempt in range(attempts):
         try:
@@ -126,7 +137,7 @@ async def forward(request: Request, upstream: Upstream) -> Response:
                 request.method,
                 url,
                 headers=headers,
-                data=request_body() if has_body else None,
+                data=data,
                 allow_redirects=False,
                 compress=False,
             )
