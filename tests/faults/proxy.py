@@ -45,8 +45,10 @@ class FaultProxy:
 
     def close(self) -> None:
         self._call(self._shutdown())
+        self._call(self._finish_handlers())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        self._loop.close()
 
     def _call(self, coro) -> None:
         asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
@@ -64,6 +66,15 @@ class FaultProxy:
         for writer in list(self._conns):
             _reset(writer)
         self._conns.clear()
+
+    async def _finish_handlers(self) -> None:
+        """Cancel and await the connection handlers still running, so none is left pending (and
+        reported as destroyed) when the loop is closed."""
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _set(self, mode: Mode, latency: float) -> None:
         self.mode, self.latency = mode, latency
