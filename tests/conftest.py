@@ -13,7 +13,8 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -153,13 +154,19 @@ async def stack_env(pg_databases: PostgresDatabases | None, redis: str | None, l
     return env
 
 
-@pytest.fixture(scope="session")
-async def stack(pg_databases: PostgresDatabases | None, redis_url: str | None) -> AsyncIterator[Stack]:
-    """The four services as real processes on loopback, shared by the end-to-end tests that leave it
-    as they found it. Tests that stop services start their own with ``make_stack``."""
+@asynccontextmanager
+async def running_stack(
+    env: dict[str, str],
+    *,
+    names: tuple[str, ...] | None = None,
+    per_service_env: dict[str, dict[str, str]] | None = None,
+    files: Callable[[Path], dict[str, str]] | None = None,
+) -> AsyncIterator[Stack]:
+    """Services as real processes on loopback in a scratch folder, stopped and removed afterwards.
+    ``files(workdir)`` writes what the stack needs there (a models file) and returns more env."""
     workdir = Path(tempfile.mkdtemp(prefix="ultrai-stack-"))
-    env = await stack_env(pg_databases, redis_url, "stack")
-    st = Stack(workdir, env)
+    st = Stack(workdir, {**env, **(files(workdir) if files else {})}, names=names)
+    st.per_service_env.update(per_service_env or {})
     try:
         await asyncio.to_thread(st.start_all)
         yield st
@@ -168,20 +175,21 @@ async def stack(pg_databases: PostgresDatabases | None, redis_url: str | None) -
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+async def stack(pg_databases: PostgresDatabases | None, redis_url: str | None) -> AsyncIterator[Stack]:
+    """The four services as real processes on loopback, shared by the end-to-end tests that leave it
+    as they found it. Tests that stop services start their own with ``make_stack``."""
+    async with running_stack(await stack_env(pg_databases, redis_url, "stack")) as st:
+        yield st
+
+
 @pytest.fixture
 async def make_stack(pg_databases: PostgresDatabases | None, redis_url: str | None) -> AsyncIterator:
     """Factory for a private stack (for tests that stop or break services)."""
-    made: list[tuple[Stack, Path]] = []
+    async with AsyncExitStack() as stacks:
 
-    async def factory(names: tuple[str, ...] | None = None, env: dict[str, str] | None = None) -> Stack:
-        workdir = Path(tempfile.mkdtemp(prefix="ultrai-stack-"))
-        base = await stack_env(pg_databases, redis_url, "private")
-        st = Stack(workdir, {**base, **(env or {})}, names=names)
-        made.append((st, workdir))
-        await asyncio.to_thread(st.start_all)
-        return st
+        async def factory(names: tuple[str, ...] | None = None, env: dict[str, str] | None = None) -> Stack:
+            base = await stack_env(pg_databases, redis_url, "private")
+            return await stacks.enter_async_context(running_stack({**base, **(env or {})}, names=names))
 
-    yield factory
-    for st, workdir in made:
-        st.stop_all()
-        shutil.rmtree(workdir, ignore_errors=True)
+        yield factory

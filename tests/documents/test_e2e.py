@@ -7,9 +7,7 @@ import asyncio
 import json
 import secrets
 import select
-import shutil
 import socket
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import stack_env
+from tests.conftest import running_stack, stack_env
 from tests.documents.conftest import make_pdf
 from tests.fakes.openai_server import FakeOpenAI
 from tools.stack import Stack
@@ -45,26 +43,23 @@ def fake() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="module")
 async def docs_stack(pg_databases, redis_url, fake: FakeOpenAI) -> AsyncIterator[Stack]:
-    workdir = Path(tempfile.mkdtemp(prefix="ultrai-docs-"))
-    entries = [fake.model_entry(m) for m in MODELS]
-    # A model with a small context window: documents past half of it are map-reduced for it.
-    small = fake.model_entry("doc-small")
-    small["model_info"] = {"max_input_tokens": 300}
-    models_file = workdir / "models.json"
-    models_file.write_text(json.dumps({"model_list": [*entries, small]}))
-    env = {**await stack_env(pg_databases, redis_url, "docs"), **LLM_ENV, "LLM_MODELS_FILE": str(models_file)}
+    def models(workdir: Path) -> dict[str, str]:
+        entries = [fake.model_entry(m) for m in MODELS]
+        # A model with a small context window: documents past half of it are map-reduced for it.
+        small = fake.model_entry("doc-small")
+        small["model_info"] = {"max_input_tokens": 300}
+        models_file = workdir / "models.json"
+        models_file.write_text(json.dumps({"model_list": [*entries, small]}))
+        return {"LLM_MODELS_FILE": str(models_file)}
+
+    env = {**await stack_env(pg_databases, redis_url, "docs"), **LLM_ENV}
     # The gateway's edge check refuses first (at the limit); the documents service's own check,
     # tested on its own port, at twice that. (With the same limit on both, a body refused by the
     # service mid-stream reaches the gateway as a reset connection: a 502, not the 413.)
     env["MAX_UPLOAD_BYTES"] = str(UPLOAD_LIMIT)
-    st = Stack(workdir, env)
-    st.per_service_env["documents"] = {**DOCS_ENV, "MAX_UPLOAD_BYTES": str(2 * UPLOAD_LIMIT)}
-    try:
-        await asyncio.to_thread(st.start_all)
+    documents_env = {**DOCS_ENV, "MAX_UPLOAD_BYTES": str(2 * UPLOAD_LIMIT)}
+    async with running_stack(env, per_service_env={"documents": documents_env}, files=models) as st:
         yield st
-    finally:
-        st.stop_all()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def new_user(gateway: str) -> dict[str, str]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import stack_env
+from tests.conftest import running_stack, stack_env
 from tests.fakes.openai_server import FakeOpenAI
 from tools.stack import Stack
 
@@ -81,16 +79,13 @@ def fake() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="session")
 async def llm_stack(pg_databases, redis_url, fake: FakeOpenAI) -> AsyncIterator[Stack]:
-    workdir = Path(tempfile.mkdtemp(prefix="ultrai-llm-"))
-    models_file = write_models_file(fake, workdir / "models.json", MODELS)
-    env = {**await stack_env(pg_databases, redis_url, "llm"), **LLM_ENV, "LLM_MODELS_FILE": str(models_file)}
-    st = Stack(workdir, env, names=("auth", "llm", "gateway"))
-    try:
-        await asyncio.to_thread(st.start_all)
+    env = {**await stack_env(pg_databases, redis_url, "llm"), **LLM_ENV}
+
+    def models(workdir: Path) -> dict[str, str]:
+        return {"LLM_MODELS_FILE": str(write_models_file(fake, workdir / "models.json", MODELS))}
+
+    async with running_stack(env, names=("auth", "llm", "gateway"), files=models) as st:
         yield st
-    finally:
-        st.stop_all()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def new_user(base_url: str) -> str:
