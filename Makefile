@@ -10,7 +10,7 @@ REQS := requirements-dev.txt shared/pyproject.toml shared/requirements.txt share
 SERVICES := $(foreach f,$(wildcard services/*/ultrai_*/migrate.py),$(word 2,$(subst /, ,$(f))))
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install dev test test-fast lint format bench migrate deploy-check clean
+.PHONY: install dev test test-fast lint format bench migrate deploy-check audit clean
 
 ## install: the virtual environment with every service's requirements and the test tools
 install: $(STAMP)
@@ -45,6 +45,12 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+## audit: newer releases of the pinned packages and known advisories (asks the package index;
+## reports only, and is not part of `make test` or CI)
+audit: install
+	$(PY) -m tools.audit
+	@$(PY) -m pip install --quiet pip-audit && $(VENV)/bin/pip-audit --progress-spinner off || true
 
 format: install
 	$(VENV)/bin/ruff format .
