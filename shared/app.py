@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -17,7 +19,7 @@ from shared.kv import KeyValue
 from shared.logs import configure_logging
 from shared.metrics import metrics_router
 from shared.middleware import RequestContextMiddleware
-from shared.settings import ServiceSettings
+from shared.settings import DatabaseSettings, ServiceSettings
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -28,22 +30,28 @@ def create_app(
     *,
     description: str,
     directory: dict[str, str],
+    api_prefix: str | None = None,
     lifespan: Lifespan | None = None,
     max_body_size: int | None = 1_048_576,
     body_limits: dict[str, int | None] | None = None,
     version: str = __version__,
     database: bool = False,
+    migrations: Path | None = None,
     middleware: list[Middleware] | None = None,
 ) -> FastAPI:
     """A FastAPI app with logging, request ids, problem+json errors, health, metrics and ``GET /``.
 
     ``max_body_size`` caps every request body (bytes counted as they arrive); ``body_limits`` sets
     other caps by path prefix (an upload route, or None for no cap).
-    ``directory`` maps the service's API paths to a short description (shown at ``GET /``).
+    ``directory`` maps the service's API paths to a short description (shown at ``GET /``, and at
+    ``GET <api_prefix>`` when the service has one).
     ``lifespan`` opens and closes the service's own resources and may add health checks to
     ``app.state.health``. Every app gets ``app.state.kv`` (Redis with in-process fallback); with
-    ``database=True`` also ``app.state.db`` (needs the shared package's ``db`` extra).
+    ``database=True`` also ``app.state.db`` (needs the shared package's ``db`` extra). With
+    ``migrations`` (the service's Alembic scripts) the database is migrated before ``lifespan`` runs,
+    where the settings say so (``DatabaseSettings.migrates_on_start``).
     """
+    database = database or migrations is not None
     configure_logging(service, settings.log_level, settings.json_logs)
     health = HealthRegistry(service, version="1", description=description)
 
@@ -60,6 +68,10 @@ def create_app(
             db = Database(settings, service)
             app.state.db = db
             health.add(db.health_check())
+            if migrations is not None and isinstance(settings, DatabaseSettings) and settings.migrates_on_start:
+                from shared.migrations import upgrade
+
+                await asyncio.to_thread(upgrade, migrations, settings, service)
         health.add(kv.health_check())
         try:
             if lifespan is None:
@@ -103,6 +115,13 @@ def create_app(
     @app.get("/", summary="What this service is and what it serves", tags=["meta"])
     async def root() -> dict[str, Any]:
         return index
+
+    if api_prefix is not None:
+        listing = {"service": service, "api": directory}
+
+        @app.get(api_prefix, summary=f"The {service} API directory", tags=["meta"], name="directory")
+        async def directory_route() -> dict[str, Any]:
+            return listing
 
     # Added last = outermost: request ids, security headers and metrics cover every response,
     # including those the service's own middleware (``middleware``, e.g. CORS) answers itself.

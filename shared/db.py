@@ -11,9 +11,10 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from sqlalchemy import event, text
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -80,11 +81,6 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """FastAPI dependency: one session per request."""
-        async with self.sessions() as session:
-            yield session
-
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
@@ -147,3 +143,19 @@ def install_db_error_handlers(app: FastAPI) -> None:
 def _looks_like_connection_error(exc: DBAPIError) -> bool:
     name = type(exc.orig).__name__ if exc.orig is not None else ""
     return any(word in name for word in ("Connection", "CannotConnect", "Shutdown", "AdminShutdown", "Timeout"))
+
+
+# ---- FastAPI dependencies ---------------------------------------------------------------------
+def database_of(request: Request) -> Database:
+    """The app's database (``create_app(..., database=True)`` opens it in the lifespan)."""
+    db: Database = request.app.state.db
+    return db
+
+
+async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request, closed after the response."""
+    async with database_of(request).sessions() as session:
+        yield session
+
+
+DbSession = Annotated[AsyncSession, Depends(db_session)]

@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Environment = Literal["development", "test", "staging", "production"]
 
-CommaList = Annotated[list[str], NoDecode]
 # Development default for INTERNAL_TOKEN_SECRET; auth refuses to start in production with it.
 DEV_INTERNAL_TOKEN_SECRET = "dev-internal-token-secret-change-me-0123456789abcdef"  # noqa: S105
 
@@ -43,6 +42,12 @@ def service_url(value: str) -> str:
     return value
 
 
+# A list setting, given as a comma-separated string or a JSON list.
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_list)]
+# Another service's base URL, given as a URL or as Render's private ``host:port``.
+ServiceURL = Annotated[str, AfterValidator(service_url)]
+
+
 class ServiceSettings(BaseSettings):
     """What every service reads from its environment (names as in DESIGN.md)."""
 
@@ -66,7 +71,7 @@ class ServiceSettings(BaseSettings):
     redis_timeout: float = Field(0.5, gt=0, le=30)
 
     enable_metrics: bool = True
-    auth_url: str = "http://127.0.0.1:8001"
+    auth_url: ServiceURL = "http://127.0.0.1:8001"
 
     # Token verification (shared/tokens.py): every service checks tokens minted by auth.
     jwt_issuer: str = "ultrai-auth"
@@ -82,11 +87,6 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
-
-    @field_validator("auth_url")
-    @classmethod
-    def _auth_url(cls, value: str) -> str:
-        return service_url(value)
 
     @field_validator("database_url", "redis_url", mode="before")
     @classmethod
@@ -104,6 +104,18 @@ class ServiceSettings(BaseSettings):
         if self.log_format == "auto":
             return self.is_production
         return self.log_format == "json"
+
+
+class DatabaseSettings(ServiceSettings):
+    """The settings of a service that owns tables and migrations."""
+
+    # Unset: development and tests migrate at start; production runs the migrate command before
+    # deploy (Render's preDeployCommand), so several instances never migrate at once.
+    migrate_on_start: bool | None = None
+
+    @property
+    def migrates_on_start(self) -> bool:
+        return (not self.is_production) if self.migrate_on_start is None else self.migrate_on_start
 
 
 S = TypeVar("S", bound=ServiceSettings)

@@ -33,11 +33,11 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
 import jwt
-from fastapi import Request
+from fastapi import Depends, Request
 from jwt.algorithms import OKPAlgorithm
 
 from shared.errors import ProblemError
@@ -415,6 +415,10 @@ async def current_service(request: Request) -> Principal:
     principal = Principal(None, "service", claims, service=claims["sub"].removeprefix("service:"))
     request.state.principal = principal
     return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_user)]
+ServicePrincipal = Annotated[Principal, Depends(current_service)]
 
 
 # ---- obtaining service tokens -----------------------------------------------------------------

@@ -66,10 +66,6 @@ def build(settings: AuthSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.run_migrations:
-            from shared.migrations import upgrade
-
-            await asyncio.to_thread(upgrade, MIGRATIONS, settings, SERVICE)
         signer = Signer(settings, await asyncio.to_thread(load_private_key, settings))
         await publish_keys(app, signer)
         passwords = PasswordService(settings)
@@ -101,16 +97,13 @@ def build(settings: AuthSettings | None = None) -> FastAPI:
         settings,
         description="Accounts, argon2id passwords, signed JWT access tokens with a JWKS endpoint, refresh tokens.",
         directory=DIRECTORY,
+        api_prefix=PREFIX,
         lifespan=lifespan,
-        database=True,
+        migrations=MIGRATIONS,
         # Every auth body is small; 64 KiB leaves room for the longest valid one with every character
         # JSON-escaped.
         max_body_size=65_536,
     )
-
-    @app.get(PREFIX, summary="The auth API directory", tags=["meta"])
-    async def directory() -> dict[str, Any]:
-        return {"service": SERVICE, "api": DIRECTORY}
 
     app.include_router(router)
     app.include_router(wellknown)

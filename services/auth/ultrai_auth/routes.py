@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 import secrets
 import time
@@ -18,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import ProblemError, problem_responses
+from shared.net import client_address
 from shared.ratelimit import Decision
 from shared.tokens import Principal, bearer_token, current_user, unauthorized
 from ultrai_auth.models import RefreshToken, Session, User
@@ -101,33 +101,6 @@ def _key(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
-def client_address(request: Request, trusted: list[str]) -> str:
-    """The client's address: X-Forwarded-For is believed only as far as the trusted proxies go
-    (read right to left; the first hop that is not a trusted proxy is the client)."""
-    networks = [ipaddress.ip_network(n, strict=False) for n in trusted]
-
-    def is_trusted(addr: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            return False
-        return any(ip in net for net in networks)
-
-    current = request.client.host if request.client else "unknown"
-    if not is_trusted(current):
-        return current
-    hops = [h.strip() for value in request.headers.getlist("x-forwarded-for") for h in value.split(",")]
-    for hop in reversed([h for h in hops if h]):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
-            return current  # garbage in the chain: stop at the last address we can vouch for
-        current = hop
-        if not is_trusted(hop):
-            return hop
-    return current
-
-
 def too_many(decision: Decision, detail: str) -> ProblemError:
     return ProblemError(429, detail, title="Too many requests", headers={"Retry-After": str(decision.retry_after)})
 
@@ -206,7 +179,7 @@ def account(user: User) -> Account:
 )
 async def register(body: Registration, request: Request, db: DB) -> Account:
     settings = settings_of(request)
-    ip = client_address(request, settings.trusted_proxies)
+    ip = client_address(request.scope, settings.proxies)
     decision = await request.app.state.limiter.hit(settings.register_rate_per_address, "register-ip", ip)
     if not decision.allowed:
         raise too_many(decision, "Too many registrations from this address; try again later.")
@@ -236,7 +209,7 @@ async def register(body: Registration, request: Request, db: DB) -> Account:
 async def login(body: Credentials, request: Request, db: DB) -> TokenPair:
     settings = settings_of(request)
     state = request.app.state
-    ip = client_address(request, settings.trusted_proxies)
+    ip = client_address(request.scope, settings.proxies)
     email = normalize_email(body.email)
     account_key = _key(email)
     # Throttles first: no hashing for a refused attempt.

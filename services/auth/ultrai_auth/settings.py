@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from typing import Any
+from functools import cached_property
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from shared.settings import DEV_INTERNAL_TOKEN_SECRET, CommaList, ServiceSettings, split_list
+from shared.net import TrustedProxies
+from shared.settings import DEV_INTERNAL_TOKEN_SECRET, CommaList, DatabaseSettings
 
 # OWASP Password Storage Cheat Sheet, argon2id minimum: m=19 MiB, t=2, p=1.
 OWASP_MEMORY_KIB = 19 * 1024
@@ -14,7 +15,7 @@ OWASP_TIME_COST = 2
 OWASP_PARALLELISM = 1
 
 
-class AuthSettings(ServiceSettings):
+class AuthSettings(DatabaseSettings):
     # Signing key (Ed25519). In production one of these must be set; in development a key is
     # generated on first start and kept in DATA_DIR/auth-signing-key.pem.
     jwt_private_key: SecretStr | None = None  # a PKCS#8 PEM
@@ -34,8 +35,6 @@ class AuthSettings(ServiceSettings):
     hash_thread_nice: int = Field(10, ge=0, le=19)
 
     password_min_length: int = Field(8, ge=8, le=64)
-    # Run the migrations at start-up (default: everywhere but production, where the deploy runs them).
-    migrate_on_start: bool | None = None
 
     # Login throttling ("N/period" in the `limits` notation).
     login_rate_per_address: str = "20/minute"
@@ -48,10 +47,9 @@ class AuthSettings(ServiceSettings):
     # Proxies whose X-Forwarded-For is believed (the gateway, Render's proxy); CIDRs or addresses.
     trusted_proxies: CommaList = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
 
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _list(cls, value: Any) -> Any:
-        return split_list(value)
+    @cached_property
+    def proxies(self) -> TrustedProxies:
+        return TrustedProxies.from_networks(self.trusted_proxies)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -67,10 +65,6 @@ class AuthSettings(ServiceSettings):
 
         parse(value)
         return value
-
-    @property
-    def run_migrations(self) -> bool:
-        return (not self.is_production) if self.migrate_on_start is None else self.migrate_on_start
 
     @model_validator(mode="after")
     def _test_limits(self) -> AuthSettings:

@@ -179,10 +179,6 @@ def build(settings: DocumentsSettings | None = None, *, verifier: TokenVerifier 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         boot = utcnow()
-        if settings.should_migrate_on_start:
-            from shared.migrations import upgrade
-
-            await asyncio.to_thread(upgrade, Path(__file__).parent / "migrations", settings, SERVICE)
         shutil.rmtree(tmp_root, ignore_errors=True)
         tmp_root.mkdir(parents=True, exist_ok=True)
         app.state.verifier = verifier or TokenVerifier(settings, SERVICE)
@@ -237,7 +233,7 @@ def build(settings: DocumentsSettings | None = None, *, verifier: TokenVerifier 
         description="Upload, type detection, text extraction, chunking, storage and multi-model analyses.",
         directory=DIRECTORY,
         lifespan=lifespan,
-        database=True,
+        migrations=Path(__file__).parent / "migrations",
         # The upload route alone takes large bodies; every other route keeps the 1 MB default
         # (the longer prefix wins, so /api/v1/documents/... is capped at 1 MB).
         body_limits={PREFIX: limit, PREFIX + "/": 1_048_576},

@@ -4,13 +4,13 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from shared.settings import CommaList, ServiceSettings, service_url, split_list
+from shared.settings import CommaList, DatabaseSettings, ServiceURL
 
 MB = 1024 * 1024
 
 
-class DocumentsSettings(ServiceSettings):
-    llm_url: str = "http://127.0.0.1:8003"
+class DocumentsSettings(DatabaseSettings):
+    llm_url: ServiceURL = "http://127.0.0.1:8003"
 
     # Uploads: the limit counts the file's bytes as they arrive.
     max_upload_bytes: int = Field(25 * MB, ge=1, le=2048 * MB)
@@ -56,18 +56,6 @@ class DocumentsSettings(ServiceSettings):
     llm_timeout_seconds: float = Field(300.0, gt=0, le=3600)
     sse_poll_seconds: float = Field(0.25, gt=0, le=10)
 
-    migrate_on_start: bool | None = None
-
-    @field_validator("analysis_default_models", mode="before")
-    @classmethod
-    def _list(cls, value: Any) -> Any:
-        return split_list(value)
-
-    @field_validator("llm_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return service_url(value)
-
     @field_validator("chunk_overlap_tokens")
     @classmethod
     def _overlap(cls, value: int, info: Any) -> int:
@@ -75,10 +63,3 @@ class DocumentsSettings(ServiceSettings):
         if size is not None and value >= size:
             raise ValueError("must be smaller than CHUNK_TOKENS")
         return value
-
-    @property
-    def should_migrate_on_start(self) -> bool:
-        """Development and tests migrate at start; production runs the migrate command before deploy."""
-        if self.migrate_on_start is not None:
-            return self.migrate_on_start
-        return not self.is_production

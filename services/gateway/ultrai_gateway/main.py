@@ -56,7 +56,7 @@ def build(settings: GatewaySettings | None = None) -> FastAPI:
         )
         health_clients: list[ServiceClient] = []
         for name, prefixes in ROUTES.items():
-            upstreams[name] = Upstream(name, prefixes, urls[name], session, CRITICAL[name], settings.trusted_proxy_hops)
+            upstreams[name] = Upstream(name, prefixes, urls[name], session, CRITICAL[name], settings.proxies)
             client = ServiceClient(name, urls[name], timeout=timeout, max_connections=4)
             health_clients.append(client)
             app.state.health.add(_upstream_check(upstreams[name], client, settings.health_timeout))
@@ -128,7 +128,7 @@ async def check_rate(request: Request) -> None:
     """Per client address, before anything costs work (token checks included): 429 + Retry-After."""
     settings: GatewaySettings = request.app.state.settings
     limiter: RateLimiter = request.app.state.limiter
-    address = client_address(request.scope, settings.trusted_proxy_hops)
+    address = client_address(request.scope, settings.proxies)
     for limit, per in ((settings.rate_limit_per_minute, "minute"), (settings.rate_limit_per_hour, "hour")):
         if not limit:
             continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from fastapi import Request
@@ -20,7 +20,7 @@ from shared.context import current_request_id
 from shared.errors import problem_response
 from shared.metrics import UPSTREAM_ERRORS
 from shared.middleware import BodyTooLarge
-from shared.net import client_address
+from shared.net import TrustedProxies, client_address
 
 log = logging.getLogger("ultrai_gateway.proxy")
 
@@ -66,7 +66,7 @@ class Upstream:
     base_url: str
     session: aiohttp.ClientSession
     critical: bool = True
-    trusted_hops: int = 0
+    trusted: TrustedProxies = field(default_factory=TrustedProxies)
 
 
 def new_session(connect_timeout: float, read_timeout: float, max_connections: int) -> aiohttp.ClientSession:
@@ -96,7 +96,7 @@ async def forward(request: Request, upstream: Upstream) -> Response:
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _HOP_BY_HOP]
     # The gateway is the edge: it sets X-Forwarded-For itself, to the address its trusted proxies
     # saw, so no client can choose the address the services rate-limit on.
-    headers.append(("X-Forwarded-For", client_address(scope, upstream.trusted_hops)))
+    headers.append(("X-Forwarded-For", client_address(scope, upstream.trusted)))
     headers.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
     headers.append(("X-Request-ID", current_request_id() or ""))
     host = request.headers.get("host")

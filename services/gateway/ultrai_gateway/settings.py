@@ -1,17 +1,18 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from functools import cached_property
 
 from pydantic import Field, field_validator
 
-from shared.settings import CommaList, ServiceSettings, service_url, split_list
+from shared.net import TrustedProxies
+from shared.settings import CommaList, ServiceSettings, ServiceURL
 
 
 class GatewaySettings(ServiceSettings):
-    auth_url: str = "http://127.0.0.1:8001"
-    documents_url: str = "http://127.0.0.1:8002"
-    llm_url: str = "http://127.0.0.1:8003"
+    auth_url: ServiceURL = "http://127.0.0.1:8001"
+    documents_url: ServiceURL = "http://127.0.0.1:8002"
+    llm_url: ServiceURL = "http://127.0.0.1:8003"
 
     cors_origins: CommaList = Field(default_factory=lambda: ["http://localhost:3000", "http://localhost:5173"])
     cors_origin_regex: str | None = None
@@ -37,10 +38,9 @@ class GatewaySettings(ServiceSettings):
     upstream_read_timeout: float = Field(300.0, gt=0, le=3600)
     upstream_max_connections: int = Field(200, ge=1, le=10_000)
 
-    @field_validator("cors_origins", mode="before")
-    @classmethod
-    def _list(cls, value: Any) -> Any:
-        return split_list(value)
+    @cached_property
+    def proxies(self) -> TrustedProxies:
+        return TrustedProxies(hops=self.trusted_proxy_hops)
 
     @field_validator("cors_origins")
     @classmethod
@@ -60,8 +60,3 @@ class GatewaySettings(ServiceSettings):
             except re.error as exc:
                 raise ValueError(f"not a valid regular expression ({exc})") from None
         return value or None
-
-    @field_validator("documents_url", "llm_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return service_url(value)

@@ -7,7 +7,6 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -70,10 +69,6 @@ def build(settings: LlmSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.run_migrations:
-            from shared.migrations import upgrade
-
-            await asyncio.to_thread(upgrade, MIGRATIONS, settings, SERVICE)
         engine = Engine(settings, catalog, ResponseCache(app.state.kv, settings.cache_ttl, settings.enable_cache))
         usage = UsageStore(app.state.db, settings)
         usage.start()
@@ -94,16 +89,13 @@ def build(settings: LlmSettings | None = None) -> FastAPI:
         settings,
         description="Multi-model orchestration on litellm, an OpenAI-compatible API, a response cache and usage.",
         directory=DIRECTORY,
+        api_prefix=PREFIX,
         lifespan=lifespan,
-        database=True,
+        migrations=MIGRATIONS,
         max_body_size=2 * settings.llm_max_prompt_chars + 65_536,
     )
     app.include_router(api_router)
     app.include_router(openai_router)
-
-    @app.get(PREFIX, summary="The llm API directory", tags=["meta"])
-    async def directory() -> dict[str, Any]:
-        return {"service": SERVICE, "api": DIRECTORY}
 
     return app
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 
-from shared.settings import CommaList, ServiceSettings, split_list
+from shared.settings import CommaList, DatabaseSettings
 
 # Provider -> (the environment variable holding its key, litellm model ids offered when it is set).
 # The public name of a model is the litellm id without its provider prefix ("gemini-2.5-flash").
@@ -24,7 +24,7 @@ PROVIDER_DEFAULTS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-class LlmSettings(ServiceSettings):
+class LlmSettings(DatabaseSettings):
     openai_api_key: SecretStr | None = None
     anthropic_api_key: SecretStr | None = None
     gemini_api_key: SecretStr | None = None
@@ -59,14 +59,6 @@ class LlmSettings(ServiceSettings):
     llm_budget_usd_per_day: float | None = Field(None, gt=0)
     llm_budget_tokens_per_day: int | None = Field(None, gt=0)
 
-    # Apply the migrations at start-up (development and tests; production runs them pre-deploy).
-    migrate_on_start: bool | None = None
-
-    @field_validator("llm_default_models", mode="before")
-    @classmethod
-    def _list(cls, value: Any) -> Any:
-        return split_list(value)
-
     @field_validator("llm_fallbacks", mode="before")
     @classmethod
     def _fallbacks(cls, value: Any) -> Any:
@@ -87,10 +79,6 @@ class LlmSettings(ServiceSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
         return value
-
-    @property
-    def run_migrations(self) -> bool:
-        return (not self.is_production) if self.migrate_on_start is None else self.migrate_on_start
 
     def provider_keys(self) -> dict[str, str]:
         """Provider -> key, for the providers whose key is set."""
