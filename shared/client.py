@@ -7,6 +7,7 @@ Every call carries the current ``X-Request-ID``; an optional ``token`` callable 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 
@@ -49,13 +50,13 @@ class ServiceClient:
         if self._token is not None and "authorization" not in request.headers:
             request.headers["Authorization"] = f"Bearer {await self._token()}"
 
-    async def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return await self.http.request(method, path, **kwargs)
 
-    async def get(self, path: str, **kwargs) -> httpx.Response:
+    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return await self.http.get(path, **kwargs)
 
-    async def post(self, path: str, **kwargs) -> httpx.Response:
+    async def post(self, path: str, **kwargs: Any) -> httpx.Response:
         return await self.http.post(path, **kwargs)
 
     async def aclose(self) -> None:

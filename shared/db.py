@@ -11,10 +11,10 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
 from sqlalchemy import event, text
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -96,7 +96,7 @@ class Database:
         await self.engine.dispose()
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -112,22 +112,24 @@ _UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout, ConnectionError, 
 def install_db_error_handlers(app: FastAPI) -> None:
     """A database that is down or saturated answers 503 with Retry-After, never a 500 or a hang."""
 
-    async def unavailable(_: Request, exc: Exception) -> object:
+    async def unavailable(_: Request, exc: Exception) -> Response:
         log.warning("database unavailable: %s", type(exc).__name__)
         return problem_response(503, "The database is unavailable; try again shortly.", headers={"Retry-After": "5"})
 
     for exc_type in _UNAVAILABLE:
         app.add_exception_handler(exc_type, unavailable)
 
-    async def bad_value(_: Request, exc: DBAPIError) -> object:
+    async def bad_value(_: Request, exc: Exception) -> Response:
         # A value the database refuses to store or compare (a NUL character in text on
         # PostgreSQL, a number out of range): the client's input, so a 422, not a 500.
-        log.info("database refused a value: %s", type(exc.orig).__name__ if exc.orig else "DataError")
+        orig = getattr(exc, "orig", None)
+        log.info("database refused a value: %s", type(orig).__name__ if orig else "DataError")
         return problem_response(
             422, "The request contains a value that cannot be stored (for example a NUL character)."
         )
 
-    async def dbapi(request: Request, exc: DBAPIError) -> object:
+    async def dbapi(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, DBAPIError)
         if exc.connection_invalidated or _looks_like_connection_error(exc):
             return await unavailable(request, exc)
         if str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "").startswith("22"):

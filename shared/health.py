@@ -82,8 +82,8 @@ class HealthRegistry:
             task.cancel()
             task.add_done_callback(_consume)
             result = CheckResult("fail", f"no answer within {check.timeout:g} s")
-        elif task.exception() is not None:  # a probe failure is a check result, not an error
-            result = CheckResult("fail", _short_reason(task.exception()))
+        elif (error := task.exception()) is not None:  # a probe failure is a check result, not an error
+            result = CheckResult("fail", _short_reason(error))
         else:
             result = task.result() or CheckResult()
         if result.status == "fail" and not check.critical:
@@ -114,7 +114,7 @@ class HealthRegistry:
 
     def router(self) -> APIRouter:
         router = APIRouter(tags=["health"])
-        health_responses = {
+        health_responses: dict[int | str, dict[str, Any]] = {
             200: {"description": "pass or warn", "content": {HEALTH_JSON: {}}},
             503: {
                 "description": "fail: a dependency this service cannot work without is down",
@@ -151,7 +151,7 @@ def _answer(body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, status_code=code, media_type=HEALTH_JSON, headers=headers)
 
 
-def _consume(task: asyncio.Future) -> None:
+def _consume(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
 

@@ -119,7 +119,8 @@ class KeyValue:
         redis = self._usable()
         if redis is not None:
             try:
-                return await redis.get(self.key(name))
+                value = await redis.get(self.key(name))
+                return value.encode() if isinstance(value, str) else value
             except REDIS_ERRORS as exc:
                 await self._failed(exc)
         return self.local.get(name)

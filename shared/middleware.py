@@ -143,7 +143,7 @@ class RequestContextMiddleware:
 def _route_template(scope: Scope) -> str:
     route: Any = scope.get("route")
     if route is not None and getattr(route, "path", None):
-        return route.path
+        return str(route.path)
     return "<unmatched>"
 
 

@@ -20,9 +20,12 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
+from redis.asyncio import Redis
 
 from shared.kv import REDIS_ERRORS, drop_connections
 from shared.metrics import KV_FALLBACK
+
+_STORAGE_ERRORS: tuple[type[BaseException], ...] = (StorageError, *REDIS_ERRORS)
 
 log = logging.getLogger("shared.ratelimit")
 
@@ -77,7 +80,7 @@ class RateLimiter:
         KV_FALLBACK.labels(self.service).inc()
         await drop_connections(self._client())
 
-    def _client(self):  # the redis-py client inside the limits storage
+    def _client(self) -> Redis | None:  # the redis-py client inside the limits storage
         bridge = getattr(self._storage, "bridge", None)
         return getattr(bridge, "storage", None) if bridge is not None else None
 
@@ -94,7 +97,7 @@ class RateLimiter:
             if allowed:
                 return Decision(True)
             return Decision(False, await self._retry_after(limiter, item, identifiers))
-        except (StorageError, *REDIS_ERRORS) as exc:
+        except _STORAGE_ERRORS as exc:
             await self._failed(exc)
             return await self.hit(item, *identifiers, cost=cost)
 
@@ -106,7 +109,7 @@ class RateLimiter:
             if await limiter.test(item, *identifiers):
                 return Decision(True)
             return Decision(False, await self._retry_after(limiter, item, identifiers))
-        except (StorageError, *REDIS_ERRORS) as exc:
+        except _STORAGE_ERRORS as exc:
             await self._failed(exc)
             return await self.test(item, *identifiers)
 
@@ -117,7 +120,7 @@ class RateLimiter:
                 continue
             try:
                 await limiter.clear(item, *identifiers)
-            except (StorageError, *REDIS_ERRORS) as exc:
+            except _STORAGE_ERRORS as exc:
                 await self._failed(exc)
 
     async def close(self) -> None:

@@ -202,7 +202,7 @@ class TokenVerifier:
         self._polled: dict[str, Any] = {"jti": {}, "sid": {}, "user": {}}
         self._polled_at = -1e9
         self._poll_lock = asyncio.Lock()
-        self._warm: asyncio.Task | None = None
+        self._warm: asyncio.Task[None] | None = None
 
     def start(self, attempts: int = 60, pause: float = 2.0) -> None:
         """Fetch the keys in the background from start-up, retrying while auth is not up yet, so
@@ -235,7 +235,8 @@ class TokenVerifier:
         assert self._http is not None
         resp = await self._http.get(JWKS_PATH)
         resp.raise_for_status()
-        return resp.json()
+        jwks: dict[str, Any] = resp.json()
+        return jwks
 
     def _unavailable(self) -> ProblemError:
         return ProblemError(503, "Token keys are unavailable; try again shortly.", headers={"Retry-After": "2"})
@@ -381,7 +382,7 @@ class TokenVerifier:
 
 # ---- FastAPI dependencies ---------------------------------------------------------------------
 def _verifier(request: Request) -> TokenVerifier:
-    verifier = getattr(request.app.state, "verifier", None)
+    verifier: TokenVerifier | None = getattr(request.app.state, "verifier", None)
     if verifier is None:
         raise RuntimeError("app.state.verifier is not set: create a TokenVerifier in the lifespan")
     return verifier
