@@ -37,14 +37,24 @@ deploy-check: install
 	$(PY) -m tools.deploy_check $(CHECK)
 
 ## test: the whole suite (SQLite and in-process cache; PostgreSQL and Redis too when
-## TEST_DATABASE_URL and TEST_REDIS_URL are set)
+## TEST_DATABASE_URL and TEST_REDIS_URL are set), with line and branch coverage of shared/ and the
+## services (their own processes included); the figure is printed at the end
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@rm -rf .coverage && mkdir -p .coverage
+	@$(PY) -m coverage run -m pytest $(PYTEST_ARGS); status=$$?; \
+	  $(PY) -m coverage combine -q && $(PY) -m coverage report --sort=cover | tail -n 25; \
+	  echo "coverage: $$($(PY) -m coverage report --format=total)% of shared/ and the services (lines and branches)"; \
+	  exit $$status
 
-## lint: ruff
+## test-fast: the tests that start no process and need no server (well under a minute)
+test-fast: install
+	$(PY) -m pytest -m "not e2e and not slow" $(FAST_TESTS) $(PYTEST_ARGS)
+
+## lint: ruff (style and common bugs) and mypy --strict on shared/ and the services
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 ## audit: newer releases of the pinned packages and known advisories (asks the package index;
 ## reports only, and is not part of `make test` or CI)
@@ -62,4 +72,4 @@ bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) data .deploy-check
+	rm -rf $(VENV) data .deploy-check .coverage

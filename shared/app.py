@@ -1,4 +1,4 @@
-"""The application factory every service starts from: one place for the conventions of DESIGN.md."""
+"""The application factory every service starts from: one place for the conventions of docs/architecture.md."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ ServiceURL = Annotated[str, AfterValidator(service_url)]
 
 
 class ServiceSettings(BaseSettings):
-    """What every service reads from its environment (names as in DESIGN.md)."""
+    """What every service reads from its environment (the variables listed in .env.example)."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 

@@ -53,7 +53,7 @@ SCHEMAS = ROOT.parent / "shared" / "schemas"
 RENDER_SCHEMA = SCHEMAS / "render-blueprint.schema.json"
 COMPOSE_SCHEMA = SCHEMAS / "compose-spec.schema.json"
 
-# The one package that belongs to the llm service alone (DESIGN.md).
+# The one package that belongs to the llm service alone (docs/architecture.md: a service installs only what it uses).
 LLM_ONLY = "litellm"
 # The team's bars (the issue): start-up seconds and resident MB per worker process.
 START_BAR = {"llm": 6.0}
