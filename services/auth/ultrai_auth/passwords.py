@@ -18,9 +18,11 @@ import os
 import secrets
 import threading
 import unicodedata
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar, TypeVarTuple
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -31,6 +33,9 @@ from ultrai_auth.settings import AuthSettings
 # Long passphrases are welcome; anything longer is refused (422) before any hashing.
 MAX_PASSWORD_CHARS = 1024
 COMMON_FILE = Path(__file__).parent / "data" / "common-passwords.txt"
+
+T = TypeVar("T")
+Args = TypeVarTuple("Args")
 
 
 @lru_cache(maxsize=1)
@@ -98,7 +103,7 @@ class PasswordService:
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _run(self, fn, *args):
+    async def _run(self, fn: Callable[[*Args], T], *args: *Args) -> T:
         if self._slots.locked():
             raise ProblemError(
                 503,
