@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from shared.tokens import ACCESS_TYP, ALGORITHM, SERVICE_TYP, service_audience
+from ultrai_auth.models import SigningKey
+from ultrai_auth.repository import AuthRepository
 from ultrai_auth.settings import AuthSettings
 
 KEY_FILE = "auth-signing-key.pem"
@@ -131,3 +133,18 @@ class Signer:
             + self.settings.jwt_leeway_seconds
             + 60
         )
+
+
+async def publish_keys(repository: AuthRepository, signer: Signer) -> None:
+    """Record the current key, retire the others, and publish those still within a token lifetime
+    (the caller commits)."""
+    now = time.time()
+    current = await repository.signing_key(signer.kid)
+    if current is None:
+        repository.add_signing_key(SigningKey(kid=signer.kid, jwk=json.dumps(signer.jwk), first_used_at=now))
+    elif current.retired_at is not None:
+        current.retired_at = None
+    await repository.retire_signing_keys_except(signer.kid, now)
+    for key in await repository.signing_keys_retired_after(now - signer.retention_seconds):
+        if key.kid != signer.kid and key.retired_at is not None:
+            signer.publish(json.loads(key.jwk), until=key.retired_at + signer.retention_seconds)

@@ -1,0 +1,133 @@
+"""The auth routes' dependencies: what the lifespan opened (on ``app.state``), the services built on
+the request's database session, the caller's address, and who is calling."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from shared.db import DbSession
+from shared.kv import KeyValue
+from shared.net import client_address
+from shared.ratelimit import RateLimiter
+from shared.tokens import CurrentPrincipal, TokenVerifier, bearer_token, unauthorized
+from ultrai_auth.accounts import AccountService
+from ultrai_auth.keys import Signer
+from ultrai_auth.models import User
+from ultrai_auth.passwords import PasswordService
+from ultrai_auth.repository import AuthRepository
+from ultrai_auth.revocation import Revoker
+from ultrai_auth.sessions import SessionService
+from ultrai_auth.settings import AuthSettings
+from ultrai_auth.throttle import LoginThrottle
+
+
+# ---- what the app and its lifespan hold -------------------------------------------------------
+def get_settings(request: Request) -> AuthSettings:
+    settings: AuthSettings = request.app.state.settings
+    return settings
+
+
+def get_signer(request: Request) -> Signer:
+    signer: Signer = request.app.state.signer
+    return signer
+
+
+def get_passwords(request: Request) -> PasswordService:
+    passwords: PasswordService = request.app.state.passwords
+    return passwords
+
+
+def get_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.limiter
+    return limiter
+
+
+def get_revoker(request: Request) -> Revoker:
+    revoker: Revoker = request.app.state.revoker
+    return revoker
+
+
+def get_verifier(request: Request) -> TokenVerifier:
+    verifier: TokenVerifier = request.app.state.verifier
+    return verifier
+
+
+def get_kv(request: Request) -> KeyValue:
+    kv: KeyValue = request.app.state.kv
+    return kv
+
+
+Settings = Annotated[AuthSettings, Depends(get_settings)]
+TokenSigner = Annotated[Signer, Depends(get_signer)]
+Passwords = Annotated[PasswordService, Depends(get_passwords)]
+Limiter = Annotated[RateLimiter, Depends(get_limiter)]
+Revocations = Annotated[Revoker, Depends(get_revoker)]
+Verifier = Annotated[TokenVerifier, Depends(get_verifier)]
+KeyValueStore = Annotated[KeyValue, Depends(get_kv)]
+
+
+# ---- the services, on the request's database session ------------------------------------------
+def get_repository(session: DbSession) -> AuthRepository:
+    return AuthRepository(session)
+
+
+Repository = Annotated[AuthRepository, Depends(get_repository)]
+
+
+def get_throttle(limiter: Limiter, kv: KeyValueStore, settings: Settings) -> LoginThrottle:
+    return LoginThrottle(limiter, kv, settings)
+
+
+Throttle = Annotated[LoginThrottle, Depends(get_throttle)]
+
+
+def get_sessions(
+    repository: Repository, signer: TokenSigner, revoker: Revocations, verifier: Verifier, settings: Settings
+) -> SessionService:
+    return SessionService(repository, signer, revoker, verifier, settings)
+
+
+Sessions = Annotated[SessionService, Depends(get_sessions)]
+
+
+def get_accounts(
+    repository: Repository,
+    passwords: Passwords,
+    sessions: Sessions,
+    throttle: Throttle,
+    revoker: Revocations,
+    settings: Settings,
+) -> AccountService:
+    return AccountService(repository, passwords, sessions, throttle, revoker, settings)
+
+
+Accounts = Annotated[AccountService, Depends(get_accounts)]
+
+
+# ---- the caller -------------------------------------------------------------------------------
+def get_client_address(request: Request, settings: Settings) -> str:
+    """The client's address: X-Forwarded-For is believed only from TRUSTED_PROXIES."""
+    return client_address(request.scope, settings.proxies)
+
+
+ClientAddress = Annotated[str, Depends(get_client_address)]
+AccessToken = Annotated[str | None, Depends(bearer_token)]
+
+
+async def authenticated_user(principal: CurrentPrincipal, sessions: Sessions) -> User:
+    """The current user: a verified access token whose session and account still exist."""
+    return await sessions.user_of(principal)
+
+
+CurrentUser = Annotated[User, Depends(authenticated_user)]
+
+
+def require_internal_caller(request: Request, settings: Settings) -> None:
+    """Only callers holding INTERNAL_TOKEN_SECRET (as a Bearer token) get through."""
+    token = bearer_token(request) or ""
+    expected = settings.internal_token_secret.get_secret_value()
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        raise unauthorized("A valid internal credential is required.")

@@ -1,0 +1,131 @@
+"""Every query of the auth service: users, sessions and their refresh tokens, signing keys.
+
+One ``AuthRepository`` wraps the request's database session; the services above it decide what to
+read and write, and when to commit. Nothing else in the service touches SQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, cast
+
+from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ultrai_auth.models import RefreshToken, Session, SigningKey, User
+
+
+class DuplicateEmail(Exception):
+    """An account with this email already exists."""
+
+
+class RefreshTokenState(NamedTuple):
+    """A refresh token's session, as the rotation needs it."""
+
+    session_id: str
+    user_id: str
+    session_revoked_at: float | None
+    session_expires_at: float
+
+
+class AuthRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # ---- transactions -----------------------------------------------------------------------
+    async def commit(self) -> None:
+        await self.session.commit()
+
+    async def rollback(self) -> None:
+        await self.session.rollback()
+
+    # ---- users ------------------------------------------------------------------------------
+    async def create_user(self, user: User) -> None:
+        """Store a new account (committed), or raise DuplicateEmail."""
+        self.session.add(user)
+        try:
+            await self.session.commit()
+        except IntegrityError:
+            await self.session.rollback()
+            raise DuplicateEmail from None
+
+    async def user_by_email(self, email: str) -> User | None:
+        return (await self.session.execute(select(User).where(User.email == email))).scalar_one_or_none()
+
+    async def user_with_session(self, user_id: str, session_id: str) -> tuple[User, float | None] | None:
+        """The user and the revocation time of one of their sessions, or None if either is gone."""
+        row = (
+            await self.session.execute(
+                select(User, Session.revoked_at)
+                .join(Session, Session.user_id == User.id)
+                .where(User.id == user_id, Session.id == session_id)
+            )
+        ).first()
+        return None if row is None else (row[0], row[1])
+
+    async def delete_user(self, user_id: str) -> None:
+        """Delete an account with its sessions and refresh tokens (not committed)."""
+        user_sessions = select(Session.id).where(Session.user_id == user_id)
+        await self.session.execute(delete(RefreshToken).where(RefreshToken.session_id.in_(user_sessions)))
+        await self.session.execute(delete(Session).where(Session.user_id == user_id))
+        await self.session.execute(delete(User).where(User.id == user_id))
+
+    # ---- sessions and refresh tokens --------------------------------------------------------
+    async def create_session(self, session_id: str, user_id: str, created_at: float, expires_at: float) -> None:
+        self.session.add(Session(id=session_id, user_id=user_id, created_at=created_at, expires_at=expires_at))
+        await self.session.flush()
+
+    def add_refresh_token(self, token_hash: str, session_id: str, created_at: float) -> None:
+        self.session.add(RefreshToken(token_hash=token_hash, session_id=session_id, created_at=created_at))
+
+    async def spend_refresh_token(self, token_hash: str, now: float) -> bool:
+        """Mark an unused refresh token used. Only one caller can flip ``used_at`` from NULL: True for
+        that caller, False for every other (and for an unknown token)."""
+        result = await self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_hash == token_hash, RefreshToken.used_at.is_(None))
+            .values(used_at=now)
+        )
+        return cast("CursorResult[Any]", result).rowcount == 1
+
+    async def refresh_token_state(self, token_hash: str) -> RefreshTokenState | None:
+        row = (
+            await self.session.execute(
+                select(RefreshToken.session_id, Session.user_id, Session.revoked_at, Session.expires_at)
+                .join(Session, Session.id == RefreshToken.session_id)
+                .where(RefreshToken.token_hash == token_hash)
+            )
+        ).first()
+        return None if row is None else RefreshTokenState(*row)
+
+    async def session_of_refresh_token(self, token_hash: str) -> str | None:
+        return (
+            await self.session.execute(select(RefreshToken.session_id).where(RefreshToken.token_hash == token_hash))
+        ).scalar_one_or_none()
+
+    async def revoke_session(self, session_id: str, now: float) -> None:
+        await self.session.execute(
+            update(Session).where(Session.id == session_id, Session.revoked_at.is_(None)).values(revoked_at=now)
+        )
+
+    async def revoke_user_sessions(self, user_id: str, now: float) -> list[str]:
+        """Revoke every live session of a user (not committed); their ids."""
+        live = (Session.user_id == user_id, Session.revoked_at.is_(None))
+        session_ids = list((await self.session.execute(select(Session.id).where(*live))).scalars())
+        await self.session.execute(update(Session).where(*live).values(revoked_at=now))
+        return session_ids
+
+    # ---- signing keys -----------------------------------------------------------------------
+    async def signing_key(self, kid: str) -> SigningKey | None:
+        return await self.session.get(SigningKey, kid)
+
+    def add_signing_key(self, key: SigningKey) -> None:
+        self.session.add(key)
+
+    async def retire_signing_keys_except(self, kid: str, now: float) -> None:
+        await self.session.execute(
+            update(SigningKey).where(SigningKey.kid != kid, SigningKey.retired_at.is_(None)).values(retired_at=now)
+        )
+
+    async def signing_keys_retired_after(self, since: float) -> list[SigningKey]:
+        return list((await self.session.execute(select(SigningKey).where(SigningKey.retired_at > since))).scalars())

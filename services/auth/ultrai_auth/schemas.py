@@ -1,0 +1,69 @@
+"""The auth API's request and response bodies."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ultrai_auth.models import User
+from ultrai_auth.passwords import MAX_PASSWORD_CHARS
+
+EMAIL_PATTERN = r"^\s*[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+\s*$"
+SERVICE_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
+
+
+# ---- requests ---------------------------------------------------------------------------------
+class Body(BaseModel):
+    # Unknown fields are refused (422), and the schema says so.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Credentials(Body):
+    email: str = Field(min_length=1, max_length=320)
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+
+
+class Registration(Credentials):
+    # Surrounding blanks are trimmed; the address is lower-cased before it is stored.
+    email: str = Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)
+
+
+class RefreshRequest(Body):
+    refresh_token: str = Field(min_length=1, max_length=4096)
+
+
+class PasswordChange(Body):
+    current_password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+    new_password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+
+
+class PasswordConfirm(Body):
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+
+
+class ServiceTokenRequest(Body):
+    service: str = Field(pattern=SERVICE_PATTERN)
+    audience: str = Field(pattern=SERVICE_PATTERN)
+
+
+# ---- responses --------------------------------------------------------------------------------
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "Bearer"  # noqa: S105 (the scheme name)
+    expires_in: int
+
+
+class ServiceToken(BaseModel):
+    access_token: str
+    token_type: str = "Bearer"  # noqa: S105 (the scheme name)
+    expires_in: int
+
+
+class Account(BaseModel):
+    id: str
+    email: str
+    created_at: float
+
+    @classmethod
+    def of(cls, user: User) -> Account:
+        return cls(id=user.id, email=user.email, created_at=user.created_at)
