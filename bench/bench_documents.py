@@ -35,8 +35,9 @@ from tests.documents.conftest import make_docx, make_pdf  # noqa: E402
 from tests.documents.files import assemble_pdf  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
 from tools.stack import Stack  # noqa: E402
-from ultrai_documents.extract import Limits, extract_file  # noqa: E402
-from ultrai_documents.worker import Extractor  # noqa: E402
+from ultrai_documents.extraction.base import Limits  # noqa: E402
+from ultrai_documents.extraction.extract import extract_file  # noqa: E402
+from ultrai_documents.extraction.sandbox import Extractor  # noqa: E402
 
 MB = 1024 * 1024
 LOREM = (

@@ -11,9 +11,11 @@ import pytest
 
 from tests.documents import files as F
 from tests.documents.conftest import make_docx, make_pdf
-from ultrai_documents.chunking import chunk_text, estimate_tokens
-from ultrai_documents.extract import ExtractionError, Limits, check_docx_zip, extract_file
-from ultrai_documents.worker import Extractor
+from ultrai_documents.extraction.base import ExtractionError, Limits
+from ultrai_documents.extraction.chunking import chunk_text, estimate_tokens
+from ultrai_documents.extraction.docx import check_docx_zip
+from ultrai_documents.extraction.extract import extract_file
+from ultrai_documents.extraction.sandbox import Extractor
 
 
 def run(tmp_dir: Path, data: bytes, name: str | None = None, **limits):
@@ -298,7 +300,7 @@ async def test_worker_stopped_at_its_wall_clock_limit(tmp_dir: Path) -> None:
 
 
 async def test_worker_gets_no_secrets(tmp_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ultrai_documents.worker as worker
+    import ultrai_documents.extraction.sandbox as worker
 
     monkeypatch.setenv("INTERNAL_TOKEN_SECRET", "must-not-leak")
     captured = {}

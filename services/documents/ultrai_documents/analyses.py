@@ -317,7 +317,7 @@ class Analyst:
         return self._windows
 
     async def _reduce(self, owner: str, model: str, task: str, notes: list[str], totals: dict) -> str:
-        from ultrai_documents.chunking import estimate_tokens
+        from ultrai_documents.extraction.chunking import estimate_tokens
 
         budget = self.settings.analysis_context_tokens
         while True:

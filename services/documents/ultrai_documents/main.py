@@ -34,11 +34,11 @@ from ultrai_documents.analyses import (
     active_count,
     params_hash,
 )
-from ultrai_documents.extract import ExtractionError, Limits
+from ultrai_documents.extraction.base import ExtractionError, Limits
+from ultrai_documents.extraction.sandbox import Extractor
 from ultrai_documents.models import Analysis, AnalysisEvent, Chunk, Document, utcnow
 from ultrai_documents.settings import DocumentsSettings
 from ultrai_documents.upload import clean_filename, content_disposition, receive_upload
-from ultrai_documents.worker import Extractor
 
 SERVICE = "documents"
 PREFIX = "/api/v1/documents"

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.errors import ProblemError
+from ultrai_documents.extraction.sandbox import ExtractionResult
 from ultrai_documents.models import (
     BLOB_PART_BYTES,
     TEXT_PART_CHARS,
@@ -26,7 +27,6 @@ from ultrai_documents.models import (
     DocumentText,
 )
 from ultrai_documents.upload import Upload
-from ultrai_documents.worker import ExtractionResult
 
 
 def new_id() -> str:

@@ -1,12 +1,12 @@
 """Extraction in a child process with memory, CPU and wall-clock limits, one process per job.
 
 A process per job (rather than a pool) gives each file fresh limits: RLIMIT_CPU counts a process's
-whole life, and a worker that a hostile file pushed to its memory limit is gone afterwards. The
+whole life, and a child that a hostile file pushed to its memory limit is gone afterwards. The
 child gets no environment beyond PATH and its import path (no secrets), reads its job from stdin,
 writes the text to a file next to the upload and answers one JSON line on stdout. The parent
 enforces the wall clock and kills the child's whole process group past it.
 
-Run as ``python -m ultrai_documents.worker`` (the parent does this; see ``Extractor``).
+Run as ``python -m ultrai_documents.extraction.sandbox`` (the parent does this; see ``Extractor``).
 """
 
 from __future__ import annotations
@@ -18,10 +18,13 @@ import signal
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from ultrai_documents.extract import ExtractionError, Limits
+from ultrai_documents.extraction.base import ExtractionError, Limits
 
-PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+MODULE = "ultrai_documents.extraction.sandbox"
+# The folder that holds the ultrai_documents package: the child's whole import path.
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
 
 @dataclass
@@ -35,6 +38,9 @@ class ExtractionResult:
     chunks: list[tuple[int, int, int]]
 
 
+# ------------------------------------------------------------------------------ the child's side
+
+
 def _apply_limits(memory_mb: int, cpu_seconds: int, max_output_bytes: int) -> None:
     import resource
 
@@ -46,9 +52,9 @@ def _apply_limits(memory_mb: int, cpu_seconds: int, max_output_bytes: int) -> No
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
 
 
-def run_job(job: dict) -> dict:
-    from ultrai_documents.chunking import chunk_text
-    from ultrai_documents.extract import extract_file
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    from ultrai_documents.extraction.chunking import chunk_text
+    from ultrai_documents.extraction.extract import extract_file
 
     limits = Limits(**job["limits"])
     try:
@@ -82,6 +88,9 @@ def main() -> None:
     sys.stdout.flush()
 
 
+# ----------------------------------------------------------------------------- the parent's side
+
+
 class Extractor:
     """The parent's side: at most ``concurrency`` children at once, each under the limits."""
 
@@ -111,34 +120,15 @@ class Extractor:
             "cpu_seconds": self.cpu_seconds,
             "max_output_bytes": self.limits.max_text_chars * 4 + 1024,
         }
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": PACKAGE_PARENT, "LC_ALL": "C.UTF-8"}
         async with self._slots:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "ultrai_documents.worker",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=env,
-                start_new_session=True,
-            )
             try:
-                stdout, _stderr = await asyncio.wait_for(proc.communicate(json.dumps(job).encode()), self.timeout)
-            except TimeoutError:
-                _kill_group(proc.pid)
-                await proc.wait()
-                out.unlink(missing_ok=True)
-                raise ExtractionError(
-                    422, f"Reading the file took longer than the limit of {self.timeout:g} seconds."
-                ) from None
-            except asyncio.CancelledError:
-                _kill_group(proc.pid)
+                returncode, stdout = await self._run_child(json.dumps(job).encode())
+            except (ExtractionError, asyncio.CancelledError):
                 out.unlink(missing_ok=True)
                 raise
-        if proc.returncode != 0:
+        if returncode != 0:
             out.unlink(missing_ok=True)
-            if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+            if returncode in (-signal.SIGXCPU, -signal.SIGKILL):
                 raise ExtractionError(422, "Reading the file needed more processing time than the limit allows.")
             raise ExtractionError(
                 422, "The file could not be read within the memory and processing limits (it may be hostile)."
@@ -157,8 +147,35 @@ class Extractor:
             encoding=answer["encoding"],
             chars=answer["chars"],
             text_path=answer["text_path"],
-            chunks=[tuple(c) for c in answer["chunks"]],
+            chunks=[(int(start), int(end), int(tokens)) for start, end, tokens in answer["chunks"]],
         )
+
+    async def _run_child(self, job: bytes) -> tuple[int | None, bytes]:
+        """Run one child on ``job``; its exit status and what it wrote on stdout. Past the wall
+        clock (or when the caller is cancelled) its process group is killed."""
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": PACKAGE_PARENT, "LC_ALL": "C.UTF-8"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            MODULE,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            stdout, _stderr = await asyncio.wait_for(proc.communicate(job), self.timeout)
+        except TimeoutError:
+            _kill_group(proc.pid)
+            await proc.wait()
+            raise ExtractionError(
+                422, f"Reading the file took longer than the limit of {self.timeout:g} seconds."
+            ) from None
+        except asyncio.CancelledError:
+            _kill_group(proc.pid)
+            raise
+        return proc.returncode, stdout
 
 
 def _kill_group(pid: int) -> None:
