@@ -13,13 +13,11 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, insert, select
-
 from shared.context import current_request_id
 from shared.db import Database
 from shared.errors import ProblemError
 from ultrai_llm.engine import CallResult
-from ultrai_llm.models import UsageRecord
+from ultrai_llm.repository import add_usage, spent_since, usage_per_model
 from ultrai_llm.settings import LlmSettings
 
 log = logging.getLogger("ultrai_llm.usage")
@@ -29,6 +27,27 @@ def start_of_day(now: datetime) -> datetime:
     return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def add_buffered(per_model: dict[str, dict[str, Any]], buffered: list[dict[str, Any]]) -> None:
+    """Count calls not yet written into the per-model entries of a summary."""
+    for row in buffered:
+        entry = per_model.setdefault(
+            row["model"],
+            {
+                "model": row["model"],
+                "requests": 0,
+                "cached": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "cost_usd": 0.0,
+            },
+        )
+        entry["requests"] += 1
+        entry["cached"] += int(row["cached"])
+        entry["prompt_tokens"] += row["prompt_tokens"]
+        entry["completion_tokens"] += row["completion_tokens"]
+        entry["cost_usd"] += row["cost_usd"]
+
+
 class UsageStore:
     def __init__(self, db: Database, settings: LlmSettings, flush_interval: float = 1.0) -> None:
         self.db = db
@@ -36,7 +55,7 @@ class UsageStore:
         self.flush_interval = flush_interval
         self._pending: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     def start(self) -> None:
@@ -91,8 +110,7 @@ class UsageStore:
             rows, self._pending = self._pending, []
             try:
                 async with self.db.sessions() as session:
-                    await session.execute(insert(UsageRecord), rows)
-                    await session.commit()
+                    await add_usage(session, rows)
             except BaseException:
                 self._pending[:0] = rows
                 raise
@@ -101,51 +119,14 @@ class UsageStore:
         return [r for r in self._pending if r["user_id"] == user_id and r["created_at"] >= since]
 
     async def summary(self, user_id: str, since: datetime) -> dict[str, Any]:
-        columns = (
-            UsageRecord.model,
-            func.count(),
-            func.sum(case((UsageRecord.cached, 1), else_=0)),
-            func.sum(UsageRecord.prompt_tokens),
-            func.sum(UsageRecord.completion_tokens),
-            func.sum(UsageRecord.cost_usd),
-        )
-        query = (
-            select(*columns)
-            .where(UsageRecord.user_id == user_id, UsageRecord.created_at >= since)
-            .group_by(UsageRecord.model)
-        )
+        """Requests, tokens and cost per model since ``since``, and their totals."""
         # Under the flush lock: a batch is either still buffered or already in the table, never
         # neither nor both while we read.
         async with self._lock, self.db.sessions() as session:
-            rows = (await session.execute(query)).all()
+            stored = await usage_per_model(session, user_id, since)
             buffered = self._buffered(user_id, since)
-        per_model: dict[str, dict[str, Any]] = {}
-        for model, count, cached, pt, ct, cost in rows:
-            per_model[model] = {
-                "model": model,
-                "requests": int(count),
-                "cached": int(cached or 0),
-                "prompt_tokens": int(pt or 0),
-                "completion_tokens": int(ct or 0),
-                "cost_usd": float(cost or 0.0),
-            }
-        for row in buffered:
-            entry = per_model.setdefault(
-                row["model"],
-                {
-                    "model": row["model"],
-                    "requests": 0,
-                    "cached": 0,
-                    "prompt_tokens": 0,
-                    "completion_tokens": 0,
-                    "cost_usd": 0.0,
-                },
-            )
-            entry["requests"] += 1
-            entry["cached"] += int(row["cached"])
-            entry["prompt_tokens"] += row["prompt_tokens"]
-            entry["completion_tokens"] += row["completion_tokens"]
-            entry["cost_usd"] += row["cost_usd"]
+        per_model = {entry["model"]: entry for entry in stored}
+        add_buffered(per_model, buffered)
         models = sorted(per_model.values(), key=lambda e: e["model"])
         for entry in models:
             entry["cost_usd"] = round(entry["cost_usd"], 8)
@@ -158,14 +139,11 @@ class UsageStore:
 
     async def spent_today(self, user_id: str) -> tuple[float, int]:
         since = start_of_day(datetime.now(UTC))
-        query = select(
-            func.sum(UsageRecord.cost_usd), func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens)
-        ).where(UsageRecord.user_id == user_id, UsageRecord.created_at >= since)
         async with self._lock, self.db.sessions() as session:
-            cost, tokens = (await session.execute(query)).one()
+            stored_cost, stored_tokens = await spent_since(session, user_id, since)
             buffered = self._buffered(user_id, since)
-        cost = float(cost or 0.0) + sum(r["cost_usd"] for r in buffered)
-        tokens = int(tokens or 0) + sum(r["prompt_tokens"] + r["completion_tokens"] for r in buffered)
+        cost = float(stored_cost or 0.0) + sum(r["cost_usd"] for r in buffered)
+        tokens = int(stored_tokens or 0) + sum(r["prompt_tokens"] + r["completion_tokens"] for r in buffered)
         return cost, tokens
 
     def budget(self) -> dict[str, Any]:
