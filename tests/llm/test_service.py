@@ -132,11 +132,10 @@ async def test_a_service_acts_for_a_user_and_the_usage_is_theirs(llm_stack, gate
 
 async def test_health_warns_while_litellm_cools_a_failing_model_down(fake: FakeOpenAI, tmp_dir):
     from shared.kv import KeyValue
-    from ultrai_llm.api import Llm
     from ultrai_llm.cache import ResponseCache
     from ultrai_llm.engine import Engine
-    from ultrai_llm.main import providers_check
     from ultrai_llm.schemas import ModelParams
+    from ultrai_llm.service import Llm, providers_check
 
     path = fake.models_file(tmp_dir / "models.json", ["limited", "alpha"])
     config = settings(llm_models_file=path, llm_allowed_fails=0, llm_cooldown_time=60, llm_num_retries=0)

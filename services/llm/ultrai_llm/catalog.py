@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,12 +84,12 @@ def _provider(params: dict[str, Any]) -> str:
         return str(params["custom_llm_provider"])
     model = str(params.get("model", ""))
     try:
-        return litellm.get_llm_provider(model, api_base=params.get("api_base"))[1]
+        return str(litellm.get_llm_provider(model, api_base=params.get("api_base"))[1])
     except Exception:
         return model.split("/", 1)[0] if "/" in model else "unknown"
 
 
-def _spec(name: str, params: dict[str, Any], info: dict[str, Any], source: str) -> ModelSpec:
+def _model_spec(name: str, params: dict[str, Any], info: dict[str, Any], source: str) -> ModelSpec:
     model = str(params["model"])
     data = _model_data(info.get("base_model") or model)
 
@@ -152,7 +153,7 @@ def build_catalog(settings: LlmSettings) -> Catalog:
             name = model.split("/")[-1]
             params = {"model": model, "api_key": key}
             catalog.model_list.append({"model_name": name, "litellm_params": params})
-            spec = _spec(name, params, {}, "env")
+            spec = _model_spec(name, params, {}, "env")
             spec.provider = provider
             catalog.specs[name] = spec
     if settings.llm_models_file is not None:
@@ -170,7 +171,7 @@ def build_catalog(settings: LlmSettings) -> Catalog:
             if known is not None:
                 known.deployments += 1  # several deployments of one model: litellm balances them
             else:
-                catalog.specs[name] = _spec(name, params, info, "file")
+                catalog.specs[name] = _model_spec(name, params, info, "file")
             catalog.model_list.append({"model_name": name, "litellm_params": params, "model_info": info})
     fallbacks.update(settings.llm_fallbacks)
     for model, others in fallbacks.items():
@@ -179,3 +180,12 @@ def build_catalog(settings: LlmSettings) -> Catalog:
             raise CatalogError(f"fallbacks name unknown models: {', '.join(unknown)}")
         catalog.fallbacks.append({model: list(others)})
     return catalog
+
+
+def load_catalog(settings: LlmSettings, service: str) -> Catalog:
+    """The catalog, or the process stops with exit status 2 and one line naming the setting."""
+    try:
+        return build_catalog(settings)
+    except (CatalogError, OSError) as exc:
+        print(f"{service}: invalid setting: LLM_MODELS_FILE: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -11,21 +11,29 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from shared.errors import ProblemError
 from shared.metrics import UPSTREAM_ERRORS
 from ultrai_llm.cache import ResponseCache, cache_key
 from ultrai_llm.catalog import NO_PROVIDER_HINT, Catalog, ModelSpec
-from ultrai_llm.engine_setup import litellm
+from ultrai_llm.engine_setup import Router, litellm
 from ultrai_llm.schemas import ModelParams
 from ultrai_llm.settings import LlmSettings
+
+if TYPE_CHECKING:
+    from litellm.types.llms.openai import AllMessageValues
 
 log = logging.getLogger("ultrai_llm.engine")
 
 Delta = Callable[[str], Awaitable[None]]
 Messages = list[dict[str, Any]]
 _SECRETISH = re.compile(r"(sk-[A-Za-z0-9_-]{6,}|Bearer\s+\S+|api[_-]?key[=:]\s*\S+)", re.IGNORECASE)
+
+
+def provider_messages(messages: Messages) -> list[AllMessageValues]:
+    """The messages as litellm declares them: this service builds them as plain dicts of that shape."""
+    return cast("list[AllMessageValues]", messages)
 
 
 @dataclass
@@ -45,6 +53,28 @@ class CallResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @classmethod
+    def from_cache(cls, model: str, stage: str, entry: dict[str, Any], latency_ms: float) -> CallResult:
+        return cls(
+            model,
+            stage,
+            text=entry["text"],
+            prompt_tokens=int(entry.get("prompt_tokens", 0)),
+            completion_tokens=int(entry.get("completion_tokens", 0)),
+            cached=True,
+            finish_reason=entry.get("finish_reason"),
+            latency_ms=latency_ms,
+        )
+
+    def cache_entry(self) -> dict[str, Any]:
+        """What the response cache keeps of a successful call (``from_cache`` reads it back)."""
+        return {
+            "text": self.text,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "finish_reason": self.finish_reason,
+        }
 
     def public(self) -> dict[str, Any]:
         return {
@@ -89,14 +119,15 @@ class Engine:
         self.settings = settings
         self.catalog = catalog
         self.cache = cache
-        self.router: Any = None
+        self.router: Router | None = None
         if not catalog.empty:
-            self.router = litellm.Router(
+            self.router = Router(
                 model_list=catalog.model_list,
                 num_retries=settings.llm_num_retries,
-                retry_after=settings.llm_retry_after,
+                # Seconds, fractions included: litellm's hint says int, its retry wait takes a float.
+                retry_after=settings.llm_retry_after,  # type: ignore[arg-type]
                 timeout=settings.llm_timeout,
-                fallbacks=catalog.fallbacks or None,
+                fallbacks=catalog.fallbacks,
                 allowed_fails=settings.llm_allowed_fails,
                 cooldown_time=settings.llm_cooldown_time,
             )
@@ -129,6 +160,29 @@ class Engine:
         except Exception as exc:
             log.debug("warm-up call done (%s)", type(exc).__name__)
 
+    async def model_statuses(self) -> list[dict[str, Any]]:
+        """Each model as listed; "cooling_down" while litellm has every deployment of it in cooldown."""
+        cooling = await self._cooling_down()
+        return [
+            spec.public("cooling_down" if name in cooling else "available") for name, spec in self.catalog.specs.items()
+        ]
+
+    async def _cooling_down(self) -> set[str]:
+        if self.router is None:
+            return set()
+        from litellm.router_utils.cooldown_handlers import async_get_cooldown_deployments
+
+        try:
+            down = set(await async_get_cooldown_deployments(self.router, None))
+        except Exception:  # the status is informative; never fail the listing for it
+            down = set()
+        if not down:
+            return set()
+        deployments: dict[str, list[str]] = {}
+        for entry in self.router.model_list:
+            deployments.setdefault(entry["model_name"], []).append(entry.get("model_info", {}).get("id"))
+        return {name for name, ids in deployments.items() if all(i in down for i in ids)}
+
     # ---- what a request may ask ------------------------------------------------------------------
     def require_provider(self) -> None:
         if self.router is None:
@@ -141,8 +195,8 @@ class Engine:
             raise ProblemError(422, f"Unknown model {name!r}; available models: {known}.", title="Unknown model")
         return spec
 
-    def check_params(self, spec: ModelParams | None, model: ModelSpec) -> ModelParams:
-        params = spec or ModelParams()
+    def check_params(self, given: ModelParams | None, model: ModelSpec) -> ModelParams:
+        params = given or ModelParams()
         if params.max_tokens is not None and model.max_output_tokens and params.max_tokens > model.max_output_tokens:
             raise ProblemError(
                 422,
@@ -193,16 +247,7 @@ class Engine:
             if entry is not None:
                 if on_delta is not None:
                     await on_delta(entry["text"])
-                return CallResult(
-                    model,
-                    stage,
-                    text=entry["text"],
-                    prompt_tokens=int(entry.get("prompt_tokens", 0)),
-                    completion_tokens=int(entry.get("completion_tokens", 0)),
-                    cached=True,
-                    finish_reason=entry.get("finish_reason"),
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                )
+                return CallResult.from_cache(model, stage, entry, (time.perf_counter() - started) * 1000)
         elif self.cache.enabled:
             self.cache.bypassed()
         result = CallResult(model, stage)
@@ -222,21 +267,21 @@ class Engine:
             log.warning("model %s failed at %s: %s", model, stage, type(exc).__name__)
         result.latency_ms = (time.perf_counter() - started) * 1000
         if result.ok and key is not None and result.text:
-            await self.cache.set(
-                key,
-                {
-                    "text": result.text,
-                    "prompt_tokens": result.prompt_tokens,
-                    "completion_tokens": result.completion_tokens,
-                    "finish_reason": result.finish_reason,
-                },
-            )
+            await self.cache.set(key, result.cache_entry())
         return result
+
+    def _router(self) -> Router:
+        # A call names a model of the catalog, and a catalog with models always has a router.
+        if self.router is None:
+            raise RuntimeError("no model is configured")
+        return self.router
 
     async def _complete(
         self, spec: ModelSpec, messages: Messages, kwargs: dict[str, Any], limit: float, result: CallResult
     ) -> None:
-        response = await self.router.acompletion(model=spec.name, messages=messages, timeout=limit, **kwargs)
+        response = await self._router().acompletion(
+            model=spec.name, messages=provider_messages(messages), timeout=limit, **kwargs
+        )
         choice = response.choices[0]
         result.text = choice.message.content or ""
         result.finish_reason = choice.finish_reason
@@ -255,9 +300,9 @@ class Engine:
         result: CallResult,
         on_delta: Delta,
     ) -> None:
-        response = await self.router.acompletion(
+        response = await self._router().acompletion(
             model=spec.name,
-            messages=messages,
+            messages=provider_messages(messages),
             timeout=limit,
             stream=True,
             stream_options={"include_usage": True},

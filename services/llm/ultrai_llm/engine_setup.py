@@ -13,10 +13,12 @@ os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 os.environ.setdefault("LITELLM_LOG", "ERROR")
 
 import litellm
+from litellm.router import Router
 
 litellm.suppress_debug_info = True
 litellm.telemetry = False
 litellm.drop_params = True
-litellm.set_verbose = False
+# Not re-exported by litellm's typed package, but the attribute its code reads.
+litellm.set_verbose = False  # type: ignore[attr-defined]
 
-__all__ = ["litellm"]
+__all__ = ["Router", "litellm"]

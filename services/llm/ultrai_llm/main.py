@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,16 +10,14 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from shared.app import create_app
-from shared.health import Check, CheckResult
 from shared.settings import load_settings
 from shared.tokens import TokenVerifier
-from ultrai_llm.api import PREFIX, Llm, model_statuses
-from ultrai_llm.api import router as api_router
 from ultrai_llm.cache import ResponseCache
-from ultrai_llm.catalog import NO_PROVIDER_HINT, Catalog, CatalogError, build_catalog
+from ultrai_llm.catalog import load_catalog
 from ultrai_llm.engine import Engine
-from ultrai_llm.openai_api import router as openai_router
 from ultrai_llm.orchestrate import Orchestrator
+from ultrai_llm.routes import PREFIX, models, openai, orchestrate, usage
+from ultrai_llm.service import Llm, providers_check
 from ultrai_llm.settings import LlmSettings
 from ultrai_llm.usage import UsageStore
 
@@ -36,53 +33,26 @@ DIRECTORY = {
 }
 
 
-def load_catalog(settings: LlmSettings) -> Catalog:
-    try:
-        return build_catalog(settings)
-    except (CatalogError, OSError) as exc:
-        print(f"{SERVICE}: invalid setting: LLM_MODELS_FILE: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
-
-
-def providers_check(llm: Llm) -> Check:
-    """No provider configured, or models that litellm has cooled down after failures: ``warn``.
-    No provider is called: their state is what the calls themselves have shown."""
-    catalog = llm.engine.catalog
-
-    async def probe() -> CheckResult:
-        if catalog.empty:
-            return CheckResult("warn", NO_PROVIDER_HINT)
-        providers = sorted({s.provider for s in catalog.specs.values()})
-        extra = {"models": len(catalog.specs), "providers": providers}
-        cooling = [m["name"] for m in await model_statuses(llm) if m["status"] == "cooling_down"]
-        if cooling:
-            return CheckResult("warn", f"cooling down after failures: {', '.join(cooling)}", extra)
-        return CheckResult("pass", None, extra)
-
-    # Never part of readiness: an external provider's state must not take this service out of rotation.
-    return Check("providers", probe, component_type="component", critical=False, readiness=False)
-
-
 def build(settings: LlmSettings | None = None) -> FastAPI:
     settings = settings or load_settings(LlmSettings, SERVICE)
-    catalog = load_catalog(settings)
+    catalog = load_catalog(settings, SERVICE)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = Engine(settings, catalog, ResponseCache(app.state.kv, settings.cache_ttl, settings.enable_cache))
-        usage = UsageStore(app.state.db, settings)
-        usage.start()
+        usage_store = UsageStore(app.state.db, settings)
+        usage_store.start()
         warm_up = asyncio.create_task(engine.warm_up())
-        app.state.llm = Llm(engine, Orchestrator(engine, settings, usage.record), usage)
-        app.state.verifier = TokenVerifier(settings, SERVICE)
-        app.state.verifier.start()
+        app.state.llm = Llm(engine, Orchestrator(engine, settings, usage_store.record), usage_store)
+        app.state.verifier = verifier = TokenVerifier(settings, SERVICE)
+        verifier.start()
         app.state.health.add(providers_check(app.state.llm))
         try:
             yield
         finally:
             warm_up.cancel()
-            await usage.close()
-            await app.state.verifier.aclose()
+            await usage_store.close()
+            await verifier.aclose()
 
     app = create_app(
         SERVICE,
@@ -94,9 +64,8 @@ def build(settings: LlmSettings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
         max_body_size=2 * settings.llm_max_prompt_chars + 65_536,
     )
-    app.include_router(api_router)
-    app.include_router(openai_router)
-
+    for routes in (models, orchestrate, usage, openai):
+        app.include_router(routes.router)
     return app
 
 

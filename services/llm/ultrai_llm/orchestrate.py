@@ -169,27 +169,13 @@ class Orchestrator:
         Each stage gets an equal share of what is left of the budget (so a model that hangs in the
         answer stage leaves time for the synthesis), and each call at most LLM_TIMEOUT of that.
         """
-        stages = 1 + (plan.pattern == "peer_review") + (plan.synthesis is not None)
-        plan.stages_left = stages
-        await self._emit(emit, "stage", {"stage": "answer", "models": [m.name for m in plan.models]})
-        answers = await asyncio.gather(*(self._call(plan, m, m.messages, "answer", emit) for m in plan.models))
-        plan.stages_left -= 1
-        results: list[CallResult] = list(answers)
-        ok = [(m, r) for m, r in zip(plan.models, answers, strict=True) if r.ok]
-        if not ok:
-            detail = "; ".join(f"{r.model}: {r.error}" for r in answers)
-            raise ProblemError(
-                502,
-                f"Every model failed. {detail}",
-                title="Every model failed",
-                extra={"results": [r.public() for r in answers]},
-            )
+        plan.stages_left = 1 + (plan.pattern == "peer_review") + (plan.synthesis is not None)
+        answered = await self._answer_stage(plan, emit)
+        results: list[CallResult] = [r for _, r in answered]
+        ok = [(m, r) for m, r in answered if r.ok]
         finals = {m.name: r.text or "" for m, r in ok}
         if plan.pattern == "peer_review" and len(ok) >= 2:
-            await self._emit(emit, "stage", {"stage": "review", "models": [m.name for m, _ in ok]})
-            reviews = await asyncio.gather(
-                *(self._call(plan, m, self._review_messages(m, r, ok), "review", emit) for m, r in ok)
-            )
+            reviews = await self._review_stage(plan, ok, emit)
             results.extend(reviews)
             for review in reviews:
                 if review.ok and review.text:
@@ -198,19 +184,48 @@ class Orchestrator:
             plan.stages_left -= 1
         synthesis = None
         if plan.synthesis is not None:
-            s = plan.synthesis
-            await self._emit(emit, "stage", {"stage": "synthesis", "models": [s.name]})
-            answers = labelled(list(finals.values()), True)
-            fitted = await self._fit(
-                s.name,
-                s.params,
-                lambda ctx: SYNTHESIS_INSTRUCTION.format(question=question_text(plan.prompt, ctx), answers=answers),
-                plan.context,
-                plan.truncate,
+            synthesis = await self._synthesis_stage(plan, plan.synthesis, list(finals.values()), emit)
+        return self._answer(plan, results, synthesis)
+
+    async def _answer_stage(self, plan: Plan, emit: Emit | None) -> list[tuple[ModelPlan, CallResult]]:
+        """Every model's answer; a 502 when none of them answered."""
+        await self._emit(emit, "stage", {"stage": "answer", "models": [m.name for m in plan.models]})
+        answers = await asyncio.gather(*(self._call(plan, m, m.messages, "answer", emit) for m in plan.models))
+        plan.stages_left -= 1
+        if not any(r.ok for r in answers):
+            detail = "; ".join(f"{r.model}: {r.error}" for r in answers)
+            raise ProblemError(
+                502,
+                f"Every model failed. {detail}",
+                title="Every model failed",
+                extra={"results": [r.public() for r in answers]},
             )
-            synthesis = await self._call(plan, fitted, fitted.messages, "synthesis", emit)
+        return list(zip(plan.models, answers, strict=True))
+
+    async def _review_stage(
+        self, plan: Plan, ok: list[tuple[ModelPlan, CallResult]], emit: Emit | None
+    ) -> list[CallResult]:
+        await self._emit(emit, "stage", {"stage": "review", "models": [m.name for m, _ in ok]})
+        return list(
+            await asyncio.gather(*(self._call(plan, m, self._review_messages(m, r, ok), "review", emit) for m, r in ok))
+        )
+
+    async def _synthesis_stage(self, plan: Plan, writer: ModelPlan, finals: list[str], emit: Emit | None) -> CallResult:
+        await self._emit(emit, "stage", {"stage": "synthesis", "models": [writer.name]})
+        answers = labelled(finals, True)
+        fitted = await self._fit(
+            writer.name,
+            writer.params,
+            lambda ctx: SYNTHESIS_INSTRUCTION.format(question=question_text(plan.prompt, ctx), answers=answers),
+            plan.context,
+            plan.truncate,
+        )
+        return await self._call(plan, fitted, fitted.messages, "synthesis", emit)
+
+    @staticmethod
+    def _answer(plan: Plan, results: list[CallResult], synthesis: CallResult | None) -> dict[str, Any]:
         everything = results + ([synthesis] if synthesis else [])
-        answer = {
+        return {
             "id": plan.id,
             "pattern": plan.pattern,
             "status": "completed" if all(r.ok for r in everything) else "partial",
@@ -223,7 +238,6 @@ class Orchestrator:
             },
             "latency_ms": round((time.perf_counter() - plan.started) * 1000, 2),
         }
-        return answer
 
     def _review_messages(self, me: ModelPlan, mine: CallResult, ok: list[tuple[ModelPlan, CallResult]]) -> Messages:
         others = [r.text or "" for m, r in ok if m.name != me.name]

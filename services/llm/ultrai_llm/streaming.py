@@ -58,13 +58,13 @@ async def event_stream(runner: Runner, render: Renderer) -> Response:
     if first is not None and first[0] == "error":
         # Nothing has been sent yet: answer with the status itself.
         task.cancel()
-        body = first[1]
+        problem = first[1]
         return problem_response(
-            body["status"],
-            body.get("detail"),
-            title=body.get("title"),
-            type=body.get("type", "about:blank"),
-            extra={k: v for k, v in body.items() if k not in ("type", "title", "status", "detail", "request_id")},
+            problem["status"],
+            problem.get("detail"),
+            title=problem.get("title"),
+            type=problem.get("type", "about:blank"),
+            extra={k: v for k, v in problem.items() if k not in ("type", "title", "status", "detail", "request_id")},
         )
 
     async def body() -> AsyncIterator[bytes]:

@@ -1,0 +1,38 @@
+"""``POST /api/v1/llm/orchestrate``: one prompt to several models (JSON, or server-sent events)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.responses import JSONResponse, Response
+
+from shared.errors import problem_responses
+from ultrai_llm.deps import LlmDep, UserId
+from ultrai_llm.routes import PREFIX
+from ultrai_llm.schemas import OrchestrateRequest, OrchestrateResponse
+from ultrai_llm.streaming import Emit, event_stream, sse
+
+router = APIRouter(prefix=PREFIX, tags=["llm"])
+
+
+@router.post(
+    "/orchestrate",
+    summary="One prompt to several models: parallel, peer_review or synthesis (JSON, or SSE with stream)",
+    response_model=OrchestrateResponse,
+    responses={
+        **problem_responses(400, 401, 402, 413, 422, 429, 502, 503),
+        200: {"content": {"application/json": {}, "text/event-stream": {}}},
+    },
+)
+async def orchestrate(body: OrchestrateRequest, user_id: UserId, llm: LlmDep) -> Response:
+    plan = await llm.orchestrator.plan(body, user_id)
+    await llm.usage.check_budget(user_id)
+
+    async def run(emit: Emit | None) -> dict[str, Any]:
+        return await llm.orchestrator.execute(plan, emit)
+
+    if body.stream:
+        return await event_stream(run, sse)
+    # Built by us to the contract: answered as is, without a second validation against the model.
+    return JSONResponse(await run(None))

@@ -1,0 +1,41 @@
+"""What the routes use, built once in the lifespan: the engine, the orchestrator and the usage store;
+and the health check on the providers behind them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.health import Check, CheckResult
+from ultrai_llm.catalog import NO_PROVIDER_HINT
+from ultrai_llm.engine import Engine
+from ultrai_llm.orchestrate import Orchestrator
+from ultrai_llm.usage import UsageStore
+
+
+@dataclass
+class Llm:
+    """The service's facade, at ``app.state.llm`` (the routes get it through ``deps.LlmDep``)."""
+
+    engine: Engine
+    orchestrator: Orchestrator
+    usage: UsageStore
+
+
+def providers_check(llm: Llm) -> Check:
+    """No provider configured, or models that litellm has cooled down after failures: ``warn``.
+    No provider is called: their state is what the calls themselves have shown."""
+    engine = llm.engine
+    catalog = engine.catalog
+
+    async def probe() -> CheckResult:
+        if catalog.empty:
+            return CheckResult("warn", NO_PROVIDER_HINT)
+        providers = sorted({s.provider for s in catalog.specs.values()})
+        extra = {"models": len(catalog.specs), "providers": providers}
+        cooling = [m["name"] for m in await engine.model_statuses() if m["status"] == "cooling_down"]
+        if cooling:
+            return CheckResult("warn", f"cooling down after failures: {', '.join(cooling)}", extra)
+        return CheckResult("pass", None, extra)
+
+    # Never part of readiness: an external provider's state must not take this service out of rotation.
+    return Check("providers", probe, component_type="component", critical=False, readiness=False)
