@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from shared.errors import problem_response
+from ultrai_gateway.settings import GatewaySettings
 
 
 class ProblemCORSMiddleware(CORSMiddleware):
@@ -26,3 +28,19 @@ class ProblemCORSMiddleware(CORSMiddleware):
             title="CORS preflight refused",
             headers=headers,
         )
+
+
+def cors_middleware(settings: GatewaySettings, methods: list[str]) -> Middleware:
+    """CORS for the origins the settings allow, with credentials, on ``methods``."""
+    return Middleware(
+        ProblemCORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_origin_regex=settings.cors_origin_regex,
+        # Credentials are only ever answered for an origin that is listed or matches the regex:
+        # Starlette echoes the origin only then, and never "*" with credentials.
+        allow_credentials=True,
+        allow_methods=methods,
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Accept", "Last-Event-ID"],
+        expose_headers=["X-Request-ID", "Retry-After", "Location", "Content-Disposition"],
+        max_age=600,
+    )

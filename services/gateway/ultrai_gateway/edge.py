@@ -32,12 +32,11 @@ def is_public(method: str, path: str, prefixes: tuple[str, ...]) -> bool:
     return method in ("GET", "HEAD") and path.rstrip("/") in prefixes
 
 
-async def check_edge(request: Request, prefixes: tuple[str, ...]) -> None:
+async def check_edge(request: Request, verifier: TokenVerifier, prefixes: tuple[str, ...]) -> None:
     """Raise a 401 problem unless the route is public or the request carries a valid access token."""
-    if not request.app.state.settings.edge_auth or is_public(request.method, request.url.path, prefixes):
+    if is_public(request.method, request.url.path, prefixes):
         return
     token = bearer_token(request)
     if token is None:
         raise unauthorized()
-    verifier: TokenVerifier = request.app.state.verifier
     await verifier.verify(token, "access")

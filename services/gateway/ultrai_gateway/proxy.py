@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from fastapi import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Scope
 
 from shared.context import current_request_id
 from shared.errors import problem_response
@@ -92,6 +93,21 @@ def _unavailable(upstream: Upstream, exc: BaseException) -> Response:
 
 
 async def forward(request: Request, upstream: Upstream) -> Response:
+    """The upstream's answer to the request, streamed back; a problem answer when it cannot be had."""
+    headers = _upstream_headers(request, upstream)
+    has_body = request.headers.get("content-length") not in (None, "0") or "transfer-encoding" in request.headers
+    body = _RequestBody(request)
+    # A request with no body is retried once on a pooled connection the service had closed (it
+    # restarted, or timed out the keep-alive): that request never reached it.
+    data = await body.data() if has_body else None
+    attempts = 1 if has_body or request.method not in _IDEMPOTENT else 2
+    sent = await _send(upstream, request.method, _upstream_url(upstream, request.scope), headers, data, body, attempts)
+    if isinstance(sent, aiohttp.ClientResponse):
+        return _relay(sent, upstream)
+    return sent
+
+
+def _upstream_headers(request: Request, upstream: Upstream) -> list[tuple[str, str]]:
     scope = request.scope
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _HOP_BY_HOP]
     # The gateway is the edge: it sets X-Forwarded-For itself, to the address its trusted proxies
@@ -102,50 +118,67 @@ async def forward(request: Request, upstream: Upstream) -> Response:
     host = request.headers.get("host")
     if host:
         headers.append(("X-Forwarded-Host", host))
+    return headers
 
-    has_body = request.headers.get("content-length") not in (None, "0") or "transfer-encoding" in request.headers
-    refused: list[BodyTooLarge] = []
 
-    async def request_body() -> AsyncIterator[bytes]:
-        # The body cap is counted as the bytes stream through; aiohttp would report the cut as a
-        # broken connection, so the refusal is kept here and answered as the 413 it is.
+def _upstream_url(upstream: Upstream, scope: Scope) -> str:
+    path: str = scope["path"]
+    query = scope.get("query_string", b"").decode("latin-1")
+    return upstream.base_url + path + (f"?{query}" if query else "")
+
+
+class _RequestBody:
+    """The request's body on its way upstream.
+
+    The body cap is counted as the bytes stream through; aiohttp would report the cut as a broken
+    connection, so the refusal is kept here (``refused``) and answered as the 413 it is.
+    """
+
+    __slots__ = ("refused", "request")
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.refused: BodyTooLarge | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in request.stream():
+            async for chunk in self.request.stream():
                 yield chunk
         except BodyTooLarge as exc:
-            refused.append(exc)
+            self.refused = exc
             raise
 
-    query = scope.get("query_string", b"").decode("latin-1")
-    url = upstream.base_url + scope["path"] + (f"?{query}" if query else "")
-    # A request with no body is retried once on a pooled connection the service had closed (it
-    # restarted, or timed out the keep-alive): that request never reached it.
-    # A small body with a declared length (JSON calls) is read and sent in one piece: streamed, it
-    # goes out as separate writes after the headers and costs the hop milliseconds. Anything larger
-    # or of unknown length streams through chunk by chunk.
-    data: bytes | AsyncIterator[bytes] | None = None
-    if has_body:
-        declared = request.headers.get("content-length", "")
+    async def data(self) -> bytes | AsyncIterator[bytes]:
+        """A small body with a declared length (JSON calls) is read and sent in one piece: streamed,
+        it goes out as separate writes after the headers and costs the hop milliseconds. Anything
+        larger or of unknown length streams through chunk by chunk."""
+        declared = self.request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) <= SMALL_BODY_BYTES:
-            data = b"".join([chunk async for chunk in request_body()])
-        else:
-            data = request_body()
-    attempts = 1 if has_body or request.method not in _IDEMPOTENT else 2
-    for attempt in range(attempts):
+            return b"".join([chunk async for chunk in self.chunks()])
+        return self.chunks()
+
+
+async def _send(
+    upstream: Upstream,
+    method: str,
+    url: str,
+    headers: list[tuple[str, str]],
+    data: bytes | AsyncIterator[bytes] | None,
+    body: _RequestBody,
+    attempts: int,
+) -> aiohttp.ClientResponse | Response:
+    """The upstream's response, or the problem answer that stands for it (503, 504, 502)."""
+    attempt = 1
+    while True:
         try:
-            resp = await upstream.session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-                compress=False,
+            return await upstream.session.request(
+                method, url, headers=headers, data=data, allow_redirects=False, compress=False
             )
-            break
         except aiohttp.ClientConnectorError as exc:  # nothing listens: the service is down
             return _unavailable(upstream, exc)
         except aiohttp.ServerDisconnectedError as exc:
-            if attempt + 1 < attempts:
+            if attempt < attempts:
+                attempt += 1
                 continue
             return _unavailable(upstream, exc)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
@@ -154,14 +187,18 @@ async def forward(request: Request, upstream: Upstream) -> Response:
                 504, f"The {upstream.name} service did not answer in time.", extra={"service": upstream.name}
             )
         except (aiohttp.ClientError, OSError) as exc:
-            if refused:
-                raise refused[0] from None
+            if body.refused is not None:
+                raise body.refused from None
             # The service broke the connection mid-request (reset, closed while the body was sent).
             UPSTREAM_ERRORS.labels("gateway", upstream.name, type(exc).__name__).inc()
             log.warning("upstream %s broke the connection: %s", upstream.name, type(exc).__name__)
             return problem_response(
                 502, f"The {upstream.name} service broke off the request; try again.", extra={"service": upstream.name}
             )
+
+
+def _relay(resp: aiohttp.ClientResponse, upstream: Upstream) -> StreamingResponse:
+    """The upstream's response passed on as it arrives, less the hop-by-hop headers."""
 
     async def body() -> AsyncIterator[bytes]:
         try:

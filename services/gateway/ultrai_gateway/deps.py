@@ -1,0 +1,56 @@
+"""What the proxy routes depend on: the settings, the upstreams, the rate limiter and the token
+verifier, with the two checks every proxied request passes (rate, then the edge token check).
+
+The routes are closures over one ``Gateway`` (``routes.proxy_router``) rather than handlers with
+FastAPI dependencies: resolving a dependency is work on every request through the gateway, and
+the proxy's hot path takes none it does not need. The lifespan opens what ``Gateway`` holds.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from shared.errors import ProblemError
+from shared.net import client_address
+from shared.ratelimit import RateLimiter
+from shared.tokens import TokenVerifier
+from ultrai_gateway.edge import check_edge
+from ultrai_gateway.proxy import Upstream
+from ultrai_gateway.settings import GatewaySettings
+
+_WINDOW = {"minute": 60, "hour": 3600}
+
+
+class Gateway:
+    """What every proxied request uses; built with the app, its connections opened by the lifespan."""
+
+    # Set by the lifespan, before the first request.
+    limiter: RateLimiter
+    verifier: TokenVerifier
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.upstreams: dict[str, Upstream] = {}  # service name -> upstream, filled by the lifespan
+
+    async def check_rate(self, request: Request) -> None:
+        """Per client address, before anything costs work (token checks included): 429 + Retry-After."""
+        settings = self.settings
+        address = client_address(request.scope, settings.proxies)
+        for limit, per in ((settings.rate_limit_per_minute, "minute"), (settings.rate_limit_per_hour, "hour")):
+            if not limit:
+                continue
+            decision = await self.limiter.hit(f"{limit}/{per}", "gateway", address)
+            if not decision.allowed:
+                raise ProblemError(
+                    429,
+                    f"Too many requests: the limit is {limit} per {per}; retry in {decision.retry_after} s.",
+                    headers={
+                        "Retry-After": str(decision.retry_after),
+                        "RateLimit-Policy": f"{limit};w={_WINDOW[per]}",
+                    },
+                )
+
+    async def check_edge(self, request: Request, prefixes: tuple[str, ...]) -> None:
+        """The edge token check (``edge.py``) for a route of the service serving ``prefixes``."""
+        if self.settings.edge_auth:
+            await check_edge(request, self.verifier, prefixes)

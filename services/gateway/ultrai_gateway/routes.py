@@ -1,0 +1,42 @@
+"""The proxied routes: for each service, its prefixes and everything under them, in every method,
+forwarded unchanged (``proxy.forward``) after the rate and edge checks (``deps.Gateway``).
+
+Not in the OpenAPI document: each service documents its own routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ultrai_gateway.deps import Gateway
+from ultrai_gateway.proxy import forward
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def proxy_router(routes: dict[str, tuple[str, ...]], gateway: Gateway) -> APIRouter:
+    """A router for the route table (service name -> the path prefixes it serves)."""
+    router = APIRouter()
+    for name, prefixes in routes.items():
+        endpoint = proxy_endpoint(gateway, name, prefixes)
+        for prefix in prefixes:
+            for path in (prefix, prefix + "/{path:path}"):
+                router.add_api_route(
+                    path, endpoint, methods=METHODS, include_in_schema=False, name=f"proxy_{name}_{path}"
+                )
+    return router
+
+
+def proxy_endpoint(gateway: Gateway, name: str, prefixes: tuple[str, ...]) -> Endpoint:
+    """The handler of service ``name``'s routes."""
+
+    async def proxy(request: Request) -> Response:
+        await gateway.check_rate(request)
+        await gateway.check_edge(request, prefixes)
+        return await forward(request, gateway.upstreams[name])
+
+    return proxy
