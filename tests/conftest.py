@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.openai_server import FakeOpenAI
 from tools.stack import Stack
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -131,6 +132,23 @@ async def redis_url() -> AsyncIterator[str | None]:
 
 def redis_prefix(label: str = "") -> str:
     return f"test-{SESSION_TAG}{('-' + label) if label else ''}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture(scope="session")
+def fake_provider() -> Iterator[FakeOpenAI]:
+    """The fake OpenAI-compatible provider on loopback, one for the session; the stacks that need a
+    provider point their models file at it. Every test that uses it starts with it reset."""
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fake_provider(request: pytest.FixtureRequest) -> None:
+    """Behaviours and recorded requests do not outlive the test that set them: a delay or a failure
+    set by one test must not reach the next. Only tests that use the fake (directly or through a
+    stack built on it) start it."""
+    if "fake_provider" in request.fixturenames:
+        request.getfixturevalue("fake_provider").reset()
 
 
 @pytest.fixture

@@ -2,13 +2,13 @@
 in-process storage by default, on PostgreSQL and Redis when the test URLs are set.
 
 argon2 runs at a low cost here (ARGON2_MEMORY_KIB=64, t=1) to keep the suite fast;
-test_passwords.py checks that the production defaults are at least OWASP's.
+test_passwords.py checks that the production defaults are at least OWASP's. Accounts are made
+with tests.support.users.
 """
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,8 @@ from ultrai_auth.main import build
 from ultrai_auth.settings import AuthSettings
 
 FAST_ARGON2 = {"argon2_memory_kib": 64, "argon2_time_cost": 1, "argon2_parallelism": 1}
-PASSWORD = "correct horse battery staple"
 # The in-process client's address (not a trusted proxy unless a test says so).
 CLIENT = ("203.0.113.7", 50000)
-
-
-def new_email(label: str = "user") -> str:
-    return f"{label}-{secrets.token_hex(4)}@example.com"
 
 
 @pytest.fixture
@@ -59,29 +54,3 @@ def auth_client(auth_env: dict[str, Any]) -> AuthClient:
                 yield http
 
     return factory
-
-
-async def register(client: httpx.AsyncClient, email: str | None = None, password: str = PASSWORD) -> str:
-    email = email or new_email()
-    resp = await client.post("/api/v1/auth/register", json={"email": email, "password": password})
-    assert resp.status_code == 201, resp.text
-    return email
-
-
-async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD, **kw: Any) -> dict[str, Any]:
-    resp = await client.post("/api/v1/auth/login", json={"email": email, "password": password}, **kw)
-    assert resp.status_code == 200, resp.text
-    return resp.json()
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-Signup = Callable[[httpx.AsyncClient], Awaitable[tuple[str, dict[str, Any]]]]
-
-
-async def signup(client: httpx.AsyncClient) -> tuple[str, dict[str, Any]]:
-    """A new account, logged in: (email, token pair)."""
-    email = await register(client)
-    return email, await login(client, email)

@@ -17,7 +17,7 @@ from joserfc.jwt import JWTClaimsRegistry
 from shared.errors import ProblemError
 from shared.settings import ServiceSettings
 from shared.tokens import ServiceTokenSource, TokenVerifier
-from tests.auth.conftest import bearer, signup
+from tests.support.users import bearer, register_and_login
 from ultrai_auth.keys import KEY_FILE, Signer, load_private_key
 from ultrai_auth.settings import AuthSettings
 
@@ -30,7 +30,7 @@ def pem(key: Ed25519PrivateKey) -> str:
 
 async def test_tokens_verify_with_joserfc_reading_only_the_public_jwks(auth_client) -> None:
     async with auth_client() as client:
-        _, tokens = await signup(client)
+        _, tokens = await register_and_login(client)
         jwks = (await client.get("/.well-known/jwks.json")).json()
     assert jwks["keys"] and all("d" not in key for key in jwks["keys"])  # public halves only
     keyset = KeySet.import_key_set(jwks)
@@ -61,7 +61,7 @@ async def test_jwks_is_served_with_a_cache_lifetime(auth_client) -> None:
 async def test_a_rotated_key_still_verifies_its_unexpired_tokens(auth_client) -> None:
     old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     async with auth_client(jwt_private_key=pem(old)) as client:
-        _, tokens = await signup(client)
+        _, tokens = await register_and_login(client)
     # Restart with a new key on the same database: the old public key stays published.
     async with auth_client(jwt_private_key=pem(new)) as client:
         jwks = (await client.get("/.well-known/jwks.json")).json()
@@ -72,7 +72,7 @@ async def test_a_rotated_key_still_verifies_its_unexpired_tokens(auth_client) ->
         verifier = TokenVerifier(settings, "documents", transport=httpx.ASGITransport(app=client.app))
         try:
             assert (await verifier.verify_signature(tokens["access_token"]))["iss"] == "ultrai-auth"
-            _, fresh = await signup(client)
+            _, fresh = await register_and_login(client)
             assert (await verifier.verify_signature(fresh["access_token"]))["sub"]
         finally:
             await verifier.aclose()

@@ -11,7 +11,7 @@ from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from shared.settings import load_settings
-from tests.auth.conftest import PASSWORD, bearer, login, new_email, register, signup
+from tests.support.users import PASSWORD, bearer, login, new_email, register, register_and_login
 from ultrai_auth.models import User
 from ultrai_auth.settings import OWASP_MEMORY_KIB, OWASP_PARALLELISM, OWASP_TIME_COST, AuthSettings
 
@@ -147,7 +147,7 @@ async def test_the_email_as_password_is_refused(auth_client) -> None:
 
 async def test_common_passwords_are_refused_at_password_change(auth_client) -> None:
     async with auth_client() as client:
-        _, tokens = await signup(client)
+        _, tokens = await register_and_login(client)
         resp = await client.post(
             "/api/v1/auth/password",
             json={"current_password": PASSWORD, "new_password": "iloveyou1"},

@@ -8,7 +8,7 @@ import time
 
 from sqlalchemy import func, select, update
 
-from tests.auth.conftest import PASSWORD, bearer, login, new_email, register, signup
+from tests.support.users import PASSWORD, bearer, login, new_email, register, register_and_login
 from ultrai_auth.models import Session, User
 
 ME = "/api/v1/auth/me"
@@ -60,7 +60,7 @@ async def test_concurrent_duplicate_registration_yields_one_account(auth_client)
 
 async def test_refresh_reuse_revokes_the_whole_family(auth_client) -> None:
     async with auth_client() as client:
-        _, first = await signup(client)
+        _, first = await register_and_login(client)
         second = (await client.post(REFRESH, json={"refresh_token": first["refresh_token"]})).json()
         # RT1 again: refused, and RT2 and the session's access tokens die with it.
         reuse = await client.post(REFRESH, json={"refresh_token": first["refresh_token"]})
@@ -72,7 +72,7 @@ async def test_refresh_reuse_revokes_the_whole_family(auth_client) -> None:
 
 async def test_concurrent_refreshes_with_one_token_cannot_both_succeed(auth_client) -> None:
     async with auth_client() as client:
-        _, tokens = await signup(client)
+        _, tokens = await register_and_login(client)
         answers = await asyncio.gather(
             *(client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]}) for _ in range(10))
         )
@@ -86,7 +86,7 @@ async def test_concurrent_refreshes_with_one_token_cannot_both_succeed(auth_clie
 
 async def test_refresh_past_its_absolute_lifetime_is_refused(auth_client) -> None:
     async with auth_client() as client:
-        _, tokens = await signup(client)
+        _, tokens = await register_and_login(client)
         async with client.app.state.db.sessions() as db:
             await db.execute(update(Session).values(expires_at=time.time() - 1))
             await db.commit()
@@ -95,14 +95,14 @@ async def test_refresh_past_its_absolute_lifetime_is_refused(auth_client) -> Non
 
 async def test_access_token_used_as_refresh_token_is_refused(auth_client) -> None:
     async with auth_client() as client:
-        _, tokens = await signup(client)
+        _, tokens = await register_and_login(client)
         resp = await client.post(REFRESH, json={"refresh_token": tokens["access_token"]})
         assert resp.status_code == 401
 
 
 async def test_refresh_token_used_as_access_token_is_refused(auth_client) -> None:
     async with auth_client() as client:
-        _, tokens = await signup(client)
+        _, tokens = await register_and_login(client)
         resp = await client.get(ME, headers=bearer(tokens["refresh_token"]))
         assert resp.status_code == 401
         assert resp.headers["www-authenticate"].startswith("Bearer")
@@ -125,14 +125,14 @@ async def test_service_token_endpoint_needs_the_internal_secret(auth_client) -> 
         assert (await client.post("/api/v1/auth/service-token", json=body)).status_code == 401
         wrong = await client.post("/api/v1/auth/service-token", json=body, headers=bearer("not-the-secret"))
         assert wrong.status_code == 401
-        _, tokens = await signup(client)
+        _, tokens = await register_and_login(client)
         as_user = await client.post("/api/v1/auth/service-token", json=body, headers=bearer(tokens["access_token"]))
         assert as_user.status_code == 401
 
 
 async def test_logout_revokes_the_access_token_sent_with_it(auth_client) -> None:
     async with auth_client() as client:
-        _, tokens = await signup(client)
+        _, tokens = await register_and_login(client)
         out = await client.post(
             "/api/v1/auth/logout",
             json={"refresh_token": tokens["refresh_token"]},
@@ -153,7 +153,7 @@ async def test_logout_with_an_unknown_token_answers_the_same(auth_client) -> Non
 
 async def test_password_change_revokes_every_session(auth_client) -> None:
     async with auth_client() as client:
-        email, one = await signup(client)
+        email, one = await register_and_login(client)
         two = await login(client, email)
         new_password = "a brand new passphrase"
         changed = await client.post(
@@ -172,7 +172,7 @@ async def test_password_change_revokes_every_session(auth_client) -> None:
 
 async def test_password_change_needs_the_current_password(auth_client) -> None:
     async with auth_client() as client:
-        _, tokens = await signup(client)
+        _, tokens = await register_and_login(client)
         resp = await client.post(
             "/api/v1/auth/password",
             json={"current_password": "not my password", "new_password": "a brand new passphrase"},
@@ -184,7 +184,7 @@ async def test_password_change_needs_the_current_password(auth_client) -> None:
 
 async def test_token_of_a_deleted_user_is_refused(auth_client) -> None:
     async with auth_client() as client:
-        email, tokens = await signup(client)
+        email, tokens = await register_and_login(client)
         wrong = await client.request(
             "DELETE", ME, json={"password": "not my password"}, headers=bearer(tokens["access_token"])
         )

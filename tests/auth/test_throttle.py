@@ -10,8 +10,8 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.ratelimit import RateLimiter
-from tests.auth.conftest import PASSWORD, new_email, register
 from tests.conftest import redis_prefix
+from tests.support.users import PASSWORD, new_email, register
 
 LOGIN = "/api/v1/auth/login"
 

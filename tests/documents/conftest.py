@@ -1,13 +1,12 @@
 """Helpers for the documents suite: the app in process with tokens from a key of the test's own
-(published to the app's verifier as a JWKS, the way the auth service publishes its keys), and
+(tests.support.tokens, published to the app's verifier as a JWKS, the way the auth service
+publishes its keys), and
 real PDF, DOCX and hostile files built in the tests."""
 
 from __future__ import annotations
 
 import io
-import json
 import secrets
-import time
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,51 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from jwt.algorithms import OKPAlgorithm
 
 from shared.kv import KeyValue
 from shared.tokens import RevocationStore, TokenVerifier
 from tests.asgi import asgi_client
+from tests.support.tokens import TokenIssuer
 from ultrai_documents.main import build
 from ultrai_documents.settings import DocumentsSettings
 
 
-class Issuer:
-    """Signs access tokens like the auth service does, and serves the matching JWKS."""
-
-    def __init__(self) -> None:
-        self.key = Ed25519PrivateKey.generate()
-        self.kid = "test-" + secrets.token_hex(4)
-
-    async def jwks(self) -> dict[str, Any]:
-        jwk = json.loads(OKPAlgorithm.to_jwk(self.key.public_key()))
-        jwk.update({"kid": self.kid, "alg": "EdDSA", "use": "sig"})
-        return {"keys": [jwk]}
-
-    def token(self, user_id: str, lifetime: int = 900) -> str:
-        now = int(time.time())
-        claims = {
-            "iss": "ultrai-auth",
-            "aud": "ultrai",
-            "sub": user_id,
-            "iat": now,
-            "nbf": now,
-            "exp": now + lifetime,
-            "jti": secrets.token_hex(8),
-            "sid": secrets.token_hex(8),
-        }
-        return jwt.encode(claims, self.key, algorithm="EdDSA", headers={"kid": self.kid, "typ": "at+jwt"})
-
-    def headers(self, user_id: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(user_id)}"}
-
-
 @pytest.fixture(scope="session")
-def issuer() -> Issuer:
-    return Issuer()
+def issuer() -> TokenIssuer:
+    return TokenIssuer()
 
 
 def settings_for(tmp: Path, **overrides: Any) -> DocumentsSettings:
@@ -79,7 +46,7 @@ def settings_for(tmp: Path, **overrides: Any) -> DocumentsSettings:
 
 @asynccontextmanager
 async def documents_app(
-    tmp: Path, issuer: Issuer, database_url: str | None = None, **overrides: Any
+    tmp: Path, issuer: TokenIssuer, database_url: str | None = None, **overrides: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
     settings = settings_for(tmp, database_url=database_url, **overrides)
     verifier = TokenVerifier(
@@ -108,7 +75,7 @@ async def fresh_db(pg_databases) -> str | None:
 
 
 @pytest.fixture
-async def client(tmp_dir: Path, issuer: Issuer, shared_db: str | None) -> AsyncIterator[httpx.AsyncClient]:
+async def client(tmp_dir: Path, issuer: TokenIssuer, shared_db: str | None) -> AsyncIterator[httpx.AsyncClient]:
     async with documents_app(tmp_dir, issuer, shared_db) as c:
         yield c
 
@@ -129,7 +96,8 @@ async def count_rows(tmp: Path, database_url: str | None, table: str) -> int:
         await conn.close()
 
 
-def new_user() -> str:
+def new_user_id() -> str:
+    """A user id no other test has: its documents are its own."""
     return "u" + secrets.token_hex(6)
 
 

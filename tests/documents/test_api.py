@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from tests.documents import files as F
-from tests.documents.conftest import Issuer, count_rows, documents_app, make_docx, make_pdf, new_user, upload
+from tests.documents.conftest import count_rows, documents_app, make_docx, make_pdf, new_user_id, upload
+from tests.support.tokens import TokenIssuer
 
 API = "/api/v1/documents"
 
@@ -26,8 +27,8 @@ async def _ok(client: httpx.AsyncClient, headers: dict, data: bytes, name: str =
 # --------------------------------------------------------------------------------- happy paths
 
 
-async def test_upload_pdf_then_read_everything_back(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    h = issuer.headers(new_user())
+async def test_upload_pdf_then_read_everything_back(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
+    h = issuer.headers(new_user_id())
     data = make_pdf(["Quarterly report: revenue grew.", "Outlook: steady."])
     doc = await _ok(client, h, data, "report.pdf")
     assert doc["kind"] == "pdf" and doc["media_type"] == "application/pdf"
@@ -49,8 +50,8 @@ async def test_upload_pdf_then_read_everything_back(client: httpx.AsyncClient, i
     assert down.headers["content-disposition"].startswith('attachment; filename="report.pdf"')
 
 
-async def test_upload_docx_and_latin1_text(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    h = issuer.headers(new_user())
+async def test_upload_docx_and_latin1_text(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
+    h = issuer.headers(new_user_id())
     doc = await _ok(client, h, make_docx(["Dear reader,", "Kind regards."]), "letter.docx")
     assert doc["kind"] == "docx"
     text = await client.get(f"{API}/{doc['id']}/text", headers=h)
@@ -61,9 +62,9 @@ async def test_upload_docx_and_latin1_text(client: httpx.AsyncClient, issuer: Is
     assert back.content.decode("utf-8") == "Café crème à la façade, très naïve."
 
 
-async def test_large_text_is_chunked_with_overlap(tmp_dir: Path, issuer: Issuer, shared_db) -> None:
+async def test_large_text_is_chunked_with_overlap(tmp_dir: Path, issuer: TokenIssuer, shared_db) -> None:
     async with documents_app(tmp_dir, issuer, shared_db, chunk_tokens=200, chunk_overlap_tokens=30) as client:
-        h = issuer.headers(new_user())
+        h = issuer.headers(new_user_id())
         body = "\n\n".join(f"Section {i}. " + "The committee discussed the budget at length. " * 8 for i in range(40))
         doc = await _ok(client, h, body.encode(), "minutes.txt")
         assert doc["chunk_count"] > 5
@@ -76,8 +77,10 @@ async def test_large_text_is_chunked_with_overlap(tmp_dir: Path, issuer: Issuer,
 # ------------------------------------------------------------------------------ type from content
 
 
-async def test_pdf_named_file_that_is_not_a_pdf_is_415(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    resp = await upload(client, issuer.headers(new_user()), b"plain words pretending", "invoice.pdf", "application/pdf")
+async def test_pdf_named_file_that_is_not_a_pdf_is_415(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
+    resp = await upload(
+        client, issuer.headers(new_user_id()), b"plain words pretending", "invoice.pdf", "application/pdf"
+    )
     assert resp.status_code == 415
     assert resp.headers["content-type"] == "application/problem+json"
     assert "Supported types" in resp.json()["detail"]
@@ -94,20 +97,20 @@ async def test_pdf_named_file_that_is_not_a_pdf_is_415(client: httpx.AsyncClient
     ids=["png-as-pdf", "exe-as-docx", "html-as-docx", "zip-as-docx"],
 )
 async def test_mislabelled_files_are_415(
-    client: httpx.AsyncClient, issuer: Issuer, data: bytes, name: str, content_type: str
+    client: httpx.AsyncClient, issuer: TokenIssuer, data: bytes, name: str, content_type: str
 ) -> None:
-    resp = await upload(client, issuer.headers(new_user()), data, name, content_type)
+    resp = await upload(client, issuer.headers(new_user_id()), data, name, content_type)
     assert resp.status_code == 415, resp.text
 
 
-async def test_declared_content_type_is_ignored(client: httpx.AsyncClient, issuer: Issuer) -> None:
+async def test_declared_content_type_is_ignored(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
     # A real PDF sent as image/png with no extension: the content decides, and it is a PDF.
-    doc = await _ok(client, issuer.headers(new_user()), make_pdf(["real pdf"]), "scan", content_type="image/png")
+    doc = await _ok(client, issuer.headers(new_user_id()), make_pdf(["real pdf"]), "scan", content_type="image/png")
     assert doc["kind"] == "pdf" and doc["media_type"] == "application/pdf"
 
 
-async def test_corrupt_pdf_is_422(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    resp = await upload(client, issuer.headers(new_user()), F.pdf_corrupt(), "broken.pdf")
+async def test_corrupt_pdf_is_422(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
+    resp = await upload(client, issuer.headers(new_user_id()), F.pdf_corrupt(), "broken.pdf")
     assert resp.status_code == 422
     assert "PDF" in resp.json()["detail"]
 
@@ -117,9 +120,9 @@ async def test_corrupt_pdf_is_422(client: httpx.AsyncClient, issuer: Issuer) -> 
     [F.docx_bomb, F.docx_overlapping, F.docx_billion_laughs, F.docx_symlink, F.docx_nested_zip],
     ids=["deflate-bomb", "quoted-overlap", "billion-laughs", "symlink", "nested-zip"],
 )
-async def test_hostile_docx_is_422_and_nothing_is_left(tmp_dir: Path, issuer: Issuer, fresh_db, build) -> None:
+async def test_hostile_docx_is_422_and_nothing_is_left(tmp_dir: Path, issuer: TokenIssuer, fresh_db, build) -> None:
     async with documents_app(tmp_dir, issuer, fresh_db) as client:
-        h = issuer.headers(new_user())
+        h = issuer.headers(new_user_id())
         resp = await upload(client, h, build(), "hostile.docx")
         assert resp.status_code == 422, resp.text
         assert (await client.get(API, headers=h)).json()["items"] == []
@@ -130,18 +133,18 @@ async def test_hostile_docx_is_422_and_nothing_is_left(tmp_dir: Path, issuer: Is
         assert list((tmp_dir / "documents-tmp").iterdir()) == []
 
 
-async def test_pdf_bombs_are_422_and_the_service_stays_up(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    h = issuer.headers(new_user())
+async def test_pdf_bombs_are_422_and_the_service_stays_up(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
+    h = issuer.headers(new_user_id())
     for data in (F.pdf_flate_bomb(200), F.pdf_pages(10_000), F.pdf_circular_prev()):
         resp = await upload(client, h, data, "x.pdf")
         assert resp.status_code == 422, resp.text
     assert (await client.get("/health")).status_code == 200
 
 
-async def test_worker_limits_answer_422(tmp_dir: Path, issuer: Issuer, shared_db) -> None:
+async def test_worker_limits_answer_422(tmp_dir: Path, issuer: TokenIssuer, shared_db) -> None:
     # Decompression caps lifted: only the worker's memory limit stops the bomb.
     async with documents_app(tmp_dir, issuer, shared_db, extract_memory_mb=200, pdf_max_stream_bytes=2**40) as client:
-        resp = await upload(client, issuer.headers(new_user()), F.pdf_flate_bomb(300), "bomb.pdf")
+        resp = await upload(client, issuer.headers(new_user_id()), F.pdf_flate_bomb(300), "bomb.pdf")
         assert resp.status_code == 422
         assert "limit" in resp.json()["detail"]
         assert (await client.get("/live")).status_code == 200
@@ -150,8 +153,8 @@ async def test_worker_limits_answer_422(tmp_dir: Path, issuer: Issuer, shared_db
 # -------------------------------------------------------------------------------------- dedupe
 
 
-async def test_reupload_returns_the_existing_document(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    h = issuer.headers(new_user())
+async def test_reupload_returns_the_existing_document(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
+    h = issuer.headers(new_user_id())
     data = make_docx(["Same bytes twice."])
     first = await _ok(client, h, data, "one.docx")
     again = await upload(client, h, data, "renamed.docx")
@@ -160,12 +163,12 @@ async def test_reupload_returns_the_existing_document(client: httpx.AsyncClient,
     assert again.headers["location"] == f"{API}/{first['id']}"
     assert len((await client.get(API, headers=h)).json()["items"]) == 1
     # Another user uploading the same bytes gets a document of their own.
-    other = await _ok(client, issuer.headers(new_user()), data, "one.docx")
+    other = await _ok(client, issuer.headers(new_user_id()), data, "one.docx")
     assert other["id"] != first["id"]
 
 
-async def test_concurrent_identical_uploads_store_one(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    h = issuer.headers(new_user())
+async def test_concurrent_identical_uploads_store_one(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
+    h = issuer.headers(new_user_id())
     data = make_pdf(["Raced upload."])
     results = await asyncio.gather(*(upload(client, h, data, "r.pdf") for _ in range(4)))
     ids = {r.json()["id"] for r in results}
@@ -176,8 +179,8 @@ async def test_concurrent_identical_uploads_store_one(client: httpx.AsyncClient,
 # ------------------------------------------------------------------------------------- ownership
 
 
-async def test_another_users_document_is_invisible_everywhere(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    owner, intruder = issuer.headers(new_user()), issuer.headers(new_user())
+async def test_another_users_document_is_invisible_everywhere(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
+    owner, intruder = issuer.headers(new_user_id()), issuer.headers(new_user_id())
     doc = await _ok(client, owner, make_pdf(["Private."]), "private.pdf")
     analysis = await client.post(
         f"{API}/{doc['id']}/analyses", headers=owner, json={"kind": "summary", "models": ["m"]}
@@ -211,8 +214,8 @@ async def test_no_token_is_401(client: httpx.AsyncClient) -> None:
         assert resp.headers["www-authenticate"].startswith("Bearer")
 
 
-async def test_unknown_or_malformed_ids_are_404(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    h = issuer.headers(new_user())
+async def test_unknown_or_malformed_ids_are_404(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
+    h = issuer.headers(new_user_id())
     for doc_id in ("0" * 32, "nope", "../../etc/passwd"):
         assert (await client.get(f"{API}/{doc_id}", headers=h)).status_code == 404
 
@@ -220,8 +223,8 @@ async def test_unknown_or_malformed_ids_are_404(client: httpx.AsyncClient, issue
 # ------------------------------------------------------------------------------- list and delete
 
 
-async def test_list_is_paginated_newest_first(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    h = issuer.headers(new_user())
+async def test_list_is_paginated_newest_first(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
+    h = issuer.headers(new_user_id())
     ids = [(await _ok(client, h, f"Document number {i}.".encode(), f"{i}.txt"))["id"] for i in range(5)]
     seen, cursor = [], None
     while True:
@@ -235,9 +238,9 @@ async def test_list_is_paginated_newest_first(client: httpx.AsyncClient, issuer:
     assert (await client.get(API, headers=h, params={"cursor": "garbage!"})).status_code == 400
 
 
-async def test_delete_removes_chunks_and_analyses(tmp_dir: Path, issuer: Issuer, fresh_db) -> None:
+async def test_delete_removes_chunks_and_analyses(tmp_dir: Path, issuer: TokenIssuer, fresh_db) -> None:
     async with documents_app(tmp_dir, issuer, fresh_db) as client:
-        h = issuer.headers(new_user())
+        h = issuer.headers(new_user_id())
         doc = await _ok(client, h, make_pdf(["Delete me."]), "d.pdf")
         resp = await client.post(f"{API}/{doc['id']}/analyses", headers=h, json={"kind": "summary", "models": ["m"]})
         assert resp.status_code == 202
@@ -274,9 +277,9 @@ async def test_delete_removes_chunks_and_analyses(tmp_dir: Path, issuer: Issuer,
     ],
 )
 async def test_malicious_filenames_never_become_paths(
-    client: httpx.AsyncClient, issuer: Issuer, name: str, expected_ascii: str
+    client: httpx.AsyncClient, issuer: TokenIssuer, name: str, expected_ascii: str
 ) -> None:
-    h = issuer.headers(new_user())
+    h = issuer.headers(new_user_id())
     # Sent raw (httpx would percent-encode some of these characters itself).
     resp = await _raw(client, h, _multipart([("file", f"content for {name!r}".encode(), name)]))
     assert resp.status_code == 201, resp.text
@@ -289,17 +292,17 @@ async def test_malicious_filenames_never_become_paths(
     assert "\r" not in disposition and "\n" not in disposition
 
 
-async def test_thousand_character_filename_is_truncated(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    doc = await _ok(client, issuer.headers(new_user()), b"long name", "n" * 1000 + ".txt")
+async def test_thousand_character_filename_is_truncated(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
+    doc = await _ok(client, issuer.headers(new_user_id()), b"long name", "n" * 1000 + ".txt")
     assert len(doc["name"]) == 255 and doc["name"].endswith(".txt")
 
 
 # ------------------------------------------------------------------------------------------ quota
 
 
-async def test_quota_on_document_count_and_bytes(tmp_dir: Path, issuer: Issuer, shared_db) -> None:
+async def test_quota_on_document_count_and_bytes(tmp_dir: Path, issuer: TokenIssuer, shared_db) -> None:
     async with documents_app(tmp_dir, issuer, shared_db, quota_max_documents=2, quota_max_bytes=1000) as client:
-        h = issuer.headers(new_user())
+        h = issuer.headers(new_user_id())
         await _ok(client, h, b"first document", "1.txt")
         too_big = await upload(client, h, b"x " * 600, "big.txt")
         assert too_big.status_code == 403 and "storage limit" in too_big.json()["detail"]
@@ -307,7 +310,7 @@ async def test_quota_on_document_count_and_bytes(tmp_dir: Path, issuer: Issuer, 
         third = await upload(client, h, b"third document", "3.txt")
         assert third.status_code == 403 and "limit of 2 documents" in third.json()["detail"]
         # Another user has a quota of their own.
-        await _ok(client, issuer.headers(new_user()), b"first document", "1.txt")
+        await _ok(client, issuer.headers(new_user_id()), b"first document", "1.txt")
 
 
 # -------------------------------------------------------------------------------- multipart abuse
@@ -329,34 +332,34 @@ async def _raw(client: httpx.AsyncClient, h: dict, body: bytes, boundary: str = 
     return await client.post(API, headers=headers, content=body)
 
 
-async def test_thousand_and_one_fields_is_400(client: httpx.AsyncClient, issuer: Issuer) -> None:
+async def test_thousand_and_one_fields_is_400(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
     parts = [(f"f{i}", b"v", None) for i in range(1001)] + [("file", b"hello", "a.txt")]
-    resp = await _raw(client, issuer.headers(new_user()), _multipart(parts))
+    resp = await _raw(client, issuer.headers(new_user_id()), _multipart(parts))
     assert resp.status_code == 400 and "parts" in resp.json()["detail"]
 
 
-async def test_thousand_and_one_files_is_400(client: httpx.AsyncClient, issuer: Issuer) -> None:
+async def test_thousand_and_one_files_is_400(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
     parts = [("file", b"hello %d" % i, f"{i}.txt") for i in range(1001)]
-    resp = await _raw(client, issuer.headers(new_user()), _multipart(parts))
+    resp = await _raw(client, issuer.headers(new_user_id()), _multipart(parts))
     assert resp.status_code == 400
 
 
-async def test_two_megabyte_text_field_is_400(client: httpx.AsyncClient, issuer: Issuer) -> None:
+async def test_two_megabyte_text_field_is_400(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
     parts = [("note", b"a" * (2 * 1024 * 1024), None), ("file", b"hello", "a.txt")]
-    resp = await _raw(client, issuer.headers(new_user()), _multipart(parts))
+    resp = await _raw(client, issuer.headers(new_user_id()), _multipart(parts))
     assert resp.status_code == 400 and "field" in resp.json()["detail"]
 
 
-async def test_huge_crlf_preamble_and_epilogue_are_bounded(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    h = issuer.headers(new_user())
+async def test_huge_crlf_preamble_and_epilogue_are_bounded(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
+    h = issuer.headers(new_user_id())
     body = _multipart([("file", b"preamble test", "p.txt")], preamble=b"\r\n" * 500_000) + b"\r\n" * 500_000
     resp = await _raw(client, h, body)
     assert resp.status_code in (201, 400), resp.text
     assert (await client.get("/live")).status_code == 200
 
 
-async def test_pathological_part_headers_are_400(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    h = issuer.headers(new_user())
+async def test_pathological_part_headers_are_400(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
+    h = issuer.headers(new_user_id())
     many = b"--b0undary\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(1000))
     many += b'Content-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nhi\r\n--b0undary--\r\n'
     assert (await _raw(client, h, many)).status_code == 400
@@ -365,8 +368,8 @@ async def test_pathological_part_headers_are_400(client: httpx.AsyncClient, issu
     assert (await _raw(client, h, long)).status_code == 400
 
 
-async def test_not_multipart_and_missing_file(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    h = issuer.headers(new_user())
+async def test_not_multipart_and_missing_file(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
+    h = issuer.headers(new_user_id())
     assert (await client.post(API, headers=h, content=b"raw bytes")).status_code == 415
     assert (await _raw(client, h, _multipart([("other", b"x", None)]))).status_code == 400
     truncated = _multipart([("file", b"hello", "a.txt")])[:-20]
@@ -376,9 +379,9 @@ async def test_not_multipart_and_missing_file(client: httpx.AsyncClient, issuer:
 # ------------------------------------------------------------------------------------ body limits
 
 
-async def test_upload_over_the_limit_is_413(tmp_dir: Path, issuer: Issuer, shared_db) -> None:
+async def test_upload_over_the_limit_is_413(tmp_dir: Path, issuer: TokenIssuer, shared_db) -> None:
     async with documents_app(tmp_dir, issuer, shared_db, max_upload_bytes=100_000) as client:
-        h = issuer.headers(new_user())
+        h = issuer.headers(new_user_id())
         resp = await upload(client, h, b"a" * 100_001, "big.txt")
         assert resp.status_code == 413
         assert resp.headers["content-type"] == "application/problem+json"
@@ -386,8 +389,8 @@ async def test_upload_over_the_limit_is_413(tmp_dir: Path, issuer: Issuer, share
         assert ok.status_code == 201
 
 
-async def test_json_endpoints_keep_the_small_body_limit(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    h = issuer.headers(new_user())
+async def test_json_endpoints_keep_the_small_body_limit(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
+    h = issuer.headers(new_user_id())
     doc = await _ok(client, h, b"json limits", "j.txt")
     big = b'{"kind": "custom", "instruction": "' + b"a" * 2_000_000 + b'"}'
     resp = await client.post(
@@ -419,15 +422,15 @@ async def test_json_endpoints_keep_the_small_body_limit(client: httpx.AsyncClien
         {"kind": "summary", "models": [f"m{i}" for i in range(40)]},
     ],
 )
-async def test_invalid_analysis_requests_are_422(client: httpx.AsyncClient, issuer: Issuer, body: dict) -> None:
-    h = issuer.headers(new_user())
+async def test_invalid_analysis_requests_are_422(client: httpx.AsyncClient, issuer: TokenIssuer, body: dict) -> None:
+    h = issuer.headers(new_user_id())
     doc = await _ok(client, h, b"analysis validation " + str(body).encode(), "v.txt")
     resp = await client.post(f"{API}/{doc['id']}/analyses", headers=h, json=body)
     assert resp.status_code == 422, resp.text
 
 
-async def test_analysis_without_llm_fails_and_says_why(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    h = issuer.headers(new_user())
+async def test_analysis_without_llm_fails_and_says_why(client: httpx.AsyncClient, issuer: TokenIssuer) -> None:
+    h = issuer.headers(new_user_id())
     doc = await _ok(client, h, b"no llm here", "n.txt")
     resp = await client.post(f"{API}/{doc['id']}/analyses", headers=h, json={"kind": "summary", "models": ["m"]})
     assert resp.status_code == 202
@@ -440,13 +443,13 @@ async def test_analysis_without_llm_fails_and_says_why(client: httpx.AsyncClient
     assert final["result"]["models"][0]["status"] == "error"
 
 
-async def test_unfinished_analyses_are_picked_up_at_start(tmp_dir: Path, issuer: Issuer, fresh_db) -> None:
+async def test_unfinished_analyses_are_picked_up_at_start(tmp_dir: Path, issuer: TokenIssuer, fresh_db) -> None:
     from shared.db import Database
     from tests.documents.conftest import settings_for
-    from ultrai_documents.analyses import params_hash
+    from ultrai_documents.analysis.service import params_hash
     from ultrai_documents.models import Analysis
 
-    user = new_user()
+    user = new_user_id()
     h = issuer.headers(user)
     async with documents_app(tmp_dir, issuer, fresh_db) as client:
         doc = await _ok(client, h, b"left behind by a process that stopped", "l.txt")
@@ -478,7 +481,7 @@ async def test_unfinished_analyses_are_picked_up_at_start(tmp_dir: Path, issuer:
         assert (await client.get(url, headers=h)).json()["status"] == "failed"
 
 
-async def test_too_many_running_analyses_per_user_is_429(tmp_dir: Path, issuer: Issuer, shared_db) -> None:
+async def test_too_many_running_analyses_per_user_is_429(tmp_dir: Path, issuer: TokenIssuer, shared_db) -> None:
     import socket
 
     # An auth service that accepts connections and never answers: analyses stay running.
@@ -490,7 +493,7 @@ async def test_too_many_running_analyses_per_user_is_429(tmp_dir: Path, issuer: 
         async with documents_app(
             tmp_dir, issuer, shared_db, auth_url=url, llm_url=url, analysis_max_active_per_user=1
         ) as client:
-            h = issuer.headers(new_user())
+            h = issuer.headers(new_user_id())
             doc = await _ok(client, h, b"busy document", "b.txt")
             first = await client.post(
                 f"{API}/{doc['id']}/analyses", headers=h, json={"kind": "summary", "models": ["m"]}
@@ -506,7 +509,7 @@ async def test_too_many_running_analyses_per_user_is_429(tmp_dir: Path, issuer: 
             )
             assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
             # Another user is not held back by this one.
-            h2 = issuer.headers(new_user())
+            h2 = issuer.headers(new_user_id())
             other = await _ok(client, h2, b"another busy document", "o.txt")
             resp = await client.post(
                 f"{API}/{other['id']}/analyses", headers=h2, json={"kind": "summary", "models": ["m"]}
@@ -516,16 +519,16 @@ async def test_too_many_running_analyses_per_user_is_429(tmp_dir: Path, issuer: 
         silent.close()
 
 
-async def test_an_analysis_handed_over_twice_runs_once(tmp_dir: Path, issuer: Issuer, fresh_db) -> None:
+async def test_an_analysis_handed_over_twice_runs_once(tmp_dir: Path, issuer: TokenIssuer, fresh_db) -> None:
     """The runner may deliver an analysis more than once (two processes picking up the same queue);
     the claim in the database lets exactly one of them run it."""
     from shared.client import ServiceClient
     from shared.db import Database
     from tests.documents.conftest import settings_for
-    from ultrai_documents.analyses import Analyst
+    from ultrai_documents.analysis.analyst import Analyst
     from ultrai_documents.models import AnalysisEvent
 
-    h = issuer.headers(new_user())
+    h = issuer.headers(new_user_id())
     async with documents_app(tmp_dir, issuer, fresh_db, analysis_workers=1) as client:
         doc = await _ok(client, h, b"handed over twice", "t.txt")
     settings = settings_for(tmp_dir, database_url=fresh_db)
@@ -533,7 +536,7 @@ async def test_an_analysis_handed_over_twice_runs_once(tmp_dir: Path, issuer: Is
     llm = ServiceClient("llm", "http://127.0.0.1:9")
     try:
         async with db.sessions() as session:
-            from ultrai_documents.analyses import params_hash
+            from ultrai_documents.analysis.service import params_hash
             from ultrai_documents.models import Analysis
 
             params = {"kind": "summary", "question": None, "fields": None, "instruction": None}

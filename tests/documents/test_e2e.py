@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import select
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +17,9 @@ import pytest
 from tests.conftest import running_stack, stack_env
 from tests.documents.conftest import make_pdf
 from tests.fakes.openai_server import FakeOpenAI
+from tests.support.logs import read, wait_for_log
+from tests.support.users import bearer, new_access_token
+from tests.support.waiting import eventually
 from tools.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -36,17 +38,11 @@ LLM_ENV = {"LLM_NUM_RETRIES": "0", "LLM_TIMEOUT": "10", "LLM_ALLOWED_FAILS": "10
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-async def docs_stack(pg_databases, redis_url, fake: FakeOpenAI) -> AsyncIterator[Stack]:
+async def docs_stack(pg_databases, redis_url, fake_provider: FakeOpenAI) -> AsyncIterator[Stack]:
     def models(workdir: Path) -> dict[str, str]:
-        entries = [fake.model_entry(m) for m in MODELS]
+        entries = [fake_provider.model_entry(m) for m in MODELS]
         # A model with a small context window: documents past half of it are map-reduced for it.
-        small = fake.model_entry("doc-small")
+        small = fake_provider.model_entry("doc-small")
         small["model_info"] = {"max_input_tokens": 300}
         models_file = workdir / "models.json"
         models_file.write_text(json.dumps({"model_list": [*entries, small]}))
@@ -62,19 +58,9 @@ async def docs_stack(pg_databases, redis_url, fake: FakeOpenAI) -> AsyncIterator
         yield st
 
 
-async def new_user(gateway: str) -> dict[str, str]:
-    email, password = f"docs-{secrets.token_hex(6)}@example.com", secrets.token_urlsafe(18)
-    async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
-        r = await client.post("/api/v1/auth/register", json={"email": email, "password": password})
-        assert r.status_code == 201, r.text
-        r = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
-        assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
-
-
 @pytest.fixture
 async def gateway(docs_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    headers = await new_user(docs_stack.url("gateway"))
+    headers = bearer(await new_access_token(docs_stack.url("gateway"), "docs"))
     async with httpx.AsyncClient(base_url=docs_stack.url("gateway"), headers=headers, timeout=60) as client:
         yield client
 
@@ -100,10 +86,10 @@ async def _events(client: httpx.AsyncClient, url: str) -> list[tuple[str, dict]]
     return events
 
 
-async def test_analysis_end_to_end_through_the_gateway(gateway: httpx.AsyncClient, fake: FakeOpenAI) -> None:
-    fake.behave("doc-alpha", text="Alpha: the report says revenue grew.")
-    fake.behave("doc-beta", text="Beta: revenue grew by ten percent.")
-    fake.behave("doc-synth", text="Synthesis: revenue grew (by ten percent).")
+async def test_analysis_end_to_end_through_the_gateway(gateway: httpx.AsyncClient, fake_provider: FakeOpenAI) -> None:
+    fake_provider.behave("doc-alpha", text="Alpha: the report says revenue grew.")
+    fake_provider.behave("doc-beta", text="Beta: revenue grew by ten percent.")
+    fake_provider.behave("doc-synth", text="Synthesis: revenue grew (by ten percent).")
     doc = await _upload(gateway, make_pdf(["Quarterly report.", "Revenue grew by ten percent."]), "q.pdf")
     body = {"kind": "summary", "models": ["doc-alpha", "doc-beta"], "synthesis_model": "doc-synth"}
     resp = await gateway.post(f"{API}/{doc['id']}/analyses", json=body)
@@ -130,25 +116,27 @@ async def test_analysis_end_to_end_through_the_gateway(gateway: httpx.AsyncClien
     assert final["prompt_tokens"] > 0 and final["completion_tokens"] > 0
     assert all(m["latency_ms"] > 0 for m in result["models"])
     # The models were given the document's text.
-    sent = json.dumps(fake.calls("doc-alpha")[-1].body)
+    sent = json.dumps(fake_provider.calls("doc-alpha")[-1].body)
     assert "Revenue grew by ten percent." in sent
 
     # The same analysis again: the stored result, no new model call.
-    calls = len(fake.calls("doc-alpha"))
+    calls = len(fake_provider.calls("doc-alpha"))
     again = await gateway.post(f"{API}/{doc['id']}/analyses", json=body)
     assert again.status_code == 200
     assert again.json()["id"] == final["id"] and again.json()["reused"] is True
-    assert len(fake.calls("doc-alpha")) == calls
+    assert len(fake_provider.calls("doc-alpha")) == calls
     # fresh=true runs it again.
     fresh = await gateway.post(f"{API}/{doc['id']}/analyses", json={**body, "fresh": True})
     assert fresh.status_code == 202 and fresh.json()["id"] != final["id"]
     await _events(gateway, fresh.headers["location"])
-    assert len(fake.calls("doc-alpha")) == calls + 1
+    assert len(fake_provider.calls("doc-alpha")) == calls + 1
 
 
-async def test_one_model_failing_still_completes_and_records_it(gateway: httpx.AsyncClient, fake: FakeOpenAI) -> None:
-    fake.behave("doc-alpha", text="Alpha answers.")
-    fake.behave("doc-broken", status=500)
+async def test_one_model_failing_still_completes_and_records_it(
+    gateway: httpx.AsyncClient, fake_provider: FakeOpenAI
+) -> None:
+    fake_provider.behave("doc-alpha", text="Alpha answers.")
+    fake_provider.behave("doc-broken", status=500)
     doc = await _upload(gateway, b"A short memo about the office move on Friday.", "memo.txt")
     body = {"kind": "qa", "question": "When is the move?", "models": ["doc-alpha", "doc-broken"]}
     resp = await gateway.post(f"{API}/{doc['id']}/analyses", json=body)
@@ -167,8 +155,8 @@ async def test_one_model_failing_still_completes_and_records_it(gateway: httpx.A
     assert final["result"]["answer"] == "Alpha answers."
 
 
-async def test_every_model_failing_fails_the_analysis(gateway: httpx.AsyncClient, fake: FakeOpenAI) -> None:
-    fake.behave("doc-down", status=503)
+async def test_every_model_failing_fails_the_analysis(gateway: httpx.AsyncClient, fake_provider: FakeOpenAI) -> None:
+    fake_provider.behave("doc-down", status=503)
     doc = await _upload(gateway, b"Nobody will read this memo today.", "down.txt")
     resp = await gateway.post(f"{API}/{doc['id']}/analyses", json={"kind": "summary", "models": ["doc-down"]})
     events = await _events(gateway, resp.headers["location"])
@@ -181,11 +169,11 @@ async def test_every_model_failing_fails_the_analysis(gateway: httpx.AsyncClient
     await _events(gateway, again.headers["location"])
 
 
-async def test_long_document_is_map_reduced(gateway: httpx.AsyncClient, fake: FakeOpenAI) -> None:
+async def test_long_document_is_map_reduced(gateway: httpx.AsyncClient, fake_provider: FakeOpenAI) -> None:
     text = "\n\n".join(f"Chapter {i}. " + "The expedition crossed the valley and made camp. " * 10 for i in range(12))
     doc = await _upload(gateway, text.encode(), "long.txt")
     assert doc["chunk_count"] > 3
-    before = len(fake.calls("doc-map"))
+    before = len(fake_provider.calls("doc-map"))
     resp = await gateway.post(
         f"{API}/{doc['id']}/analyses", json={"kind": "extract", "fields": ["destination"], "models": ["doc-map"]}
     )
@@ -194,7 +182,7 @@ async def test_long_document_is_map_reduced(gateway: httpx.AsyncClient, fake: Fa
     final = (await gateway.get(resp.headers["location"])).json()
     assert final["result"]["map_reduce"] == {"chunks": doc["chunk_count"]}
     # One call per chunk (map), then at least one to combine (reduce).
-    assert len(fake.calls("doc-map")) - before >= doc["chunk_count"] + 1
+    assert len(fake_provider.calls("doc-map")) - before >= doc["chunk_count"] + 1
     assert any(n == "progress" and d["stage"] == "map" for n, d in events)
 
 
@@ -330,16 +318,19 @@ async def test_interrupted_upload_leaves_nothing_and_no_error(docs_stack: Stack,
             # and the client goes away mid-body
 
     log = docs_stack.workdir / "documents.log"
-    before = log.read_text()
+    before = len(read(log))
     await asyncio.to_thread(send_half)
+    # The service has finished with the cut request (its log line is the evidence) ...
+    await wait_for_log(log, "POST /api/v1/documents", since=before, timeout=30)
+    tmp = docs_stack.workdir / "data" / "documents-tmp"
+    # ... and then holds no temporary file of it, and is fine.
+    await eventually(
+        lambda: asyncio.to_thread(lambda: sorted(p.name for p in tmp.iterdir())),
+        lambda left: left == [],
+        what="the cut upload's temporary file removed",
+    )
     async with httpx.AsyncClient(timeout=10) as client:
-        # The service is fine and, once the request is over, holds no temporary file of it.
-        for _ in range(100):
-            assert (await client.get(docs_stack.url("documents") + "/live")).status_code == 200
-            tmp = docs_stack.workdir / "data" / "documents-tmp"
-            if not any(tmp.iterdir()) and "POST /api/v1/documents" in log.read_text()[len(before) :]:
-                break
-            await asyncio.sleep(0.05)
+        assert (await client.get(docs_stack.url("documents") + "/live")).status_code == 200
     assert not any((docs_stack.workdir / "data" / "documents-tmp").iterdir())
-    written = log.read_text()[len(before) :]
+    written = read(log, before)
     assert "unhandled error" not in written and "Traceback" not in written

@@ -303,17 +303,24 @@ async def test_worker_gets_no_secrets(tmp_dir: Path, monkeypatch: pytest.MonkeyP
     import ultrai_documents.extraction.sandbox as worker
 
     monkeypatch.setenv("INTERNAL_TOKEN_SECRET", "must-not-leak")
-    captured = {}
+    envs: list[dict[str, str]] = []
     real = worker.asyncio.create_subprocess_exec
 
     async def spy(*args, **kwargs):
-        captured.update(kwargs["env"])
+        envs.append(dict(kwargs["env"]))
         return await real(*args, **kwargs)
 
     monkeypatch.setattr(worker.asyncio, "create_subprocess_exec", spy)
     path = tmp_dir / "a.txt"
     path.write_bytes(b"hello")
-    await _extractor().extract(path, None)
+    result = await _extractor().extract(path, None)
+    # The spy saw the one worker this extraction started (so what follows checks a real env) ...
+    assert len(envs) == 1, envs
+    (captured,) = envs
+    assert Path(result.text_path).read_text() == "hello"
+    # ... and that env holds what the child needs to run and nothing more.
     assert "INTERNAL_TOKEN_SECRET" not in captured
+    assert "must-not-leak" not in captured.values()
     assert set(captured) <= {"PATH", "PYTHONPATH", "LC_ALL"}
+    assert {"PATH", "PYTHONPATH"} <= set(captured)
     assert sys.executable

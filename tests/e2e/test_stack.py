@@ -10,7 +10,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.auth.conftest import bearer, login, register
+from tests.support.logs import reached, wait_for_log
+from tests.support.users import bearer, login, register
 from tools.stack import ROOT, SERVICES, service_command, service_env
 
 pytestmark = pytest.mark.e2e
@@ -53,9 +54,8 @@ async def test_request_id_is_kept_across_two_hops(stack) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
         resp = await client.get(stack.url("gateway") + "/health", headers={"X-Request-ID": rid})
     assert resp.headers["x-request-id"] == rid
-    await asyncio.sleep(0.2)  # let the services flush their log lines
     for name in ("auth", "documents", "llm"):
-        log = (stack.workdir / f"{name}.log").read_text()
+        log = await wait_for_log(stack.workdir / f"{name}.log", rid)
         assert rid in log, f"{name} did not log the request id"
 
 
@@ -75,7 +75,9 @@ async def test_each_prefix_reaches_its_service(stack, path: str, service: str) -
         # a signed-in user, so the edge token check lets every prefix through
         tokens = await login(client, await register(client))
         await client.get(path, headers={"X-Request-ID": rid, **bearer(tokens["access_token"])})
-    await asyncio.sleep(0.2)
+    await wait_for_log(stack.workdir / f"{service}.log", rid)
+    others = tuple(name for name in ("auth", "documents", "llm") if name != service)
+    assert await reached(stack, rid, others) == []  # read once each has logged a later request
     for name in ("auth", "documents", "llm"):
         log = (stack.workdir / f"{name}.log").read_text()
         assert (rid in log) == (name == service), f"{path}: {name}"

@@ -10,10 +10,11 @@ import time
 import httpx
 import pytest
 
-from tests.auth.conftest import bearer, login, register
 from tests.conftest import TEST_REDIS_URL, redis_prefix
 from tests.faults.proxy import FaultProxy
-from tests.faults.test_dependencies import _proxy_for
+from tests.faults.test_database_redis_faults import _proxy_for
+from tests.support.logs import read, wait_for_log
+from tests.support.users import bearer, login, register
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +63,7 @@ async def test_redis_stopped_under_traffic_fails_no_request(make_stack) -> None:
                     (await client.get(st.url(n) + "/health")).json() for n in ("gateway", "auth", "documents", "llm")
                 ]
                 if all(c["checks"]["redis:responseTime"][0]["status"] == "pass" for c in checks):
-                    recovered = time.monotonic() - started
+                    recovered = True
                     break
                 await asyncio.sleep(0.1)
             after = await _traffic(client, token, doc_id, 1.0)
@@ -73,8 +74,8 @@ async def test_redis_stopped_under_traffic_fails_no_request(make_stack) -> None:
         assert not failed, (phase, failed[:10])
     assert relog["access_token"]
     assert health["status"] == "warn"  # degraded, not failed
-    print(f"\n{len(during)} requests while Redis was down, none failed; Redis in use again after {recovered:.2f} s")
-    assert recovered is not None
+    assert during  # there was traffic while Redis was down
+    assert recovered is not None  # every service uses Redis again by itself
 
 
 async def test_a_killed_service_is_a_quick_503_and_comes_back(make_stack) -> None:
@@ -85,15 +86,18 @@ async def test_a_killed_service_is_a_quick_503_and_comes_back(make_stack) -> Non
         assert (await client.get("/api/v1/documents", headers=bearer(token))).status_code == 200
 
         st.procs["auth"].kill()
-        started = time.perf_counter()
+        gateway_log = st.workdir / "gateway.log"
+        since = len(read(gateway_log))
         down = await client.post("/api/v1/auth/login", json={"email": "a@b.io", "password": "whatever pass"})
-        elapsed = time.perf_counter() - started
         assert down.status_code == 503
         assert down.json()["service"] == "auth"
+        assert down.headers["retry-after"]
+        # Quick because nothing listens: the connection is refused and answered at once, not waited
+        # out until a timeout (that would be a 504). The 503's time is a figure of bench/bench_faults.py.
+        await wait_for_log(gateway_log, "upstream auth unavailable: ClientConnectorError", since=since)
         # Every other prefix keeps working: tokens are verified with the cached public keys.
         assert (await client.get("/api/v1/documents", headers=bearer(token))).status_code == 200
         assert (await client.get("/api/v1/llm/models", headers=bearer(token))).status_code == 200
-        print(f"\nauth killed: 503 in {elapsed * 1000:.1f} ms; documents and llm unaffected")
 
         await asyncio.to_thread(st.start, "auth")
         again = await client.get("/api/v1/auth/me", headers=bearer(token))

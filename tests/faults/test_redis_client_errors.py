@@ -12,7 +12,7 @@ import uvloop
 from shared.kv import KeyValue
 from shared.ratelimit import RateLimiter
 from tests.conftest import TEST_REDIS_URL, redis_prefix
-from tests.faults.test_dependencies import _proxy_for
+from tests.faults.test_database_redis_faults import _proxy_for
 
 
 @pytest.fixture

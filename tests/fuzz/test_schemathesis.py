@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.support.users import new_email, register_and_login_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -23,17 +24,9 @@ CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 @pytest.fixture(scope="module")
 def token(stack) -> str:
-    email = f"fuzz-{uuid.uuid4().hex[:8]}@example.com"
-    password = "fuzzing is a long passphrase"
-    gw = stack.url("gateway")
-    with httpx.Client(timeout=30) as client:
-        assert client.post(gw + "/api/v1/auth/register", json={"email": email, "password": password}).status_code in (
-            200,
-            201,
-        )
-        resp = client.post(gw + "/api/v1/auth/login", json={"email": email, "password": password})
-        resp.raise_for_status()
-        return resp.json()["access_token"]
+    with httpx.Client(base_url=stack.url("gateway"), timeout=30) as client:
+        _, tokens = register_and_login_sync(client, new_email("fuzz"))
+    return tokens["access_token"]
 
 
 @pytest.mark.parametrize("service", ["gateway", "auth", "documents", "llm"])

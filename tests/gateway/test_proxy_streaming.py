@@ -15,6 +15,7 @@ import httpx
 import psutil
 import pytest
 
+from tests.support.logs import read, wait_for_log_sync
 from tools.stack import ROOT, SERVICES, ServiceProcess, free_port
 
 pytestmark = pytest.mark.e2e
@@ -204,9 +205,8 @@ def test_request_id_and_forwarded_for_are_set_by_the_gateway(proxied) -> None:
 
 def test_a_dead_upstream_is_a_503_naming_it_while_others_work(proxied) -> None:
     gateway, _ = proxied
-    started = time.perf_counter()
+    since = len(read(gateway.log_path))
     resp = httpx.post(gateway.url + "/api/v1/auth/login", json={"email": "a@b.c"}, timeout=10)
-    elapsed = time.perf_counter() - started
     assert resp.status_code == 503
     assert resp.headers["content-type"] == "application/problem+json"
     assert resp.headers["retry-after"]
@@ -214,7 +214,9 @@ def test_a_dead_upstream_is_a_503_naming_it_while_others_work(proxied) -> None:
     assert body["service"] == "auth"
     assert "auth" in body["detail"]
     assert "127.0.0.1" not in resp.text  # no internal address in the error
-    print(f"\n503 for a dead upstream after {elapsed * 1000:.1f} ms")
+    # Refused at connect, so answered at once (a timeout would be a 504); its time is a figure of
+    # bench/bench_faults.py.
+    wait_for_log_sync(gateway.log_path, "upstream auth unavailable: ClientConnectorError", since=since)
     assert httpx.get(gateway.url + "/api/v1/documents/echo-id", timeout=5).status_code == 200
 
 

@@ -1,13 +1,13 @@
-"""Fixtures for the llm suite: the fake provider, and auth + llm + gateway as real processes with
-LLM_MODELS_FILE pointing at the fake, so every call goes through the real litellm path over HTTP."""
+"""Fixtures for the llm suite: auth + llm + gateway as real processes with LLM_MODELS_FILE pointing
+at the fake provider (tests.conftest.fake_provider), so every call goes through the real litellm
+path over HTTP."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import running_stack, stack_env
 from tests.fakes.openai_server import FakeOpenAI
+from tests.support.users import new_access_token
 from tools.stack import Stack
 
 # Every model the llm stack knows; each test uses its own, so the fake's behaviours do not collide.
@@ -43,10 +44,10 @@ MODELS = [
 PRICE_IN, PRICE_OUT = 0.000002, 0.000004
 
 
-def write_models_file(fake: FakeOpenAI, path: Path, models: list[str]) -> Path:
+def write_models_file(fake_provider: FakeOpenAI, path: Path, models: list[str]) -> Path:
     entries = []
     for name in models:
-        entry = fake.model_entry(name)
+        entry = fake_provider.model_entry(name)
         if name == "priced":
             entry["model_info"] = {
                 "input_cost_per_token": PRICE_IN,
@@ -72,32 +73,14 @@ LLM_ENV = {
 
 
 @pytest.fixture(scope="session")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-async def llm_stack(pg_databases, redis_url, fake: FakeOpenAI) -> AsyncIterator[Stack]:
+async def llm_stack(pg_databases, redis_url, fake_provider: FakeOpenAI) -> AsyncIterator[Stack]:
     env = {**await stack_env(pg_databases, redis_url, "llm"), **LLM_ENV}
 
     def models(workdir: Path) -> dict[str, str]:
-        return {"LLM_MODELS_FILE": str(write_models_file(fake, workdir / "models.json", MODELS))}
+        return {"LLM_MODELS_FILE": str(write_models_file(fake_provider, workdir / "models.json", MODELS))}
 
     async with running_stack(env, names=("auth", "llm", "gateway"), files=models) as st:
         yield st
-
-
-async def new_user(base_url: str) -> str:
-    """Register and log in a fresh user through ``base_url``; returns the access token."""
-    email = f"llm-{secrets.token_hex(6)}@example.com"
-    password = secrets.token_urlsafe(18)
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-        r = await client.post("/api/v1/auth/register", json={"email": email, "password": password})
-        assert r.status_code == 201, r.text
-        r = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
-        assert r.status_code == 200, r.text
-        return r.json()["access_token"]
 
 
 async def keys_fetched(llm_url: str, token: str, timeout: float = 20.0) -> None:
@@ -112,7 +95,7 @@ async def keys_fetched(llm_url: str, token: str, timeout: float = 20.0) -> None:
 
 @pytest.fixture(scope="session")
 async def token(llm_stack: Stack) -> str:
-    token = await new_user(llm_stack.url("gateway"))
+    token = await new_access_token(llm_stack.url("gateway"), "llm")
     await keys_fetched(llm_stack.url("llm"), token)
     return token
 

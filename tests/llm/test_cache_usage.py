@@ -17,10 +17,10 @@ from tests.llm.conftest import (
     PRICE_IN,
     PRICE_OUT,
     keys_fetched,
-    new_user,
     unique,
     write_models_file,
 )
+from tests.support.users import new_access_token
 
 pytestmark = pytest.mark.e2e
 
@@ -39,8 +39,8 @@ async def chat(client: httpx.AsyncClient, model: str, prompt: str, **extra) -> d
     return r.json()
 
 
-async def test_identical_requests_are_answered_from_the_cache(llm, fake: FakeOpenAI):
-    fake.behave("sonic", text="cached text")
+async def test_identical_requests_are_answered_from_the_cache(llm, fake_provider: FakeOpenAI):
+    fake_provider.behave("sonic", text="cached text")
     prompt = unique()
     before = (await llm.get("/metrics")).text
     first = await chat(llm, "sonic", prompt, temperature=0)
@@ -48,7 +48,7 @@ async def test_identical_requests_are_answered_from_the_cache(llm, fake: FakeOpe
     assert first["ultrai"]["cached"] is False and second["ultrai"]["cached"] is True
     assert second["choices"][0]["message"]["content"] == "cached text"
     assert second["usage"] == first["usage"]
-    assert len([c for c in fake.calls("sonic") if c.body["messages"][-1]["content"] == prompt]) == 1
+    assert len([c for c in fake_provider.calls("sonic") if c.body["messages"][-1]["content"] == prompt]) == 1
     # Other parameters are another request.
     third = await chat(llm, "sonic", prompt, temperature=0.5)
     assert third["ultrai"]["cached"] is False
@@ -57,11 +57,11 @@ async def test_identical_requests_are_answered_from_the_cache(llm, fake: FakeOpe
     assert counter(after, "miss") >= counter(before, "miss") + 2
 
 
-async def test_cache_entries_are_kept_per_user(llm_stack, llm, fake: FakeOpenAI):
+async def test_cache_entries_are_kept_per_user(llm_stack, llm, fake_provider: FakeOpenAI):
     prompt = unique()
     await chat(llm, "sonic", prompt)
     assert (await chat(llm, "sonic", prompt))["ultrai"]["cached"] is True
-    other = await new_user(llm_stack.url("gateway"))
+    other = await new_access_token(llm_stack.url("gateway"))
     async with httpx.AsyncClient(
         base_url=llm_stack.url("llm"), headers={"Authorization": f"Bearer {other}"}, timeout=30
     ) as client:
@@ -70,16 +70,16 @@ async def test_cache_entries_are_kept_per_user(llm_stack, llm, fake: FakeOpenAI)
         assert (await chat(client, "sonic", prompt))["ultrai"]["cached"] is False
 
 
-async def test_the_cache_can_be_bypassed(llm, fake: FakeOpenAI):
+async def test_the_cache_can_be_bypassed(llm, fake_provider: FakeOpenAI):
     prompt = unique()
     await chat(llm, "sonic", prompt)
     bypassed = await chat(llm, "sonic", prompt, cache=False)
     assert bypassed["ultrai"]["cached"] is False
-    assert len([c for c in fake.calls("sonic") if c.body["messages"][-1]["content"] == prompt]) == 2
+    assert len([c for c in fake_provider.calls("sonic") if c.body["messages"][-1]["content"] == prompt]) == 2
     assert counter((await llm.get("/metrics")).text, "bypass") >= 1
 
 
-async def test_orchestration_results_come_from_the_cache_too(gateway, fake: FakeOpenAI):
+async def test_orchestration_results_come_from_the_cache_too(gateway, fake_provider: FakeOpenAI):
     body = {"prompt": unique(), "models": ["sonic", "alpha"], "pattern": "parallel"}
     first = (await gateway.post("/api/v1/llm/orchestrate", json=body)).json()
     second = (await gateway.post("/api/v1/llm/orchestrate", json=body)).json()
@@ -91,8 +91,8 @@ async def test_orchestration_results_come_from_the_cache_too(gateway, fake: Fake
     assert [r["cached"] for r in third["results"]] == [False, False]
 
 
-async def test_usage_is_recorded_per_user_and_model(llm_stack, gateway, fake: FakeOpenAI):
-    fake.behave("priced", text="four words of answer", prompt_tokens=100, completion_tokens=40)
+async def test_usage_is_recorded_per_user_and_model(llm_stack, gateway, fake_provider: FakeOpenAI):
+    fake_provider.behave("priced", text="four words of answer", prompt_tokens=100, completion_tokens=40)
     before = (await gateway.get("/api/v1/llm/usage")).json()
     old = {m["model"]: m for m in before["models"]}.get("priced", {"requests": 0, "cost_usd": 0.0, "cached": 0})
     prompt = unique()
@@ -108,14 +108,14 @@ async def test_usage_is_recorded_per_user_and_model(llm_stack, gateway, fake: Fa
     assert usage["total"]["cost_usd"] >= priced["cost_usd"]
     assert usage["budget"]["usd_per_day"] is None
     # Another user sees only their own usage.
-    other = await new_user(llm_stack.url("gateway"))
+    other = await new_access_token(llm_stack.url("gateway"))
     r = await gateway.get("/api/v1/llm/usage", headers={"Authorization": f"Bearer {other}"})
     assert r.status_code == 200 and r.json()["models"] == []
 
 
-async def test_usage_counts_the_calls_of_a_stream_left_midway(gateway, fake: FakeOpenAI):
-    fake.behave("stream-b", text="quick and done", prompt_tokens=5, completion_tokens=3)
-    fake.behave("gamma", text="slow", delay=3)
+async def test_usage_counts_the_calls_of_a_stream_left_midway(gateway, fake_provider: FakeOpenAI):
+    fake_provider.behave("stream-b", text="quick and done", prompt_tokens=5, completion_tokens=3)
+    fake_provider.behave("gamma", text="slow", delay=3)
 
     async def requests_of(model: str) -> int:
         usage = (await gateway.get("/api/v1/llm/usage")).json()
@@ -136,18 +136,18 @@ def closed_port() -> int:
         return s.getsockname()[1]  # closed again when the socket is: nothing listens there
 
 
-async def test_cache_with_redis_unreachable(make_stack, fake: FakeOpenAI, tmp_dir):
-    models_file = write_models_file(fake, tmp_dir / "models.json", MODELS)
+async def test_cache_with_redis_unreachable(make_stack, fake_provider: FakeOpenAI, tmp_dir):
+    models_file = write_models_file(fake_provider, tmp_dir / "models.json", MODELS)
     st = await make_stack(
         ("auth", "llm", "gateway"),
         {**LLM_ENV, "LLM_MODELS_FILE": str(models_file), "REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"},
     )
-    token = await new_user(st.url("gateway"))
+    token = await new_access_token(st.url("gateway"))
     await keys_fetched(st.url("llm"), token)
     async with httpx.AsyncClient(
         base_url=st.url("gateway"), headers={"Authorization": f"Bearer {token}"}, timeout=30
     ) as client:
-        fake.behave("sonic", text="still served")
+        fake_provider.behave("sonic", text="still served")
         prompt = unique()
         first = await chat(client, "sonic", prompt)
         second = await chat(client, "sonic", prompt)
@@ -159,8 +159,8 @@ async def test_cache_with_redis_unreachable(make_stack, fake: FakeOpenAI, tmp_di
         assert health["checks"]["redis:responseTime"][0]["status"] == "warn"
 
 
-async def test_budgets_refuse_when_spent(make_stack, fake: FakeOpenAI, tmp_dir):
-    models_file = write_models_file(fake, tmp_dir / "models.json", MODELS)
+async def test_budgets_refuse_when_spent(make_stack, fake_provider: FakeOpenAI, tmp_dir):
+    models_file = write_models_file(fake_provider, tmp_dir / "models.json", MODELS)
     st = await make_stack(
         ("auth", "llm", "gateway"),
         {
@@ -170,9 +170,9 @@ async def test_budgets_refuse_when_spent(make_stack, fake: FakeOpenAI, tmp_dir):
             "LLM_BUDGET_TOKENS_PER_DAY": "1000",
         },
     )
-    fake.behave("priced", text="paid answer", prompt_tokens=10, completion_tokens=10)  # $0.00006 a call
-    fake.behave("alpha", text="free answer", prompt_tokens=600, completion_tokens=1)  # free, but 601 tokens
-    spender, talker = await new_user(st.url("gateway")), await new_user(st.url("gateway"))
+    fake_provider.behave("priced", text="paid answer", prompt_tokens=10, completion_tokens=10)  # $0.00006 a call
+    fake_provider.behave("alpha", text="free answer", prompt_tokens=600, completion_tokens=1)  # free, but 601 tokens
+    spender, talker = await new_access_token(st.url("gateway")), await new_access_token(st.url("gateway"))
     await keys_fetched(st.url("llm"), spender)
     async with httpx.AsyncClient(base_url=st.url("gateway"), timeout=30) as client:
         auth = {"Authorization": f"Bearer {spender}"}
@@ -205,7 +205,7 @@ async def test_no_provider_configured(stack):
         providers = health["checks"]["providers:responseTime"][0]
         assert providers["status"] == "warn" and "OPENAI_API_KEY" in providers["output"]
         assert (await client.get(f"{stack.url('llm')}/ready")).status_code == 200
-        token = await new_user(stack.url("gateway"))
+        token = await new_access_token(stack.url("gateway"))
         await keys_fetched(stack.url("llm"), token)
         auth = {"Authorization": f"Bearer {token}"}
         r = await client.post(f"{stack.url('gateway')}/api/v1/llm/orchestrate", json={"prompt": "x"}, headers=auth)

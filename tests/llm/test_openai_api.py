@@ -19,8 +19,8 @@ async def sdk(llm_stack, token):
     await client.close()
 
 
-async def test_sdk_chat_completion(sdk: AsyncOpenAI, fake: FakeOpenAI):
-    fake.behave("sdk", text="Hello from the fake.")
+async def test_sdk_chat_completion(sdk: AsyncOpenAI, fake_provider: FakeOpenAI):
+    fake_provider.behave("sdk", text="Hello from the fake.")
     prompt = unique("Say hello")
     completion = await sdk.chat.completions.create(
         model="sdk",
@@ -32,12 +32,12 @@ async def test_sdk_chat_completion(sdk: AsyncOpenAI, fake: FakeOpenAI):
     assert completion.choices[0].finish_reason == "stop"
     assert completion.model == "sdk"
     assert completion.usage.completion_tokens > 0 and completion.usage.prompt_tokens > 0
-    sent = fake.calls("sdk")[-1].body
+    sent = fake_provider.calls("sdk")[-1].body
     assert sent["messages"][-1]["content"] == prompt and sent["temperature"] == 0 and sent["max_tokens"] == 20
 
 
-async def test_sdk_streaming(sdk: AsyncOpenAI, fake: FakeOpenAI):
-    fake.behave("sdk", text="one two three four five")
+async def test_sdk_streaming(sdk: AsyncOpenAI, fake_provider: FakeOpenAI):
+    fake_provider.behave("sdk", text="one two three four five")
     stream = await sdk.chat.completions.create(
         model="sdk",
         messages=[{"role": "user", "content": unique()}],
@@ -61,10 +61,10 @@ async def test_sdk_lists_models_with_virtual_ones(sdk: AsyncOpenAI):
     assert "alpha" in ids and "ultrai/synthesis" in ids and "ultrai/parallel" in ids
 
 
-async def test_sdk_virtual_synthesis_model(sdk: AsyncOpenAI, fake: FakeOpenAI):
-    fake.behave("alpha", text="A thinks 4.")
-    fake.behave("beta", text="B thinks four.")
-    fake.behave("writer", text="It is 4.")
+async def test_sdk_virtual_synthesis_model(sdk: AsyncOpenAI, fake_provider: FakeOpenAI):
+    fake_provider.behave("alpha", text="A thinks 4.")
+    fake_provider.behave("beta", text="B thinks four.")
+    fake_provider.behave("writer", text="It is 4.")
     completion = await sdk.chat.completions.create(
         model="ultrai/synthesis",
         messages=[{"role": "user", "content": unique("2+2?")}],
@@ -74,7 +74,7 @@ async def test_sdk_virtual_synthesis_model(sdk: AsyncOpenAI, fake: FakeOpenAI):
     detail = completion.model_extra["ultrai"]
     assert {r["model"] for r in detail["results"]} == {"alpha", "beta"}
     # Streaming: the synthesis arrives as content chunks.
-    fake.behave("writer", text="Four, streamed word by word.")
+    fake_provider.behave("writer", text="Four, streamed word by word.")
     stream = await sdk.chat.completions.create(
         model="ultrai/synthesis",
         messages=[{"role": "user", "content": unique("2+2?")}],
@@ -85,15 +85,15 @@ async def test_sdk_virtual_synthesis_model(sdk: AsyncOpenAI, fake: FakeOpenAI):
     assert text == "Four, streamed word by word."
 
 
-async def test_sdk_errors(sdk: AsyncOpenAI, fake: FakeOpenAI):
+async def test_sdk_errors(sdk: AsyncOpenAI, fake_provider: FakeOpenAI):
     with pytest.raises(openai.NotFoundError):
         await sdk.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
-    fake.behave("flaky", status=500, retry_after=0.01)
+    fake_provider.behave("flaky", status=500, retry_after=0.01)
     with pytest.raises(openai.APIStatusError) as info:
         await sdk.chat.completions.create(model="flaky", messages=[{"role": "user", "content": unique()}])
     assert info.value.status_code == 502
     # A stream that breaks off midway reaches the SDK as an error, not as a short answer.
-    fake.behave("brittle", text="this will not arrive whole", break_after=2)
+    fake_provider.behave("brittle", text="this will not arrive whole", break_after=2)
     stream = await sdk.chat.completions.create(
         model="brittle", messages=[{"role": "user", "content": unique()}], stream=True
     )

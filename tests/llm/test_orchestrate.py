@@ -22,9 +22,9 @@ RESULT_KEYS = {
 }
 
 
-async def test_parallel_every_model_answers_independently(gateway, fake: FakeOpenAI):
-    fake.behave("alpha", text="Paris is the capital.")
-    fake.behave("beta", text="The capital is Paris.")
+async def test_parallel_every_model_answers_independently(gateway, fake_provider: FakeOpenAI):
+    fake_provider.behave("alpha", text="Paris is the capital.")
+    fake_provider.behave("beta", text="The capital is Paris.")
     prompt = unique()
     r = await gateway.post(
         "/api/v1/llm/orchestrate", json={"prompt": prompt, "models": ["alpha", "beta"], "pattern": "parallel"}
@@ -42,11 +42,11 @@ async def test_parallel_every_model_answers_independently(gateway, fake: FakeOpe
     assert body["usage"]["completion_tokens"] == sum(x["completion_tokens"] for x in body["results"])
     # Each model got the prompt alone, not the others' answers.
     for model in ("alpha", "beta"):
-        sent = fake.calls(model)[-1].body["messages"]
+        sent = fake_provider.calls(model)[-1].body["messages"]
         assert sent == [{"role": "user", "content": prompt}]
 
 
-async def test_context_and_params_reach_the_provider(gateway, fake: FakeOpenAI):
+async def test_context_and_params_reach_the_provider(gateway, fake_provider: FakeOpenAI):
     prompt = unique("What does the contract say about notice?")
     r = await gateway.post(
         "/api/v1/llm/orchestrate",
@@ -61,17 +61,17 @@ async def test_context_and_params_reach_the_provider(gateway, fake: FakeOpenAI):
         },
     )
     assert r.status_code == 200, r.text
-    sent = fake.calls("gamma")[-1].body
+    sent = fake_provider.calls("gamma")[-1].body
     assert sent["temperature"] == 0.1 and sent["max_tokens"] == 50 and sent["top_p"] == 0.9 and sent["seed"] == 7
     assert sent["messages"][0] == {"role": "system", "content": "Be brief."}
     user = sent["messages"][1]["content"]
     assert "[1] Clause 4: notice is 30 days." in user and "[2] Clause 9" in user and prompt in user
 
 
-async def test_synthesis_is_the_default_and_sees_every_answer(gateway, fake: FakeOpenAI):
-    fake.behave("alpha", text="Answer one: 42.")
-    fake.behave("beta", text="Answer two: forty-two.")
-    fake.behave("writer", text="The ultra answer: 42.")
+async def test_synthesis_is_the_default_and_sees_every_answer(gateway, fake_provider: FakeOpenAI):
+    fake_provider.behave("alpha", text="Answer one: 42.")
+    fake_provider.behave("beta", text="Answer two: forty-two.")
+    fake_provider.behave("writer", text="The ultra answer: 42.")
     prompt = unique("What is six times seven?")
     r = await gateway.post(
         "/api/v1/llm/orchestrate", json={"prompt": prompt, "models": ["alpha", "beta"], "synthesis_model": "writer"}
@@ -81,7 +81,7 @@ async def test_synthesis_is_the_default_and_sees_every_answer(gateway, fake: Fak
     assert body["pattern"] == "synthesis" and body["status"] == "completed"
     assert body["synthesis"]["model"] == "writer" and body["synthesis"]["stage"] == "synthesis"
     assert body["synthesis"]["text"] == "The ultra answer: 42."
-    sent = fake.calls("writer")[-1].body["messages"][-1]["content"]
+    sent = fake_provider.calls("writer")[-1].body["messages"][-1]["content"]
     assert "Answer one: 42." in sent and "Answer two: forty-two." in sent and prompt in sent
     # Anonymised: the synthesising model is not told which model said what.
     assert "alpha" not in sent and "beta" not in sent
@@ -92,10 +92,10 @@ async def test_synthesis_is_the_default_and_sees_every_answer(gateway, fake: Fak
     )
 
 
-async def test_peer_review_each_model_critiques_the_others_anonymised(gateway, fake: FakeOpenAI):
+async def test_peer_review_each_model_critiques_the_others_anonymised(gateway, fake_provider: FakeOpenAI):
     answers = {"reviewer-a": "Mercury is closest.", "reviewer-b": "Venus is closest.", "reviewer-c": "It is Mercury."}
     for model, text in answers.items():
-        fake.behave(model, text=text)
+        fake_provider.behave(model, text=text)
     prompt = unique("Which planet is closest to the Sun?")
     r = await gateway.post(
         "/api/v1/llm/orchestrate", json={"prompt": prompt, "models": list(answers), "pattern": "peer_review"}
@@ -106,7 +106,7 @@ async def test_peer_review_each_model_critiques_the_others_anonymised(gateway, f
     assert sorted(stages) == sorted([(m, "answer") for m in answers] + [(m, "review") for m in answers])
     assert body["synthesis"] is None
     for model, own in answers.items():
-        review = fake.calls(model)[-1].body["messages"]
+        review = fake_provider.calls(model)[-1].body["messages"]
         # The model sees its own answer as its turn, then the others' answers, with no model names.
         assert review[0]["content"] == prompt and review[1] == {"role": "assistant", "content": own}
         instruction = review[2]["content"]
@@ -116,10 +116,10 @@ async def test_peer_review_each_model_critiques_the_others_anonymised(gateway, f
         assert "Revised answer" in instruction
 
 
-async def test_peer_review_with_a_synthesis_model_uses_the_revised_answers(gateway, fake: FakeOpenAI):
-    fake.behave("delta", text="Revised answer: water boils at 100 C at sea level.")
-    fake.behave("epsilon", text="Revised answer: 100 degrees Celsius.")
-    fake.behave("writer", text="Water boils at 100 C.")
+async def test_peer_review_with_a_synthesis_model_uses_the_revised_answers(gateway, fake_provider: FakeOpenAI):
+    fake_provider.behave("delta", text="Revised answer: water boils at 100 C at sea level.")
+    fake_provider.behave("epsilon", text="Revised answer: 100 degrees Celsius.")
+    fake_provider.behave("writer", text="Water boils at 100 C.")
     r = await gateway.post(
         "/api/v1/llm/orchestrate",
         json={
@@ -134,11 +134,11 @@ async def test_peer_review_with_a_synthesis_model_uses_the_revised_answers(gatew
     assert len([x for x in r.json()["results"] if x["stage"] == "review"]) == 2
 
 
-async def test_partial_failure_reports_the_error_and_keeps_the_others(gateway, fake: FakeOpenAI):
-    fake.behave("alpha", text="Fine.")
-    fake.behave("flaky", status=500, retry_after=0.01)
-    fake.behave("hang", hang=True)
-    fake.behave("writer", text="Synthesised from what arrived.")
+async def test_partial_failure_reports_the_error_and_keeps_the_others(gateway, fake_provider: FakeOpenAI):
+    fake_provider.behave("alpha", text="Fine.")
+    fake_provider.behave("flaky", status=500, retry_after=0.01)
+    fake_provider.behave("hang", hang=True)
+    fake_provider.behave("writer", text="Synthesised from what arrived.")
     r = await gateway.post(
         "/api/v1/llm/orchestrate",
         json={"prompt": unique(), "models": ["alpha", "flaky", "hang"], "synthesis_model": "writer", "timeout": 2},
@@ -153,14 +153,14 @@ async def test_partial_failure_reports_the_error_and_keeps_the_others(gateway, f
     assert by_model["flaky"]["text"] is None
     assert body["synthesis"]["status"] == "ok"
     # The synthesis saw only the answer that arrived.
-    assert "Fine." in fake.calls("writer")[-1].body["messages"][-1]["content"]
+    assert "Fine." in fake_provider.calls("writer")[-1].body["messages"][-1]["content"]
     # litellm's Router retried the 500 (LLM_NUM_RETRIES=1) before giving up.
-    assert len(fake.calls("flaky")) >= 2
+    assert len(fake_provider.calls("flaky")) >= 2
 
 
-async def test_every_model_failing_is_a_502_with_each_error(gateway, fake: FakeOpenAI):
-    fake.behave("flaky", status=500, retry_after=0.01)
-    fake.behave("limited", status=429, retry_after=0.01)
+async def test_every_model_failing_is_a_502_with_each_error(gateway, fake_provider: FakeOpenAI):
+    fake_provider.behave("flaky", status=500, retry_after=0.01)
+    fake_provider.behave("limited", status=429, retry_after=0.01)
     r = await gateway.post(
         "/api/v1/llm/orchestrate", json={"prompt": unique(), "models": ["flaky", "limited"], "pattern": "parallel"}
     )
@@ -172,20 +172,20 @@ async def test_every_model_failing_is_a_502_with_each_error(gateway, fake: FakeO
     assert "429" in {x["model"]: x for x in body["results"]}["limited"]["error"]
 
 
-async def test_fallback_to_another_model(gateway, fake: FakeOpenAI):
-    fake.behave("primary", status=503, retry_after=0.01)
-    fake.behave("backup", text="Backup answers.")
+async def test_fallback_to_another_model(gateway, fake_provider: FakeOpenAI):
+    fake_provider.behave("primary", status=503, retry_after=0.01)
+    fake_provider.behave("backup", text="Backup answers.")
     r = await gateway.post(
         "/api/v1/llm/orchestrate", json={"prompt": unique(), "models": ["primary"], "pattern": "parallel"}
     )
     assert r.status_code == 200, r.text
     result = r.json()["results"][0]
     assert result["model"] == "primary" and result["status"] == "ok" and result["text"] == "Backup answers."
-    assert fake.calls("primary") and fake.calls("backup")
+    assert fake_provider.calls("primary") and fake_provider.calls("backup")
 
 
-async def test_retry_overcomes_a_transient_failure(gateway, fake: FakeOpenAI):
-    fake.behave("epsilon", status=429, fails=1, retry_after=0.01)
+async def test_retry_overcomes_a_transient_failure(gateway, fake_provider: FakeOpenAI):
+    fake_provider.behave("epsilon", status=429, fails=1, retry_after=0.01)
     r = await gateway.post(
         "/api/v1/llm/orchestrate", json={"prompt": unique(), "models": ["epsilon"], "pattern": "parallel"}
     )
@@ -193,9 +193,9 @@ async def test_retry_overcomes_a_transient_failure(gateway, fake: FakeOpenAI):
     assert r.json()["results"][0]["status"] == "ok"
 
 
-async def test_overall_budget_bounds_a_hanging_model(gateway, fake: FakeOpenAI):
-    fake.behave("hang", hang=True)
-    fake.behave("beta", text="quick")
+async def test_overall_budget_bounds_a_hanging_model(gateway, fake_provider: FakeOpenAI):
+    fake_provider.behave("hang", hang=True)
+    fake_provider.behave("beta", text="quick")
     r = await gateway.post(
         "/api/v1/llm/orchestrate",
         json={"prompt": unique(), "models": ["hang", "beta"], "pattern": "parallel", "timeout": 0.5},
@@ -206,10 +206,10 @@ async def test_overall_budget_bounds_a_hanging_model(gateway, fake: FakeOpenAI):
     assert by_model["beta"]["status"] == "ok"
 
 
-async def test_streaming_through_the_gateway(gateway, fake: FakeOpenAI):
-    fake.behave("stream-a", text="one two three four", chunk_delay=0.01)
-    fake.behave("stream-b", text="five six")
-    fake.behave("writer", text="the final word")
+async def test_streaming_through_the_gateway(gateway, fake_provider: FakeOpenAI):
+    fake_provider.behave("stream-a", text="one two three four", chunk_delay=0.01)
+    fake_provider.behave("stream-b", text="five six")
+    fake_provider.behave("writer", text="the final word")
     async with gateway.stream(
         "POST",
         "/api/v1/llm/orchestrate",
@@ -238,9 +238,9 @@ async def test_streaming_through_the_gateway(gateway, fake: FakeOpenAI):
     assert done["synthesis"]["text"] == "the final word" and done["status"] == "completed"
 
 
-async def test_streaming_reports_a_broken_stream_as_that_models_error(gateway, fake: FakeOpenAI):
-    fake.behave("brittle", text="this answer will break off midway", break_after=2)
-    fake.behave("alpha", text="steady")
+async def test_streaming_reports_a_broken_stream_as_that_models_error(gateway, fake_provider: FakeOpenAI):
+    fake_provider.behave("brittle", text="this answer will break off midway", break_after=2)
+    fake_provider.behave("alpha", text="steady")
     async with gateway.stream(
         "POST",
         "/api/v1/llm/orchestrate",
@@ -253,8 +253,8 @@ async def test_streaming_reports_a_broken_stream_as_that_models_error(gateway, f
     assert events[-1][0] == "done" and events[-1][1]["status"] == "partial"
 
 
-async def test_streaming_all_failed_ends_with_an_error_event(gateway, fake: FakeOpenAI):
-    fake.behave("flaky", status=500, retry_after=0.01)
+async def test_streaming_all_failed_ends_with_an_error_event(gateway, fake_provider: FakeOpenAI):
+    fake_provider.behave("flaky", status=500, retry_after=0.01)
     async with gateway.stream(
         "POST",
         "/api/v1/llm/orchestrate",
@@ -280,8 +280,8 @@ async def test_unknown_model_and_bad_params_are_422(gateway):
     assert r.status_code == 422
 
 
-async def test_a_request_too_long_for_a_model_is_refused_for_that_model(gateway, fake: FakeOpenAI):
-    fake.behave("alpha", text="I read it all.")
+async def test_a_request_too_long_for_a_model_is_refused_for_that_model(gateway, fake_provider: FakeOpenAI):
+    fake_provider.behave("alpha", text="I read it all.")
     long_context = ["word " * 1500, "more " * 1500]  # ~3000 tokens: over priced's window of 2000
     r = await gateway.post(
         "/api/v1/llm/orchestrate",
@@ -291,7 +291,7 @@ async def test_a_request_too_long_for_a_model_is_refused_for_that_model(gateway,
     by_model = {x["model"]: x for x in r.json()["results"]}
     assert by_model["priced"]["status"] == "error" and "2000" in by_model["priced"]["error"]
     assert by_model["alpha"]["status"] == "ok"
-    before = len(fake.calls("priced"))
+    before = len(fake_provider.calls("priced"))
     # Truncation by policy: context chunks dropped from the end until it fits.
     r = await gateway.post(
         "/api/v1/llm/orchestrate",
@@ -305,7 +305,7 @@ async def test_a_request_too_long_for_a_model_is_refused_for_that_model(gateway,
     )
     assert r.status_code == 200, r.text
     assert r.json()["results"][0]["status"] == "ok"
-    sent = fake.calls("priced")[before:][-1].body["messages"][-1]["content"]
+    sent = fake_provider.calls("priced")[before:][-1].body["messages"][-1]["content"]
     assert "[1] word" in sent and "[2] more" not in sent
 
 
@@ -333,19 +333,19 @@ def test_default_reply_differs_per_prompt():
     assert first != default_reply("m", [{"role": "user", "content": "b"}])
 
 
-async def test_the_synthesis_is_checked_against_its_models_window_too(gateway, fake: FakeOpenAI):
-    fake.behave("alpha", text="Short answer.")
-    fake.behave("priced", text="Synthesis.")
+async def test_the_synthesis_is_checked_against_its_models_window_too(gateway, fake_provider: FakeOpenAI):
+    fake_provider.behave("alpha", text="Short answer.")
+    fake_provider.behave("priced", text="Synthesis.")
     context = ["word " * 1500, "more " * 1500]  # fits alpha (no known limit), not priced (2000)
     body = {"prompt": unique(), "context": context, "models": ["alpha"], "synthesis_model": "priced"}
-    before = len(fake.calls("priced"))
+    before = len(fake_provider.calls("priced"))
     r = await gateway.post("/api/v1/llm/orchestrate", json=body)
     assert r.status_code == 200, r.text
     answer = r.json()
     assert answer["status"] == "partial" and answer["results"][0]["status"] == "ok"
     assert answer["synthesis"]["status"] == "error" and "room for 2000" in answer["synthesis"]["error"]
-    assert len(fake.calls("priced")) == before  # refused without a call
+    assert len(fake_provider.calls("priced")) == before  # refused without a call
     r = await gateway.post("/api/v1/llm/orchestrate", json={**body, "truncate": True})
     assert r.json()["synthesis"]["status"] == "ok"
-    sent = fake.calls("priced")[-1].body["messages"][-1]["content"]
+    sent = fake_provider.calls("priced")[-1].body["messages"][-1]["content"]
     assert "[1] word" in sent and "[2] more" not in sent and "Short answer." in sent

@@ -92,8 +92,8 @@ def test_a_bad_models_file_stops_the_service_at_start_naming_the_variable(tmp_di
 
 
 @pytest.mark.e2e
-async def test_a_service_acts_for_a_user_and_the_usage_is_theirs(llm_stack, gateway, fake: FakeOpenAI):
-    fake.behave("delta", text="for the user", prompt_tokens=7, completion_tokens=3)
+async def test_a_service_acts_for_a_user_and_the_usage_is_theirs(llm_stack, gateway, fake_provider: FakeOpenAI):
+    fake_provider.behave("delta", text="for the user", prompt_tokens=7, completion_tokens=3)
     async with httpx.AsyncClient(timeout=30) as client:
         r = await client.post(
             llm_stack.url("auth") + "/api/v1/auth/service-token",
@@ -130,20 +130,20 @@ async def test_a_service_acts_for_a_user_and_the_usage_is_theirs(llm_stack, gate
     assert {m["model"]: m for m in after["models"]}["delta"]["requests"] == delta_before + 1
 
 
-async def test_health_warns_while_litellm_cools_a_failing_model_down(fake: FakeOpenAI, tmp_dir):
+async def test_health_warns_while_litellm_cools_a_failing_model_down(fake_provider: FakeOpenAI, tmp_dir):
     from shared.kv import KeyValue
     from ultrai_llm.cache import ResponseCache
     from ultrai_llm.engine import Engine
     from ultrai_llm.schemas import ModelParams
     from ultrai_llm.service import Llm, providers_check
 
-    path = fake.models_file(tmp_dir / "models.json", ["limited", "alpha"])
+    path = fake_provider.models_file(tmp_dir / "models.json", ["limited", "alpha"])
     config = settings(llm_models_file=path, llm_allowed_fails=0, llm_cooldown_time=60, llm_num_retries=0)
     kv = KeyValue(None, service="llm-test")
     engine = Engine(config, build_catalog(config), ResponseCache(kv, 60))
     check = providers_check(Llm(engine, None, None))  # the check reads the engine only
     assert (await check.probe()).status == "pass"
-    fake.behave("limited", status=500, retry_after=0.01)
+    fake_provider.behave("limited", status=500, retry_after=0.01)
     for _ in range(3):
         result = await engine.call(
             "limited", [{"role": "user", "content": unique()}], ModelParams(), stage="answer", scope="u"

@@ -86,18 +86,21 @@ def test_postgres_fault_fails_readiness_not_liveness_and_recovers(auth_behind_pr
     assert ready.json()["checks"]["postgres:responseTime"][0]["status"] == "fail"
 
     proxy.set("pass")
-    recovered_after = _wait_status(proc.url + "/ready", 200, timeout=15)
-    print(f"\nPostgreSQL {fault}: ready again {recovered_after:.2f} s after the link came back")
+    _wait_status(proc.url + "/ready", 200, timeout=15)  # fails the test if it never comes back
 
 
 def test_postgres_latency_is_bounded_by_the_check_timeout(auth_behind_proxy) -> None:
+    """With every answer of the database 3 s late, /ready does not wait for it (it would then say
+    200): the check gives up at its own bound and says so. (How long /ready takes then is a figure
+    of bench/bench_faults.py.)"""
     proc, proxy = auth_behind_proxy
     proxy.set("latency", latency=3.0)
-    started = time.monotonic()
     ready = httpx.get(proc.url + "/ready", timeout=15)
-    elapsed = time.monotonic() - started
     assert ready.status_code == 503
-    print(f"\n/ready with 3 s of PostgreSQL latency answered in {elapsed:.2f} s")
+    check = ready.json()["checks"]["postgres:responseTime"][0]
+    assert check["status"] == "fail"
+    # The check's bound (2 s) or the driver's own connect bound (DB_POOL_TIMEOUT, 2 s here) ended it.
+    assert check["output"] in ("no answer within 2 s", "timed out"), check
     proxy.set("pass")
     _wait_status(proc.url + "/ready", 200, timeout=15)
 
@@ -133,9 +136,7 @@ def test_redis_down_is_a_warning_and_comes_back_by_itself(redis_proxy, tmp_path)
             if body["checks"]["redis:responseTime"][0]["status"] == "pass":
                 break
             time.sleep(0.1)
-        recovered = time.monotonic() - started
         assert body["checks"]["redis:responseTime"][0]["status"] == "pass"
-        print(f"\nRedis back in use {recovered:.2f} s after it returned")
     finally:
         proc.stop()
 
