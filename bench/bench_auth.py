@@ -28,9 +28,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "services" / "auth")]
 
+from tests.support.users import PASSWORD, new_email, register  # noqa: E402
 from tools.stack import SERVICES, ServiceProcess, free_port  # noqa: E402
 
-PASSWORD = "correct horse battery staple"
 STEP = float(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1] != "--probe" else 5.0
 
 
@@ -83,8 +83,7 @@ async def service_bench(url: str) -> None:
     async with (
         httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client,
     ):
-        email = "bench-auth@example.com"
-        await client.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
+        email = await register(client, new_email("bench-auth"))
         await logins_for(client, email, 2, 1.0)  # warm up
 
         print("== logins per second (production argon2id, m=19 MiB t=2 p=1)")

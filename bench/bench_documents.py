@@ -34,6 +34,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "services" / "documents")]
 from tests.documents.conftest import make_docx, make_pdf  # noqa: E402
 from tests.documents.files import assemble_pdf  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
+from tests.support.users import bearer, new_access_token  # noqa: E402
 from tools.stack import Stack  # noqa: E402
 from ultrai_documents.extraction.base import Limits  # noqa: E402
 from ultrai_documents.extraction.extract import extract_file  # noqa: E402
@@ -150,15 +151,6 @@ class Sampler:
         self._thread.join()
 
 
-async def new_user(client: httpx.AsyncClient) -> dict[str, str]:
-    email, password = f"bench-{secrets.token_hex(6)}@example.com", secrets.token_urlsafe(18)
-    r = await client.post("/api/v1/auth/register", json={"email": email, "password": password})
-    r.raise_for_status()
-    r = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
-    r.raise_for_status()
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
-
-
 async def upload_memory(stack: Stack, client: httpx.AsyncClient, headers: dict[str, str]) -> None:
     print("2. documents service memory while a 25 MB file is uploaded through the gateway")
     pid = stack.procs["documents"].proc.pid
@@ -252,7 +244,7 @@ async def main() -> None:
             await asyncio.to_thread(stack.start_all)
             try:
                 async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=120) as client:
-                    headers = await new_user(client)
+                    headers = bearer(await new_access_token(stack.url("gateway"), "bench"))
                     await upload_memory(stack, client, headers)
                     await first_event(stack, client, headers)
             finally:

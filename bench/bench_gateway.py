@@ -32,22 +32,19 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.support.users import bearer, new_email, register_and_login_sync  # noqa: E402
 from tools.stack import Stack  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 
 def prepare(stack: Stack) -> tuple[str, str]:
-    gw = stack.url("gateway")
-    email, password = "bench@example.com", "correct horse battery staple"
-    with httpx.Client(timeout=30) as client:
-        client.post(gw + "/api/v1/auth/register", json={"email": email, "password": password})
-        token = client.post(gw + "/api/v1/auth/login", json={"email": email, "password": password}).json()[
-            "access_token"
-        ]
-        auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=stack.url("gateway"), timeout=30) as client:
+        _, tokens = register_and_login_sync(client, new_email("bench"))
+        token = tokens["access_token"]
+        auth = bearer(token)
         doc = client.post(
-            gw + "/api/v1/documents",
+            "/api/v1/documents",
             headers=auth,
             files={"file": ("notes.md", b"# Bench\n\n" + b"Some text to read. " * 200, "text/markdown")},
         )

@@ -32,6 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.support.users import new_access_token  # noqa: E402
 from tools.stack import ServiceProcess, Stack, free_port  # noqa: E402
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 40
@@ -61,15 +62,6 @@ def start_fake(port: int) -> subprocess.Popen:
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError("the fake provider did not start")
-
-
-async def login(client: httpx.AsyncClient) -> str:
-    email, password = f"bench-{secrets.token_hex(4)}@example.com", secrets.token_urlsafe(18)
-    r = await client.post("/api/v1/auth/register", json={"email": email, "password": password})
-    r.raise_for_status()
-    r = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
-    r.raise_for_status()
-    return r.json()["access_token"]
 
 
 def litellm_router(fake_url: str):
@@ -178,7 +170,7 @@ async def main() -> int:
             await asyncio.to_thread(stack.start_all)
             limits = httpx.Limits(max_connections=50, max_keepalive_connections=50)
             async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=30, limits=limits) as gw:
-                token = await login(gw)
+                token = await new_access_token(stack.url("gateway"), "bench")
                 gw.headers["Authorization"] = f"Bearer {token}"
                 rss_rest = stack.procs["llm"].rss_mb()
                 async with httpx.AsyncClient(

@@ -25,6 +25,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.support.users import bearer, new_email, register_and_login  # noqa: E402
 from tools.stack import Stack  # noqa: E402
 
 NAMES = ("gateway", "auth", "documents", "llm")
@@ -52,11 +53,8 @@ async def db_connections(admin: str | None, db: str | None) -> int | None:
 
 async def load(gw: str, seconds: float, rate: float) -> tuple[int, int, list[float]]:
     async with httpx.AsyncClient(base_url=gw, timeout=30, limits=httpx.Limits(max_connections=64)) as client:
-        email = f"soak-{secrets.token_hex(4)}@example.com"
-        password = "a soak test passphrase"
-        await client.post("/api/v1/auth/register", json={"email": email, "password": password})
-        tokens = (await client.post("/api/v1/auth/login", json={"email": email, "password": password})).json()
-        auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+        _, tokens = await register_and_login(client, new_email("soak"))
+        auth = bearer(tokens["access_token"])
         doc = (
             await client.post(
                 "/api/v1/documents",
@@ -97,7 +95,7 @@ async def load(gw: str, seconds: float, rate: float) -> tuple[int, int, list[flo
                 refreshed = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
                 if refreshed.status_code == 200:
                     tokens = refreshed.json()
-                    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+                    auth = bearer(tokens["access_token"])
             i += 1
         await asyncio.gather(*tasks)
         return ok, errors, latencies
