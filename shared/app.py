@@ -57,9 +57,7 @@ def create_app(
 
     @asynccontextmanager
     async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-        kv = KeyValue(
-            settings.redis_url, service=service, prefix=settings.redis_key_prefix, timeout=settings.redis_timeout
-        )
+        kv = KeyValue.for_settings(settings, service)
         app.state.kv = kv
         db = None
         if database:

@@ -4,6 +4,11 @@ With no REDIS_URL everything lives in process (health says ``warn``). When Redis
 stops answering, operations fall back to process memory at once, and Redis is tried again after a
 short interval, so the service uses it again by itself when it is back. A Redis failure never fails
 a request.
+
+Busy is not down: the connection pool is bounded (REDIS_MAX_CONNECTIONS) and a call waits for a free
+connection up to REDIS_POOL_TIMEOUT. A call that still finds none raises ``RedisBusy`` in the strict
+operations (``mget_strict``), and is a cache miss in the others; either way the store does not
+switch to process memory, which would silently make shared state per process.
 """
 
 from __future__ import annotations
@@ -12,11 +17,13 @@ import logging
 import time
 from collections import OrderedDict
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError, RedisError
 
 from shared.health import Check, CheckResult
-from shared.metrics import KV_FALLBACK
+from shared.metrics import KV_BUSY, KV_FALLBACK
+from shared.settings import ServiceSettings
 
 log = logging.getLogger("shared.kv")
 
@@ -24,6 +31,36 @@ log = logging.getLogger("shared.kv")
 # write to a connection the server dropped raises RuntimeError ("the handler is closed") rather
 # than a redis ConnectionError, and redis-py then puts that dead connection back in its pool.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, RuntimeError)
+
+
+class StoreUnavailable(Exception):
+    """The shared store could not answer (down, or busy past the pool's bounded wait)."""
+
+
+class RedisBusy(StoreUnavailable):
+    """Every pooled connection stayed in use for the whole bounded wait."""
+
+
+def pool_exhausted(exc: BaseException) -> bool:
+    """Whether ``exc`` says the pool had no free connection, rather than that Redis is gone."""
+    if isinstance(exc, MaxConnectionsError):
+        return True
+    return isinstance(exc, RedisConnectionError) and str(exc) == "No connection available."
+
+
+def redis_client(url: str, *, timeout: float, max_connections: int, pool_timeout: float) -> Redis:
+    """A client whose pool waits (at most ``pool_timeout``) for a free connection instead of failing
+    at once when ``max_connections`` are in use."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=pool_timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=15,
+        retry_on_timeout=False,
+    )
+    return Redis(connection_pool=pool)
 
 
 async def drop_connections(client: Redis | None) -> None:
@@ -79,6 +116,8 @@ class KeyValue:
         timeout: float = 0.5,
         retry_interval: float = 1.0,
         max_local_entries: int = 10_000,
+        max_connections: int = 50,
+        pool_timeout: float = 1.0,
     ) -> None:
         self.url = url
         self.service = service
@@ -88,13 +127,18 @@ class KeyValue:
         self._down_until = 0.0
         self.redis: Redis | None = None
         if url:
-            self.redis = Redis.from_url(
-                url,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                health_check_interval=15,
-                retry_on_timeout=False,
-            )
+            self.redis = redis_client(url, timeout=timeout, max_connections=max_connections, pool_timeout=pool_timeout)
+
+    @classmethod
+    def for_settings(cls, settings: ServiceSettings, service: str) -> KeyValue:
+        return cls(
+            settings.redis_url,
+            service=service,
+            prefix=settings.redis_key_prefix,
+            timeout=settings.redis_timeout,
+            max_connections=settings.redis_max_connections,
+            pool_timeout=settings.redis_pool_timeout,
+        )
 
     @property
     def configured(self) -> bool:
@@ -105,7 +149,16 @@ class KeyValue:
             return None
         return self.redis
 
+    @property
+    def down(self) -> bool:
+        """Configured, but failing: in-process storage is standing in for it."""
+        return self.redis is not None and time.monotonic() < self._down_until
+
     async def _failed(self, exc: BaseException) -> None:
+        if pool_exhausted(exc):
+            # Busy, not down: this call gets no answer, the next one tries Redis again.
+            KV_BUSY.labels(self.service).inc()
+            return
         if time.monotonic() >= self._down_until:
             log.warning("redis unavailable (%s); using in-process storage", type(exc).__name__)
         self._down_until = time.monotonic() + self.retry_interval
@@ -123,9 +176,29 @@ class KeyValue:
                 return value.encode() if isinstance(value, str) else value
             except REDIS_ERRORS as exc:
                 await self._failed(exc)
+                if pool_exhausted(exc):
+                    return None
         return self.local.get(name)
 
-    async def set(self, name: str, value: bytes | str, ttl: float | None = None) -> None:
+    async def mget_strict(self, names: list[str]) -> list[bytes | None]:
+        """Several keys in one round trip, from Redis only: ``StoreUnavailable`` (``RedisBusy`` when
+        the pool stayed full) instead of an in-process guess. For answers that must not be guessed,
+        such as whether a token is revoked."""
+        redis = self._usable()
+        if redis is None:
+            raise StoreUnavailable("redis is not configured" if self.redis is None else "redis is down")
+        try:
+            values = await redis.mget([self.key(name) for name in names])
+        except REDIS_ERRORS as exc:
+            await self._failed(exc)
+            if pool_exhausted(exc):
+                raise RedisBusy(str(exc)) from None
+            raise StoreUnavailable(type(exc).__name__) from None
+        return [v.encode() if isinstance(v, str) else v for v in values]
+
+    async def set(self, name: str, value: bytes | str, ttl: float | None = None, *, strict: bool = False) -> None:
+        """Store a value. Redis busy: not stored (a cache loses one entry), or ``RedisBusy`` when
+        ``strict``; Redis down: kept in process until Redis is back."""
         data = value.encode() if isinstance(value, str) else value
         redis = self._usable()
         if redis is not None:
@@ -134,6 +207,10 @@ class KeyValue:
                 return
             except REDIS_ERRORS as exc:
                 await self._failed(exc)
+                if pool_exhausted(exc):
+                    if strict:
+                        raise RedisBusy(str(exc)) from None
+                    return
         self.local.set(name, data, ttl)
 
     async def delete(self, name: str) -> None:

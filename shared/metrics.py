@@ -33,6 +33,19 @@ KV_FALLBACK = Counter(
     ["service"],
     registry=REGISTRY,
 )
+KV_BUSY = Counter(
+    "kv_busy_total",
+    "Key-value operations that found every pooled Redis connection in use for the whole bounded wait",
+    ["service"],
+    registry=REGISTRY,
+)
+
+REVOCATION_UNKNOWN = Counter(
+    "token_revocation_unknown_total",
+    "Token checks refused (503) because neither the shared store nor auth could say whether it was revoked",
+    ["service"],
+    registry=REGISTRY,
+)
 
 
 def metrics_router() -> APIRouter:

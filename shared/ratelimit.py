@@ -15,15 +15,18 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
-from shared.kv import REDIS_ERRORS, drop_connections
-from shared.metrics import KV_FALLBACK
+from shared.errors import ProblemError
+from shared.kv import REDIS_ERRORS, drop_connections, pool_exhausted
+from shared.metrics import KV_BUSY, KV_FALLBACK
+from shared.settings import ServiceSettings
 
 _STORAGE_ERRORS: tuple[type[BaseException], ...] = (StorageError, *REDIS_ERRORS)
 
@@ -46,6 +49,8 @@ class RateLimiter:
         timeout: float = 0.5,
         retry_interval: float = 1.0,
         service: str = "ratelimit",
+        max_connections: int = 50,
+        pool_timeout: float = 1.0,
     ) -> None:
         self.service = service
         self.retry_interval = retry_interval
@@ -54,15 +59,31 @@ class RateLimiter:
         self._storage: RedisStorage | None = None
         self._down_until = 0.0
         if redis_url:
-            self._storage = RedisStorage(
+            # A pool that waits (bounded) for a free connection: a busy Redis is not a Redis that is
+            # down, and must not turn the limits into per-process ones.
+            pool = BlockingConnectionPool.from_url(
                 redis_url,
-                implementation="redispy",
-                wrap_exceptions=True,
-                key_prefix=f"{prefix}:ratelimit",
+                max_connections=max_connections,
+                timeout=pool_timeout,
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
             )
+            options: dict[str, Any] = {"connection_pool": pool}
+            self._storage = RedisStorage(
+                redis_url, implementation="redispy", wrap_exceptions=True, key_prefix=f"{prefix}:ratelimit", **options
+            )
             self.redis = MovingWindowRateLimiter(self._storage)
+
+    @classmethod
+    def for_settings(cls, settings: ServiceSettings, service: str) -> RateLimiter:
+        return cls(
+            settings.redis_url,
+            prefix=settings.redis_key_prefix,
+            timeout=settings.redis_timeout,
+            service=service,
+            max_connections=settings.redis_max_connections,
+            pool_timeout=settings.redis_pool_timeout,
+        )
 
     @property
     def configured(self) -> bool:
@@ -74,6 +95,16 @@ class RateLimiter:
         return self.memory
 
     async def _failed(self, exc: BaseException) -> None:
+        cause = exc.storage_error if isinstance(exc, StorageError) else exc
+        if pool_exhausted(cause):
+            # Busy, not down: the decision cannot be made now, and a limit is not guessed.
+            KV_BUSY.labels(self.service).inc()
+            raise ProblemError(
+                503,
+                "The rate limiter is busy; try again shortly.",
+                title="Service unavailable",
+                headers={"Retry-After": "1"},
+            )
         if time.monotonic() >= self._down_until:
             log.warning("redis unavailable for rate limits (%s); limiting in process", type(exc).__name__)
         self._down_until = time.monotonic() + self.retry_interval
@@ -121,7 +152,8 @@ class RateLimiter:
             try:
                 await limiter.clear(item, *identifiers)
             except _STORAGE_ERRORS as exc:
-                await self._failed(exc)
+                if not pool_exhausted(exc.storage_error if isinstance(exc, StorageError) else exc):
+                    await self._failed(exc)  # a busy pool only leaves the counter to expire
 
     async def close(self) -> None:
         # The redis-py storage keeps a connection pool; release it at shutdown.

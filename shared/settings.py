@@ -69,6 +69,9 @@ class ServiceSettings(BaseSettings):
     redis_url: str | None = None
     redis_key_prefix: str = "ultrai"
     redis_timeout: float = Field(0.5, gt=0, le=30)
+    # Connections per Redis client and how long a call waits for a free one (then: busy, not down).
+    redis_max_connections: int = Field(50, ge=1, le=10_000)
+    redis_pool_timeout: float = Field(1.0, gt=0, le=30)
 
     enable_metrics: bool = True
     auth_url: ServiceURL = "http://127.0.0.1:8001"
@@ -80,6 +83,8 @@ class ServiceSettings(BaseSettings):
     jwks_cache_seconds: int = Field(300, ge=1, le=86_400)
     jwks_refetch_interval: float = Field(5.0, ge=0, le=3600)
     revocation_poll_seconds: float = Field(1.0, ge=0, le=60)
+    # How old auth's revocation list may be, when it is the only source, before tokens get 503.
+    revocation_max_staleness_seconds: float = Field(5.0, gt=0, le=300)
     # The secret a service shows auth to obtain a service token (auth and its callers share it).
     internal_token_secret: SecretStr = SecretStr(DEV_INTERNAL_TOKEN_SECRET)
 

@@ -41,7 +41,8 @@ from fastapi import Depends, Request
 from jwt.algorithms import OKPAlgorithm
 
 from shared.errors import ProblemError
-from shared.kv import KeyValue
+from shared.kv import KeyValue, StoreUnavailable
+from shared.metrics import REVOCATION_UNKNOWN
 from shared.settings import DEV_INTERNAL_TOKEN_SECRET, ServiceSettings
 
 ALGORITHM = "EdDSA"
@@ -57,6 +58,8 @@ REVOCATIONS_PATH = "/api/v1/auth/revocations"
 ON_BEHALF_HEADER = "x-on-behalf-of"
 
 MAX_TOKEN_LENGTH = 8192
+# After the shared store failed, how long its "not revoked" is checked against auth's list as well.
+RECOVERY_SECONDS = 10.0
 _KID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
@@ -105,40 +108,135 @@ def unverified_header(token: str) -> dict[str, Any]:
     return header
 
 
+def revocation_names(claims: dict[str, Any]) -> list[str]:
+    """The entries that would revoke a token: its jti, its session and its user."""
+    names = [f"jti:{claims['jti']}", f"user:{claims['sub']}"]
+    if isinstance(claims.get("sid"), str):
+        names.append(f"sid:{claims['sid']}")
+    return names
+
+
 class RevocationStore:
-    """The revocation entries in the shared key-value store, under a namespace every service reads."""
+    """Revocation entries: in the shared key-value store under a namespace every service reads, and
+    in this process, for every entry it has learned (until the entry's own expiry).
+
+    What the process has learned is never forgotten because Redis is slow or away; what it has not
+    learned is never guessed: ``lookup`` raises ``StoreUnavailable`` when Redis cannot answer.
+    """
 
     def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
+        self._learned: dict[str, float] = {}  # name -> wall-clock expiry
+        self._pending: dict[str, float] = {}  # written here, not yet taken by the shared store
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     def for_settings(cls, settings: ServiceSettings) -> RevocationStore:
-        return cls(
-            KeyValue(
-                settings.redis_url,
-                service=REVOCATION_NAMESPACE,
-                prefix=settings.redis_key_prefix,
-                timeout=settings.redis_timeout,
-            )
-        )
+        return cls(KeyValue.for_settings(settings, REVOCATION_NAMESPACE))
 
     @property
     def shared(self) -> bool:
         return self.kv.configured
 
+    def learn(self, name: str, expires: float) -> None:
+        if expires > time.time():
+            self._learned[name] = max(expires, self._learned.get(name, 0.0))
+
+    def known(self, names: list[str]) -> bool:
+        """Whether this process already knows one of ``names`` to be revoked (no I/O)."""
+        now = time.time()
+        for name in names:
+            until = self._learned.get(name)
+            if until is not None:
+                if until > now:
+                    return True
+                del self._learned[name]
+        return False
+
     async def revoke(self, kind: Literal["jti", "sid", "user"], value: str, ttl: float) -> None:
-        """Revoke one token (jti), one session (sid) or every token of a deleted user (user)."""
-        await self.kv.set(f"{kind}:{value}", "1", ttl=max(ttl, 1.0))
+        """Revoke one token (jti), one session (sid) or every token of a deleted user (user).
+
+        Learned here at once. An entry the shared store cannot take now (Redis down or busy) is
+        kept and written again every second until it is taken or expires."""
+        name = f"{kind}:{value}"
+        expires = time.time() + max(ttl, 1.0)
+        self.learn(name, expires)
+        self._pending[name] = expires
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write the entries the shared store has not taken yet."""
+        for name, expires in list(self._pending.items()):
+            ttl = expires - time.time()
+            if ttl <= 0:
+                self._pending.pop(name, None)
+                continue
+            try:
+                await self.kv.set(name, f"{expires:.0f}", ttl=ttl, strict=True)
+            except StoreUnavailable:
+                break
+            if self.kv.configured and self.kv.down:  # the write fell back to process memory
+                break
+            self._pending.pop(name, None)
+        if self._pending and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        while self._pending:
+            await asyncio.sleep(1.0)
+            await self.flush()
+
+    @property
+    def unsynced(self) -> int:
+        """Revocations not yet in the shared store."""
+        return len(self._pending)
+
+    async def lookup(self, names: list[str]) -> bool:
+        """Whether one of ``names`` is revoked, asked of the shared store in one round trip; the
+        entries found are learned. ``StoreUnavailable`` when it cannot answer."""
+        values = await self.kv.mget_strict(names)
+        found = False
+        for name, value in zip(names, values, strict=True):
+            if value is not None:
+                found = True
+                self.learn(name, _expiry_of(value))
+        return found
 
     async def revoked(self, claims: dict[str, Any]) -> bool:
-        names = [f"jti:{claims['jti']}", f"user:{claims['sub']}"]
-        if isinstance(claims.get("sid"), str):
-            names.append(f"sid:{claims['sid']}")
-        values = await asyncio.gather(*(self.kv.get(name) for name in names))
-        return any(value is not None for value in values)
+        """Local first, then the shared store (raises ``StoreUnavailable`` when it cannot answer);
+        without a shared store, only what this process knows."""
+        names = revocation_names(claims)
+        if self.known(names):
+            return True
+        if not self.shared:
+            return False
+        return await self.lookup(names)
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
         await self.kv.close()
+
+
+def _expiry_of(value: bytes) -> float:
+    """The wall-clock expiry stored with an entry; entries written before expiries were stored
+    count for the longest a token can live."""
+    try:
+        return float(value)
+    except ValueError:
+        return time.time() + 3600.0
+
+
+def _revocation_unknown() -> ProblemError:
+    return ProblemError(
+        503,
+        "Whether the token has been revoked cannot be checked right now; try again shortly.",
+        title="Service unavailable",
+        headers={"Retry-After": "2"},
+    )
+
+
+RevocationSource = Callable[[], Awaitable[dict[str, dict[str, float]]]]
 
 
 @dataclass
@@ -165,7 +263,13 @@ class TokenVerifier:
     """Verifies access and service tokens for one service (``service`` names it for service-token ``aud``).
 
     ``jwks_source`` replaces the HTTP fetch (the auth service reads its own keys directly);
-    ``revocations`` replaces the store built from settings.
+    ``revocations`` replaces the store built from settings; ``revocation_source`` replaces the
+    HTTP poll of auth's revocation list (auth reads its own).
+
+    Revocation fails closed: a token is refused when its revocation is known here or in the shared
+    store; when the shared store cannot answer (down, or its pool busy past the bounded wait), auth's
+    own list is asked; when that is not fresh either, the answer is 503 with Retry-After, never
+    "valid" by default.
     """
 
     def __init__(
@@ -175,6 +279,7 @@ class TokenVerifier:
         *,
         jwks_source: JwksSource | None = None,
         revocations: RevocationStore | None = None,
+        revocation_source: RevocationSource | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings
@@ -186,13 +291,18 @@ class TokenVerifier:
         self.refetch_interval = settings.jwks_refetch_interval
         self.retry_seconds = 1.0  # after a failed fetch
         self.poll_seconds = settings.revocation_poll_seconds
+        self.max_staleness = max(settings.revocation_max_staleness_seconds, self.poll_seconds)
+        self._revocation_source = revocation_source
         self._source = jwks_source
         self._cache = _KeyCache()
         self._lock = asyncio.Lock()
         self._own_revocations = revocations is None
         self.revocations = revocations or RevocationStore.for_settings(settings)
         self._http: httpx.AsyncClient | None = None
-        if jwks_source is None or not self.revocations.shared:
+        # A verifier inside auth (its keys given) learns every revocation in its own store, and
+        # reads auth's list only when given it; every other verifier reads it over HTTP.
+        self._polls = revocation_source is not None or jwks_source is None
+        if jwks_source is None:
             self._http = httpx.AsyncClient(
                 base_url=settings.auth_url,
                 timeout=httpx.Timeout(2.0, connect=1.0),
@@ -200,7 +310,9 @@ class TokenVerifier:
                 trust_env=False,
             )
         self._polled: dict[str, Any] = {"jti": {}, "sid": {}, "user": {}}
-        self._polled_at = -1e9
+        self._polled_at = -1e9  # last attempt
+        self._polled_ok_at = -1e9  # last successful read
+        self._store_failed_at = -1e9
         self._poll_lock = asyncio.Lock()
         self._warm: asyncio.Task[None] | None = None
 
@@ -353,31 +465,73 @@ class TokenVerifier:
                 raise unauthorized("The token is not valid.")
 
     async def _is_revoked(self, claims: dict[str, Any]) -> bool:
-        if await self.revocations.revoked(claims):
+        names = revocation_names(claims)
+        if self.revocations.known(names):
             return True
-        if self.revocations.shared or self._http is None or self.poll_seconds <= 0:
+        if self.revocations.shared:
+            try:
+                if await self.revocations.lookup(names):
+                    return True
+                if not self._polls or time.monotonic() - self._store_failed_at > RECOVERY_SECONDS:
+                    return False
+                # Redis answered, but it failed moments ago: what auth revoked meanwhile may not
+                # be written back yet, so auth's list is read too (when it can be).
+                return await self._in_polled_list(claims, required=False)
+            except StoreUnavailable:
+                self._store_failed_at = time.monotonic()
+            if not self._polls:
+                REVOCATION_UNKNOWN.labels(self.service).inc()
+                raise _revocation_unknown()
+            return await self._in_polled_list(claims, required=True)
+        if self.poll_seconds <= 0 or not self._polls:
             return False
-        # No shared store: read auth's revocation list, at most every REVOCATION_POLL_SECONDS.
+        return await self._in_polled_list(claims, required=True)
+
+    async def _in_polled_list(self, claims: dict[str, Any], *, required: bool) -> bool:
+        """Whether auth's revocation list names the token; ``required``: 503 when the list is not
+        fresh (auth unreachable for longer than REVOCATION_MAX_STALENESS_SECONDS)."""
         await self._poll_revocations()
+        if time.monotonic() - self._polled_ok_at > self.max_staleness:
+            if not required:
+                return False
+            REVOCATION_UNKNOWN.labels(self.service).inc()
+            raise _revocation_unknown()
         polled = self._polled
-        return claims["jti"] in polled["jti"] or claims.get("sid") in polled["sid"] or claims["sub"] in polled["user"]
+        now = time.time()
+        hits = (
+            polled["jti"].get(claims["jti"]),
+            polled["sid"].get(claims.get("sid")),
+            polled["user"].get(claims["sub"]),
+        )
+        for until in hits:
+            if until is not None and float(until) > now:
+                return True
+        return False
 
     async def _poll_revocations(self) -> None:
-        if time.monotonic() - self._polled_at < self.poll_seconds:
+        interval = max(self.poll_seconds, 0.25)  # one read at a time, however many requests wait
+        if time.monotonic() - self._polled_at < interval:
             return
         async with self._poll_lock:
-            if time.monotonic() - self._polled_at < self.poll_seconds:
+            if time.monotonic() - self._polled_at < interval:
                 return
-            assert self._http is not None
             try:
-                secret = self.settings.internal_token_secret.get_secret_value()
-                resp = await self._http.get(REVOCATIONS_PATH, headers={"Authorization": f"Bearer {secret}"})
-                resp.raise_for_status()
-                body = resp.json()
+                body = await self._read_revocations()
                 self._polled = {k: dict(body.get(k) or {}) for k in ("jti", "sid", "user")}
+                self._polled_ok_at = time.monotonic()
             except (httpx.HTTPError, ValueError, AttributeError, TypeError):
-                pass  # keep the last list; the shared store and short lifetimes still bound exposure
+                pass  # keep the last list until it is too old to vouch for (then: 503)
             self._polled_at = time.monotonic()
+
+    async def _read_revocations(self) -> dict[str, Any]:
+        if self._revocation_source is not None:
+            return await self._revocation_source()
+        assert self._http is not None
+        secret = self.settings.internal_token_secret.get_secret_value()
+        resp = await self._http.get(REVOCATIONS_PATH, headers={"Authorization": f"Bearer {secret}"})
+        resp.raise_for_status()
+        body: dict[str, Any] = resp.json()
+        return body
 
 
 # ---- FastAPI dependencies ---------------------------------------------------------------------

@@ -38,19 +38,25 @@ def lifespan_for(settings: AuthSettings) -> Lifespan:
             await publish_keys(AuthRepository(session), signer)
         passwords = PasswordService(settings)
         await passwords.start()
-        limiter = RateLimiter(
-            settings.redis_url, prefix=settings.redis_key_prefix, timeout=settings.redis_timeout, service=SERVICE
-        )
+        limiter = RateLimiter.for_settings(settings, SERVICE)
         revocations = RevocationStore.for_settings(settings)
+
+        revoker = Revoker(revocations, settings)
 
         async def jwks() -> dict[str, Any]:
             return signer.jwks()
 
-        verifier = TokenVerifier(settings, SERVICE, jwks_source=jwks, revocations=revocations)
+        async def revoked_here() -> dict[str, dict[str, float]]:
+            return revoker.listing()
+
+        # When Redis cannot answer, auth's own list (what this process revoked) answers instead.
+        verifier = TokenVerifier(
+            settings, SERVICE, jwks_source=jwks, revocations=revocations, revocation_source=revoked_here
+        )
         app.state.signer = signer
         app.state.passwords = passwords
         app.state.limiter = limiter
-        app.state.revoker = Revoker(revocations, settings)
+        app.state.revoker = revoker
         app.state.verifier = verifier
         try:
             yield
