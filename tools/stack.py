@@ -23,6 +23,8 @@ class ServiceSpec:
     name: str
     port: int
     module: str
+    # uvicorn arguments of this service alone (the gateway's edge protocol).
+    extra_args: tuple[str, ...] = ()
 
     @property
     def app_dir(self) -> Path:
@@ -34,7 +36,9 @@ class ServiceSpec:
 
 
 SERVICES: dict[str, ServiceSpec] = {
-    "gateway": ServiceSpec("gateway", 8000, "ultrai_gateway.main:app"),
+    "gateway": ServiceSpec(
+        "gateway", 8000, "ultrai_gateway.main:app", ("--http", "ultrai_gateway.server:EdgeProtocol")
+    ),
     "auth": ServiceSpec("auth", 8001, "ultrai_auth.main:app"),
     "documents": ServiceSpec("documents", 8002, "ultrai_documents.main:app"),
     "llm": ServiceSpec("llm", 8003, "ultrai_llm.main:app"),
@@ -65,6 +69,7 @@ def service_command(spec: ServiceSpec, port: int, host: str = "127.0.0.1", pytho
         # Client addresses are worked out by the services from their trusted hops (shared.net),
         # not by uvicorn, which would take any X-Forwarded-For sent from loopback at its word.
         "--no-proxy-headers",
+        *spec.extra_args,
     ]
 
 

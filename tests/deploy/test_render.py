@@ -11,6 +11,7 @@ from jsonschema import Draft202012Validator
 
 from tests.deploy.conftest import SettingsFacts, load_schema
 from tools import deploy_check as dc
+from tools.stack import SERVICES
 
 SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|SEED)$")
 
@@ -19,6 +20,7 @@ def start_command(name: str) -> str:
     return (
         f"uvicorn ultrai_{name}.main:app --app-dir services/{name} --host 0.0.0.0 --port $PORT "
         "--workers ${WEB_CONCURRENCY:-1} --no-proxy-headers --timeout-graceful-shutdown 20"
+        + "".join(f" {arg}" for arg in SERVICES[name].extra_args)
     )
 
 

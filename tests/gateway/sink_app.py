@@ -5,6 +5,7 @@ It stands where the documents service would, on the same prefix:
 - GET  /api/v1/documents/blob?n=N streams N bytes in 64 KiB chunks
 - GET  /api/v1/documents/sse      one event, then waits for POST /api/v1/documents/release, then one more
 - GET  /api/v1/documents/echo-id  answers the request headers it received
+- GET  /api/v1/documents/inflight how many sink requests are being read now
 - GET  /health                    pass
 """
 
@@ -16,6 +17,7 @@ import json
 from urllib.parse import parse_qs
 
 released = asyncio.Event()
+inflight = 0
 
 
 async def _json(send, body: dict, status: int = 200) -> None:
@@ -37,14 +39,21 @@ async def app(scope, receive, send) -> None:
     if path == "/health" or path == "/live":
         await _json(send, {"status": "pass"})
     elif path == "/api/v1/documents/sink":
+        global inflight
         digest, size, more = hashlib.sha256(), 0, True
-        while more:
-            message = await receive()
-            chunk = message.get("body", b"")
-            digest.update(chunk)
-            size += len(chunk)
-            more = message.get("more_body", False)
+        inflight += 1
+        try:
+            while more:
+                message = await receive()
+                chunk = message.get("body", b"")
+                digest.update(chunk)
+                size += len(chunk)
+                more = message.get("more_body", False)
+        finally:
+            inflight -= 1
         await _json(send, {"bytes": size, "sha256": digest.hexdigest()})
+    elif path == "/api/v1/documents/inflight":
+        await _json(send, {"inflight": inflight})
     elif path == "/api/v1/documents/blob":
         n = int(parse_qs(scope["query_string"].decode()).get("n", ["0"])[0])
         await send(

@@ -33,6 +33,13 @@ class GatewaySettings(ServiceSettings):
     max_upload_bytes: int = Field(25 * 1_048_576, ge=1024)
     upload_overhead_bytes: int = Field(64 * 1024, ge=1024)
 
+    # Slow and greedy clients (ultrai_gateway/server.py): seconds for the request line and headers;
+    # the slowest request body accepted, averaged over a window; open connections per worker.
+    header_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    body_min_bytes_per_second: float = Field(1024.0, ge=0)
+    body_rate_window_seconds: float = Field(10.0, gt=0, le=300)
+    max_connections: int = Field(900, ge=1, le=100_000)
+
     health_timeout: float = Field(1.5, gt=0, le=30)
     upstream_connect_timeout: float = Field(1.0, gt=0, le=30)
     upstream_read_timeout: float = Field(300.0, gt=0, le=3600)

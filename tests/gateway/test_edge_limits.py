@@ -1,0 +1,201 @@
+"""The gateway cuts off slow and greedy clients (ultrai_gateway/server.py), as a real process:
+slowloris connections are closed at the header deadline while normal requests are served, a body
+trickling in below the minimum rate is answered 408 and its upstream request ends, and connections
+beyond the per-worker cap are answered 503 with Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.gateway.test_proxy_streaming import Sink
+from tests.support.waiting import eventually
+from tools.stack import SERVICES, ServiceProcess, free_port
+
+pytestmark = pytest.mark.e2e
+
+HEADER_TIMEOUT = 2.0
+
+
+def start_gateway(workdir: Path, sink: Sink, **env: str) -> ServiceProcess:
+    dead = f"http://127.0.0.1:{free_port()}"
+    gateway = ServiceProcess(
+        SERVICES["gateway"],
+        free_port(),
+        env={
+            "DOCUMENTS_URL": sink.url,
+            "AUTH_URL": dead,
+            "LLM_URL": dead,
+            "LOG_LEVEL": "WARNING",
+            "EDGE_AUTH": "false",
+            "HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
+            "BODY_RATE_WINDOW_SECONDS": "1",
+            "BODY_MIN_BYTES_PER_SECOND": "1000",
+            **env,
+        },
+        log_path=workdir / "gateway.log",
+    ).start()
+    gateway.wait_ready()
+    return gateway
+
+
+@pytest.fixture(scope="module")
+def sink(tmp_path_factory) -> Iterator[Sink]:
+    sink = Sink(tmp_path_factory.mktemp("edge"))
+    sink.wait()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+async def _read_all(reader: asyncio.StreamReader, limit: float) -> bytes:
+    try:
+        return await asyncio.wait_for(reader.read(65536), timeout=limit)
+    except TimeoutError:
+        return b""
+
+
+async def _slowloris(port: int, drip_every: float, lifetime: float) -> tuple[bytes, float]:
+    """A connection that sends a request line, then one header byte every ``drip_every`` seconds.
+    Returns what the gateway answered and when the gateway closed the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    opened = time.monotonic()
+    writer.write(b"GET /live HTTP/1.1\r\nHost: gateway\r\nX-Slow: ")
+    answer = b""
+    try:
+        while time.monotonic() - opened < lifetime:
+            chunk = await _read_all(reader, drip_every)
+            if chunk:
+                answer += chunk
+                rest = await _read_all(reader, 1.0)
+                answer += rest
+                break
+            if reader.at_eof():
+                break
+            writer.write(b"a")
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        closed_after = time.monotonic() - opened
+        writer.close()
+    return answer, closed_after
+
+
+def test_slowloris_connections_are_closed_at_the_header_deadline(sink: Sink, tmp_path: Path) -> None:
+    gateway = start_gateway(tmp_path, sink)
+    try:
+        proc = psutil.Process(gateway.proc.pid)
+        baseline = proc.num_fds()
+
+        async def run() -> tuple[list[tuple[bytes, float]], list[int], int]:
+            slow = [asyncio.create_task(_slowloris(gateway.port, 0.5, 20.0)) for _ in range(800)]
+            codes: list[int] = []
+            peak = 0
+            async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+                deadline = time.monotonic() + HEADER_TIMEOUT + 1
+                while time.monotonic() < deadline:
+                    codes.append((await client.get("/live")).status_code)
+                    peak = max(peak, proc.num_fds())
+                    await asyncio.sleep(0.02)
+            return await asyncio.gather(*slow), codes, peak
+
+        results, codes, peak = asyncio.run(run())
+        assert peak > baseline + 700, f"the slow connections were not all open at once ({baseline} -> {peak})"
+        answered = [answer for answer, _ in results]
+        assert all(a.startswith(b"HTTP/1.1 408 ") for a in answered), {a[:40] for a in answered}
+        assert all(b"application/problem+json" in a for a in answered)
+        assert codes and all(code == 200 for code in codes), codes
+        # descriptors back to the baseline once the slow connections are gone
+        eventually_fds = asyncio.run(
+            eventually(_async(proc.num_fds), lambda n: n <= baseline + 2, what="gateway descriptors", timeout=10)
+        )
+        print(
+            f"\n800 slowloris connections: descriptors {baseline} -> {peak} -> {eventually_fds}; "
+            f"closed after {min(a for _, a in results):.2f}-{max(a for _, a in results):.2f} s; "
+            f"{len(codes)} normal requests meanwhile, all 200"
+        )
+    finally:
+        gateway.stop()
+
+
+def _async(fn):
+    async def call():
+        return fn()
+
+    return call
+
+
+def test_a_body_below_the_minimum_rate_gets_408_and_its_upstream_request_ends(sink: Sink, tmp_path: Path) -> None:
+    gateway = start_gateway(tmp_path, sink)
+    try:
+
+        async def run() -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+            writer.write(
+                b"POST /api/v1/documents/sink HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/octet-stream\r\n"
+                b"Content-Length: 100000\r\n\r\n" + b"x" * 2000
+            )
+            await writer.drain()
+            answer = b""
+            for _ in range(40):  # 10 bytes every 0.25 s: 40 B/s, far below 1000 B/s
+                chunk = await _read_all(reader, 0.25)
+                if chunk:
+                    answer = chunk + await _read_all(reader, 1.0)
+                    break
+                try:
+                    writer.write(b"y" * 10)
+                    await writer.drain()
+                except (ConnectionError, OSError):
+                    break
+            writer.close()
+            return answer
+
+        answer = asyncio.run(run())
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+        assert body["status"] == 408 and "bytes per second" in body["detail"]
+        # the sink's request ended: the upstream connection is no longer held by the slow client
+        inflight = asyncio.run(
+            eventually(
+                _async(lambda: httpx.get(sink.url + "/api/v1/documents/inflight").json()["inflight"]),
+                lambda n: n == 0,
+                what="the upstream request to end",
+                timeout=10,
+            )
+        )
+        assert inflight == 0
+        # a body at a normal pace still goes through
+        resp = httpx.post(gateway.url + "/api/v1/documents/sink", content=b"z" * 300_000, timeout=10)
+        assert resp.status_code == 200 and resp.json()["bytes"] == 300_000
+    finally:
+        gateway.stop()
+
+
+def test_connections_beyond_the_cap_get_503_with_retry_after(sink: Sink, tmp_path: Path) -> None:
+    gateway = start_gateway(tmp_path, sink, MAX_CONNECTIONS="20", HEADER_TIMEOUT_SECONDS="30")
+    try:
+
+        async def run() -> list[bytes]:
+            held = [await asyncio.open_connection("127.0.0.1", gateway.port) for _ in range(20)]
+            extra = [await asyncio.open_connection("127.0.0.1", gateway.port) for _ in range(5)]
+            answers = [await _read_all(reader, 3.0) for reader, _ in extra]
+            for _, writer in held + extra:
+                writer.close()
+            return answers
+
+        answers = asyncio.run(run())
+        assert all(a.startswith(b"HTTP/1.1 503 ") for a in answers), answers
+        assert all(b"retry-after: 1" in a.lower() for a in answers)
+        # once the held connections are gone, the gateway serves again
+        assert httpx.get(gateway.url + "/live", timeout=5).status_code == 200
+    finally:
+        gateway.stop()
