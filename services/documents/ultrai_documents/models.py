@@ -6,7 +6,9 @@ The original bytes and the extracted text are kept in the database in parts (``B
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -29,6 +31,11 @@ TEXT_PART_CHARS = 1024 * 1024
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A new document or analysis id: 32 hex characters."""
+    return secrets.token_hex(16)
 
 
 class DocumentsBase(DeclarativeBase):
@@ -103,11 +110,11 @@ class Analysis(DocumentsBase):
     document_id: Mapped[str] = mapped_column(String(32), ForeignKey("documents.id", ondelete="CASCADE"), nullable=False)
     owner_id: Mapped[str] = mapped_column(String(64), nullable=False)
     kind: Mapped[str] = mapped_column(String(16), nullable=False)
-    params: Mapped[dict] = mapped_column(JSON, nullable=False)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     params_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
     stage: Mapped[str | None] = mapped_column(String(64))
-    result: Mapped[dict | None] = mapped_column(JSON)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
@@ -127,5 +134,5 @@ class AnalysisEvent(DocumentsBase):
         String(32), ForeignKey("analyses.id", ondelete="CASCADE"), nullable=False, index=True
     )
     event: Mapped[str] = mapped_column(String(32), nullable=False)
-    data: Mapped[dict] = mapped_column(JSON, nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)

@@ -1,5 +1,8 @@
+"""The documents service's settings, read from the environment (see .env.example)."""
+
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -40,7 +43,7 @@ class DocumentsSettings(DatabaseSettings):
     # JSON/HTML/XML nesting.
     max_nesting_depth: int = Field(256, ge=8, le=10_000)
 
-    # Chunks (tokens are estimated; see chunking.py).
+    # Chunks (tokens are estimated; see extraction/chunking.py).
     chunk_tokens: int = Field(1500, ge=50, le=200_000)
     chunk_overlap_tokens: int = Field(150, ge=0, le=50_000)
 
@@ -55,6 +58,11 @@ class DocumentsSettings(DatabaseSettings):
     analysis_workers: int = Field(8, ge=1, le=256)
     llm_timeout_seconds: float = Field(300.0, gt=0, le=3600)
     sse_poll_seconds: float = Field(0.25, gt=0, le=10)
+
+    @property
+    def upload_folder(self) -> Path:
+        """Where uploads are written while they arrive and are read (emptied at every start)."""
+        return Path(self.data_dir) / "documents-tmp"
 
     @field_validator("chunk_overlap_tokens")
     @classmethod

@@ -14,16 +14,20 @@ import hashlib
 import re
 import secrets
 import unicodedata
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 from urllib.parse import quote
 
-from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from shared.errors import ProblemError
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 FLUSH_BYTES = 1024 * 1024
 FILE_FIELD = "file"
@@ -54,6 +58,17 @@ class _State:
         self.size = 0
         self.digest = hashlib.sha256()
         self.pending = bytearray()
+
+    def callbacks(self) -> MultipartCallbacks:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+        }
 
     # python-multipart callbacks (synchronous; they only touch memory).
     def on_part_begin(self) -> None:
@@ -109,14 +124,15 @@ class _State:
 
 
 async def receive_upload(
-    request: Request,
+    content_type: str,
+    body: AsyncIterator[bytes],
     directory: Path,
     *,
     max_bytes: int,
     max_parts: int,
     max_field_bytes: int,
 ) -> Upload:
-    content_type = request.headers.get("content-type", "")
+    """The file of a multipart/form-data ``body`` (with this Content-Type), written into ``directory``."""
     media, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
     if media != b"multipart/form-data" or not boundary:
@@ -127,39 +143,12 @@ async def receive_upload(
     if len(boundary) > 200:
         raise ProblemError(400, "The multipart boundary is too long.")
     state = _State(max_bytes, max_parts, max_field_bytes)
-    callbacks = {
-        name: getattr(state, name)
-        for name in (
-            "on_part_begin",
-            "on_part_data",
-            "on_part_end",
-            "on_header_field",
-            "on_header_value",
-            "on_header_end",
-            "on_headers_finished",
-        )
-    }
-    parser = MultipartParser(boundary, callbacks, max_header_count=8, max_header_size=4096)
+    parser = MultipartParser(boundary, state.callbacks(), max_header_count=8, max_header_size=4096)
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     path = directory / f"upload-{secrets.token_hex(16)}.bin"
     fh = await asyncio.to_thread(open, path, "wb")
     try:
-        try:
-            async for chunk in request.stream():
-                parser.write(chunk)
-                if len(state.pending) >= FLUSH_BYTES:
-                    data = bytes(state.pending)
-                    state.pending.clear()
-                    await asyncio.to_thread(fh.write, data)
-            parser.finalize()
-        except FormParserError:
-            raise ProblemError(400, "The multipart body is malformed.") from None
-        except ClientDisconnect:
-            # The client went away mid-body: nothing to store, no one to answer, not our error.
-            raise ProblemError(400, "The upload was interrupted before it was complete.") from None
-        if state.pending:
-            await asyncio.to_thread(fh.write, bytes(state.pending))
-            state.pending.clear()
+        await _write_file(body, parser, state, fh)
         await asyncio.to_thread(fh.close)
         if not state.file_seen or not state.file_done:
             raise ProblemError(400, "The form has no complete file in the field 'file'.")
@@ -170,6 +159,26 @@ async def receive_upload(
         path.unlink(missing_ok=True)
         raise
     return Upload(path=path, size=state.size, sha256=state.digest.hexdigest(), filename=state.filename)
+
+
+async def _write_file(body: AsyncIterator[bytes], parser: MultipartParser, state: _State, fh: IO[bytes]) -> None:
+    """Parse the body as it arrives; the file's bytes go to ``fh`` in blocks of FLUSH_BYTES."""
+    try:
+        async for chunk in body:
+            parser.write(chunk)
+            if len(state.pending) >= FLUSH_BYTES:
+                data = bytes(state.pending)
+                state.pending.clear()
+                await asyncio.to_thread(fh.write, data)
+        parser.finalize()
+    except FormParserError:
+        raise ProblemError(400, "The multipart body is malformed.") from None
+    except ClientDisconnect:
+        # The client went away mid-body: nothing to store, no one to answer, not our error.
+        raise ProblemError(400, "The upload was interrupted before it was complete.") from None
+    if state.pending:
+        await asyncio.to_thread(fh.write, bytes(state.pending))
+        state.pending.clear()
 
 
 # ------------------------------------------------------------------------------------- file names

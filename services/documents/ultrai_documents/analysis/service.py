@@ -1,0 +1,117 @@
+"""Starting an analysis and answering for it: the same request reuses the analysis it made before,
+limits hold (document length, number of models, analyses running per user), and status and
+progress are read back for the document's owner only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.errors import ProblemError
+from ultrai_documents.analysis.events import event_stream
+from ultrai_documents.analysis.runner import Runner
+from ultrai_documents.documents import owned_document
+from ultrai_documents.llm import ModelCatalog
+from ultrai_documents.models import Analysis, new_id
+from ultrai_documents.repository import DocumentsRepository
+from ultrai_documents.schemas import AnalysisRequest
+from ultrai_documents.settings import DocumentsSettings
+
+# An analysis in one of these answers a request for the same one (unless it asks for a fresh one).
+REUSABLE = ("completed", "queued", "running")
+HISTORY = 100
+DEFAULT_MODELS = 3
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    """What makes two requests the same analysis: their parameters, the models in any order."""
+    key = dict(params)
+    key["models"] = sorted(key["models"])
+    return hashlib.sha256(json.dumps(key, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class AnalysisService:
+    def __init__(
+        self,
+        repository: DocumentsRepository,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: DocumentsSettings,
+        runner: Runner,
+        models: ModelCatalog,
+    ) -> None:
+        self.repository = repository
+        self.sessions = sessions
+        self.settings = settings
+        self.runner = runner
+        self.models = models
+
+    async def start(self, owner: str, document_id: str, request: AnalysisRequest) -> tuple[Analysis, bool]:
+        """The analysis the request asks for, queued for the runner, or the same one made before.
+        Returns (analysis, reused)."""
+        doc = await owned_document(self.repository, owner, document_id)
+        await self.repository.release()
+        if doc.chunk_count > self.settings.analysis_max_chunks:
+            raise ProblemError(
+                422,
+                f"The document is too long to analyse ({doc.chunk_count} chunks; the limit is "
+                f"{self.settings.analysis_max_chunks}).",
+            )
+        models = list(dict.fromkeys(request.models)) if request.models else await self._default_models()
+        if len(models) > self.settings.analysis_max_models:
+            raise ProblemError(422, f"Use at most {self.settings.analysis_max_models} models.")
+        params = request.params(models, request.synthesis_model)
+        digest = params_hash(params)
+        if not request.fresh:
+            previous = await self.repository.latest_analysis(owner, doc.id, digest, REUSABLE)
+            if previous is not None:
+                return previous, True
+        if await self.repository.active_analyses(owner) >= self.settings.analysis_max_active_per_user:
+            raise ProblemError(
+                429, "Too many analyses are running for you; wait for one to finish.", headers={"Retry-After": "5"}
+            )
+        analysis = Analysis(
+            id=new_id(),
+            document_id=doc.id,
+            owner_id=owner,
+            kind=request.kind,
+            params=params,
+            params_hash=digest,
+            status="queued",
+        )
+        await self.repository.add_analysis(analysis)
+        await self.repository.add_event(analysis.id, "status", {"status": "queued"})
+        await self.repository.commit()
+        await self.runner.submit(analysis.id)
+        return analysis, False
+
+    async def _default_models(self) -> list[str]:
+        """ANALYSIS_DEFAULT_MODELS, or the first models the llm service has available."""
+        if self.settings.analysis_default_models:
+            return list(self.settings.analysis_default_models)
+        names = await self.models.available()
+        if not names:
+            raise ProblemError(422, "Name the models to use in 'models' (no default models are configured).")
+        return names[:DEFAULT_MODELS]
+
+    async def history(self, owner: str, document_id: str) -> list[Analysis]:
+        """The document's latest analyses, newest first."""
+        doc = await owned_document(self.repository, owner, document_id)
+        return await self.repository.analyses_of(doc.id, HISTORY)
+
+    async def get(self, owner: str, document_id: str, analysis_id: str) -> Analysis:
+        await owned_document(self.repository, owner, document_id)
+        analysis = await self.repository.owned_analysis(owner, document_id, analysis_id)
+        if analysis is None:
+            raise ProblemError(404, "No such analysis.")
+        return analysis
+
+    async def events(self, owner: str, document_id: str, analysis_id: str, last_id: int) -> AsyncIterator[bytes]:
+        """The analysis' events after ``last_id``, as server-sent events, until its final one."""
+        await self.get(owner, document_id, analysis_id)
+        # The stream reads in short sessions of its own: a slow reader holds no connection.
+        await self.repository.release()
+        return event_stream(self.sessions, analysis_id, last_id, self.settings.sse_poll_seconds)

@@ -1,0 +1,96 @@
+"""The routes' dependencies: what the lifespan opened (on ``app.state``), the services built on the
+request's database session, who is calling, and the request details a handler needs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.db import DbSession, database_of
+from shared.tokens import CurrentPrincipal, unauthorized
+from ultrai_documents.analysis.runner import Runner
+from ultrai_documents.analysis.service import AnalysisService
+from ultrai_documents.documents import DocumentService
+from ultrai_documents.extraction.sandbox import Extractor
+from ultrai_documents.llm import ModelCatalog
+from ultrai_documents.repository import DocumentsRepository
+from ultrai_documents.settings import DocumentsSettings
+
+
+# ---- what the app and its lifespan hold -------------------------------------------------------
+def get_settings(request: Request) -> DocumentsSettings:
+    settings: DocumentsSettings = request.app.state.settings
+    return settings
+
+
+def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    """The session factory, for what outlives the request's session (a streamed response)."""
+    return database_of(request).sessions
+
+
+def get_extractor(request: Request) -> Extractor:
+    extractor: Extractor = request.app.state.extractor
+    return extractor
+
+
+def get_runner(request: Request) -> Runner:
+    runner: Runner = request.app.state.runner
+    return runner
+
+
+def get_models(request: Request) -> ModelCatalog:
+    models: ModelCatalog = request.app.state.models
+    return models
+
+
+Settings = Annotated[DocumentsSettings, Depends(get_settings)]
+Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
+Sandbox = Annotated[Extractor, Depends(get_extractor)]
+AnalysisRunner = Annotated[Runner, Depends(get_runner)]
+Models = Annotated[ModelCatalog, Depends(get_models)]
+
+
+# ---- the services, on the request's database session ------------------------------------------
+def get_repository(session: DbSession) -> DocumentsRepository:
+    return DocumentsRepository(session)
+
+
+Repository = Annotated[DocumentsRepository, Depends(get_repository)]
+
+
+def get_documents(
+    repository: Repository, sessions: Sessions, settings: Settings, extractor: Sandbox
+) -> DocumentService:
+    return DocumentService(repository, sessions, settings, extractor)
+
+
+def get_analyses(
+    repository: Repository, sessions: Sessions, settings: Settings, runner: AnalysisRunner, models: Models
+) -> AnalysisService:
+    return AnalysisService(repository, sessions, settings, runner, models)
+
+
+Documents = Annotated[DocumentService, Depends(get_documents)]
+Analyses = Annotated[AnalysisService, Depends(get_analyses)]
+
+
+# ---- the caller and the request ---------------------------------------------------------------
+def get_owner(principal: CurrentPrincipal) -> str:
+    """The user the request acts for (with a user's token, or a service's on behalf of one)."""
+    if principal.user_id is None:
+        raise unauthorized()
+    return principal.user_id
+
+
+def get_last_event_id(request: Request) -> int:
+    """Where a reconnecting event stream resumes: its Last-Event-ID, or the start."""
+    try:
+        return int(request.headers.get("last-event-id", "0"))
+    except ValueError:
+        return 0
+
+
+Owner = Annotated[str, Depends(get_owner)]
+LastEventId = Annotated[int, Depends(get_last_event_id)]

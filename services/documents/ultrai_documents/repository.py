@@ -1,0 +1,206 @@
+"""Every query of the documents service, on one database session.
+
+The callers decide where a transaction ends (``commit``) and when the connection goes back to the
+pool before something slow (``release``); nothing here commits on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, and_, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ultrai_documents.models import Analysis, AnalysisEvent, Chunk, Document, DocumentBlob, DocumentText
+
+ACTIVE = ("queued", "running")
+
+
+class DocumentsRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # ---- transactions ------------------------------------------------------------------------
+    async def commit(self) -> None:
+        await self.session.commit()
+
+    async def rollback(self) -> None:
+        await self.session.rollback()
+
+    async def release(self) -> None:
+        """End the transaction and give the connection back to the pool (the session can be used
+        again): before waiting on an upload, the extraction, the llm service or a slow reader."""
+        await self.session.close()
+
+    # ---- documents ---------------------------------------------------------------------------
+    async def owned_document(self, owner_id: str, document_id: str) -> Document | None:
+        return await self.session.scalar(
+            select(Document).where(Document.id == document_id, Document.owner_id == owner_id)
+        )
+
+    async def document(self, document_id: str) -> Document | None:
+        return await self.session.get(Document, document_id)
+
+    async def usage(self, owner_id: str) -> tuple[int, int]:
+        """The owner's number of documents and their total size in bytes."""
+        row = (
+            await self.session.execute(
+                select(func.count(Document.id), func.coalesce(func.sum(Document.size_bytes), 0)).where(
+                    Document.owner_id == owner_id
+                )
+            )
+        ).one()
+        return int(row[0]), int(row[1])
+
+    async def document_with_sha256(self, owner_id: str, sha256: str) -> Document | None:
+        return await self.session.scalar(
+            select(Document).where(Document.owner_id == owner_id, Document.sha256 == sha256)
+        )
+
+    async def documents_page(self, owner_id: str, limit: int, after: tuple[datetime, str] | None) -> list[Document]:
+        """Up to ``limit`` documents, newest first, after the (created_at, id) of ``after``."""
+        query = select(Document).where(Document.owner_id == owner_id)
+        if after is not None:
+            stamp, doc_id = after
+            query = query.where(
+                or_(Document.created_at < stamp, and_(Document.created_at == stamp, Document.id < doc_id))
+            )
+        query = query.order_by(Document.created_at.desc(), Document.id.desc()).limit(limit)
+        return list((await self.session.scalars(query)).all())
+
+    async def add_document(self, document: Document) -> None:
+        self.session.add(document)
+        await self.session.flush()
+
+    async def add_original_part(self, document_id: str, seq: int, data: bytes) -> None:
+        await self.session.execute(insert(DocumentBlob).values(document_id=document_id, seq=seq, data=data))
+
+    async def add_text_part(self, document_id: str, seq: int, text: str) -> None:
+        await self.session.execute(insert(DocumentText).values(document_id=document_id, seq=seq, text=text))
+
+    async def add_chunks(self, rows: list[dict[str, Any]]) -> None:
+        await self.session.execute(insert(Chunk), rows)
+
+    async def original_part(self, document_id: str, seq: int) -> bytes | None:
+        return await self.session.scalar(
+            select(DocumentBlob.data).where(DocumentBlob.document_id == document_id, DocumentBlob.seq == seq)
+        )
+
+    async def text_part(self, document_id: str, seq: int) -> str | None:
+        return await self.session.scalar(
+            select(DocumentText.text).where(DocumentText.document_id == document_id, DocumentText.seq == seq)
+        )
+
+    async def full_text(self, document_id: str) -> str:
+        parts = await self.session.scalars(
+            select(DocumentText.text).where(DocumentText.document_id == document_id).order_by(DocumentText.seq)
+        )
+        return "".join(parts)
+
+    async def chunks(self, document_id: str, offset: int, limit: int) -> list[Chunk]:
+        query = select(Chunk).where(Chunk.document_id == document_id).order_by(Chunk.seq).offset(offset).limit(limit)
+        return list((await self.session.scalars(query)).all())
+
+    async def chunk_texts(self, document_id: str) -> list[str]:
+        query = select(Chunk.text).where(Chunk.document_id == document_id).order_by(Chunk.seq)
+        return list((await self.session.scalars(query)).all())
+
+    async def delete_document(self, document_id: str) -> None:
+        """The document with its parts, chunks, analyses and their events."""
+        analyses = select(Analysis.id).where(Analysis.document_id == document_id)
+        await self.session.execute(delete(AnalysisEvent).where(AnalysisEvent.analysis_id.in_(analyses)))
+        await self.session.execute(delete(Analysis).where(Analysis.document_id == document_id))
+        await self.session.execute(delete(Chunk).where(Chunk.document_id == document_id))
+        await self.session.execute(delete(DocumentText).where(DocumentText.document_id == document_id))
+        await self.session.execute(delete(DocumentBlob).where(DocumentBlob.document_id == document_id))
+        await self.session.execute(delete(Document).where(Document.id == document_id))
+
+    # ---- analyses ----------------------------------------------------------------------------
+    async def analysis(self, analysis_id: str) -> Analysis | None:
+        return await self.session.get(Analysis, analysis_id)
+
+    async def owned_analysis(self, owner_id: str, document_id: str, analysis_id: str) -> Analysis | None:
+        return await self.session.scalar(
+            select(Analysis).where(
+                Analysis.id == analysis_id, Analysis.document_id == document_id, Analysis.owner_id == owner_id
+            )
+        )
+
+    async def latest_analysis(
+        self, owner_id: str, document_id: str, params_hash: str, statuses: Collection[str]
+    ) -> Analysis | None:
+        """The owner's newest analysis of the document with these parameters, in one of ``statuses``."""
+        return await self.session.scalar(
+            select(Analysis)
+            .where(
+                Analysis.document_id == document_id,
+                Analysis.owner_id == owner_id,
+                Analysis.params_hash == params_hash,
+                Analysis.status.in_(statuses),
+            )
+            .order_by(Analysis.created_at.desc())
+            .limit(1)
+        )
+
+    async def active_analyses(self, owner_id: str) -> int:
+        """How many of the owner's analyses are queued or running."""
+        count = await self.session.scalar(
+            select(func.count(Analysis.id)).where(Analysis.owner_id == owner_id, Analysis.status.in_(ACTIVE))
+        )
+        return int(count or 0)
+
+    async def analyses_of(self, document_id: str, limit: int) -> list[Analysis]:
+        query = (
+            select(Analysis)
+            .where(Analysis.document_id == document_id)
+            .order_by(Analysis.created_at.desc())
+            .limit(limit)
+        )
+        return list((await self.session.scalars(query)).all())
+
+    async def add_analysis(self, analysis: Analysis) -> None:
+        self.session.add(analysis)
+
+    async def add_event(self, analysis_id: str, event: str, data: dict[str, Any]) -> None:
+        self.session.add(AnalysisEvent(analysis_id=analysis_id, event=event, data=data))
+
+    async def update_analysis(self, analysis_id: str, **values: Any) -> None:
+        await self.session.execute(update(Analysis).where(Analysis.id == analysis_id).values(**values))
+
+    async def claim_analysis(self, analysis_id: str, started_at: datetime) -> bool:
+        """queued -> running, atomically: of two processes handed the same analysis, one gets it."""
+        result = await self.session.execute(
+            update(Analysis)
+            .where(Analysis.id == analysis_id, Analysis.status == "queued")
+            .values(status="running", stage="extraction", started_at=started_at)
+        )
+        # An UPDATE statement's result is a CursorResult, which carries the matched row count.
+        return cast("CursorResult[Any]", result).rowcount == 1
+
+    async def analysis_status(self, analysis_id: str) -> str | None:
+        return await self.session.scalar(select(Analysis.status).where(Analysis.id == analysis_id))
+
+    async def events_after(self, analysis_id: str, last_id: int, limit: int) -> list[AnalysisEvent]:
+        query = (
+            select(AnalysisEvent)
+            .where(AnalysisEvent.analysis_id == analysis_id, AnalysisEvent.id > last_id)
+            .order_by(AnalysisEvent.id)
+            .limit(limit)
+        )
+        return list((await self.session.scalars(query)).all())
+
+    async def requeue_interrupted(self, started_before: datetime) -> None:
+        """Analyses left running by an earlier process go back to the queue."""
+        await self.session.execute(
+            update(Analysis)
+            .where(
+                Analysis.status == "running",
+                or_(Analysis.started_at.is_(None), Analysis.started_at < started_before),
+            )
+            .values(status="queued")
+        )
+
+    async def queued_analysis_ids(self) -> list[str]:
+        return list((await self.session.scalars(select(Analysis.id).where(Analysis.status == "queued"))).all())

@@ -1,0 +1,173 @@
+"""The API's request and response bodies, and how a stored row becomes one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from ultrai_documents.models import Analysis, Chunk, Document
+
+PREFIX = "/api/v1/documents"
+
+
+def document_url(document_id: str) -> str:
+    return f"{PREFIX}/{document_id}"
+
+
+def analysis_url(analysis: Analysis) -> str:
+    return f"{PREFIX}/{analysis.document_id}/analyses/{analysis.id}"
+
+
+# ---- documents ---------------------------------------------------------------------------------
+class DocumentOut(BaseModel):
+    id: str
+    name: str
+    kind: str
+    media_type: str
+    size_bytes: int
+    sha256: str
+    page_count: int | None
+    encoding: str | None
+    char_count: int
+    token_count: int
+    chunk_count: int
+    created_at: datetime
+    links: dict[str, str]
+
+    @classmethod
+    def fields_of(cls, doc: Document) -> dict[str, Any]:
+        base = document_url(doc.id)
+        return {
+            "id": doc.id,
+            "name": doc.name,
+            "kind": doc.kind,
+            "media_type": doc.media_type,
+            "size_bytes": doc.size_bytes,
+            "sha256": doc.sha256,
+            "page_count": doc.page_count,
+            "encoding": doc.encoding,
+            "char_count": doc.char_count,
+            "token_count": doc.token_count,
+            "chunk_count": doc.chunk_count,
+            "created_at": doc.created_at,
+            "links": {
+                "self": base,
+                "text": f"{base}/text",
+                "download": f"{base}/download",
+                "analyses": f"{base}/analyses",
+            },
+        }
+
+    @classmethod
+    def of(cls, doc: Document) -> DocumentOut:
+        return cls(**cls.fields_of(doc))
+
+
+class DocumentCreated(DocumentOut):
+    duplicate: bool = False
+
+    @classmethod
+    def of_upload(cls, doc: Document, *, duplicate: bool) -> DocumentCreated:
+        return cls(**cls.fields_of(doc), duplicate=duplicate)
+
+
+class DocumentPage(BaseModel):
+    items: list[DocumentOut]
+    next_cursor: str | None
+
+
+class ChunkOut(BaseModel):
+    seq: int
+    start_char: int
+    end_char: int
+    token_count: int
+    text: str
+
+    @classmethod
+    def of(cls, chunk: Chunk) -> ChunkOut:
+        return cls(
+            seq=chunk.seq,
+            start_char=chunk.start_char,
+            end_char=chunk.end_char,
+            token_count=chunk.token_count,
+            text=chunk.text,
+        )
+
+
+# ---- analyses ----------------------------------------------------------------------------------
+class AnalysisRequest(BaseModel):
+    kind: Literal["summary", "qa", "extract", "custom"]
+    question: str | None = Field(None, min_length=1, max_length=4000)
+    fields: list[str] | None = Field(None, min_length=1, max_length=100)
+    instruction: str | None = Field(None, min_length=1, max_length=8000)
+    models: list[str] | None = Field(None, min_length=1, max_length=32)
+    synthesis_model: str | None = Field(None, min_length=1, max_length=200)
+    fresh: bool = False
+
+    @model_validator(mode="after")
+    def _by_kind(self) -> AnalysisRequest:
+        needed = {"qa": "question", "extract": "fields", "custom": "instruction"}.get(self.kind)
+        if needed and getattr(self, needed) is None:
+            raise ValueError(f"kind '{self.kind}' needs '{needed}'")
+        for name in ("question", "fields", "instruction"):
+            if name != needed and getattr(self, name) is not None:
+                raise ValueError(f"'{name}' does not apply to kind '{self.kind}'")
+        if self.fields is not None and any(not f.strip() or len(f) > 200 for f in self.fields):
+            raise ValueError("each field name must be 1 to 200 characters")
+        if self.models is not None and any(not m.strip() or len(m) > 200 for m in self.models):
+            raise ValueError("each model name must be 1 to 200 characters")
+        return self
+
+    def params(self, models: list[str], synthesis_model: str | None) -> dict[str, Any]:
+        """What the analysis stores and runs on (and what makes two requests the same analysis)."""
+        return {
+            "kind": self.kind,
+            "question": self.question,
+            "fields": self.fields,
+            "instruction": self.instruction,
+            "models": models,
+            "synthesis_model": synthesis_model,
+        }
+
+
+class AnalysisOut(BaseModel):
+    id: str
+    document_id: str
+    kind: str
+    params: dict[str, Any]
+    status: str
+    stage: str | None
+    result: dict[str, Any] | None
+    error: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    reused: bool = False
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, analysis: Analysis, reused: bool = False) -> AnalysisOut:
+        url = analysis_url(analysis)
+        return cls(
+            id=analysis.id,
+            document_id=analysis.document_id,
+            kind=analysis.kind,
+            params=analysis.params,
+            status=analysis.status,
+            stage=analysis.stage,
+            result=analysis.result,
+            error=analysis.error,
+            prompt_tokens=analysis.prompt_tokens,
+            completion_tokens=analysis.completion_tokens,
+            cost_usd=analysis.cost_usd,
+            created_at=analysis.created_at,
+            started_at=analysis.started_at,
+            finished_at=analysis.finished_at,
+            reused=reused,
+            links={"self": url, "events": f"{url}/events", "document": document_url(analysis.document_id)},
+        )
