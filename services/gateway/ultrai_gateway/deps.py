@@ -17,6 +17,7 @@ from shared.tokens import TokenVerifier
 from ultrai_gateway.edge import check_edge
 from ultrai_gateway.proxy import Upstream
 from ultrai_gateway.settings import GatewaySettings
+from ultrai_gateway.slots import Slot, StreamSlots
 
 _WINDOW = {"minute": 60, "hour": 3600}
 
@@ -27,6 +28,7 @@ class Gateway:
     # Set by the lifespan, before the first request.
     limiter: RateLimiter
     verifier: TokenVerifier
+    slots: StreamSlots
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
@@ -50,7 +52,23 @@ class Gateway:
                     },
                 )
 
-    async def check_edge(self, request: Request, prefixes: tuple[str, ...]) -> None:
-        """The edge token check (``edge.py``) for a route of the service serving ``prefixes``."""
+    async def check_edge(self, request: Request, prefixes: tuple[str, ...]) -> str | None:
+        """The edge token check (``edge.py``) for a route of the service serving ``prefixes``; the
+        caller's user id when the token names one."""
         if self.settings.edge_auth:
-            await check_edge(request, self.verifier, prefixes)
+            return await check_edge(request, self.verifier, prefixes)
+        return None
+
+    async def take_slot(self, request: Request, user: str | None) -> Slot | None:
+        """A slot of ``user``'s long-lived requests (uploads, event streams) when this is one of
+        them: 429 beyond MAX_STREAMS_PER_USER. None for every other request."""
+        if user is None or not is_long_lived(request.method, request.url.path):
+            return None
+        return await self.slots.take(user)
+
+
+def is_long_lived(method: str, path: str) -> bool:
+    """Requests that hold an upstream connection for long: uploads and event streams."""
+    if method == "POST":
+        return path.rstrip("/") == "/api/v1/documents"
+    return method == "GET" and path.rstrip("/").endswith("/events")

@@ -32,11 +32,13 @@ def is_public(method: str, path: str, prefixes: tuple[str, ...]) -> bool:
     return method in ("GET", "HEAD") and path.rstrip("/") in prefixes
 
 
-async def check_edge(request: Request, verifier: TokenVerifier, prefixes: tuple[str, ...]) -> None:
-    """Raise a 401 problem unless the route is public or the request carries a valid access token."""
+async def check_edge(request: Request, verifier: TokenVerifier, prefixes: tuple[str, ...]) -> str | None:
+    """Raise a 401 problem unless the route is public or the request carries a valid access token;
+    the token's user, when there is one."""
     if is_public(request.method, request.url.path, prefixes):
-        return
+        return None
     token = bearer_token(request)
     if token is None:
         raise unauthorized()
-    await verifier.verify(token, "access")
+    claims = await verifier.verify(token, "access")
+    return str(claims["sub"])

@@ -20,6 +20,7 @@ from ultrai_gateway.health import upstream_check
 from ultrai_gateway.proxy import Upstream, new_session
 from ultrai_gateway.routes import METHODS, proxy_router
 from ultrai_gateway.settings import GatewaySettings
+from ultrai_gateway.slots import StreamSlots
 
 SERVICE = "gateway"
 
@@ -63,8 +64,8 @@ def build(settings: GatewaySettings | None = None) -> FastAPI:
 
 
 def lifespan(gateway: Gateway) -> Lifespan:
-    """Opens the upstreams (one aiohttp session for the proxy, an httpx client each for health), the
-    token verifier and the rate limiter, and closes them at shutdown."""
+    """Opens the upstreams (an aiohttp session each for the proxy, an httpx client each for health),
+    the token verifier, the rate limiter and the stream slots, and closes them at shutdown."""
     settings = gateway.settings
     timeout = httpx.Timeout(
         connect=settings.upstream_connect_timeout,
@@ -76,25 +77,32 @@ def lifespan(gateway: Gateway) -> Lifespan:
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
         urls = {"auth": settings.auth_url, "documents": settings.documents_url, "llm": settings.llm_url}
-        session = new_session(
-            settings.upstream_connect_timeout, settings.upstream_read_timeout, settings.upstream_max_connections
-        )
+        # A pool per service: one busy service (or one user's uploads) cannot take another's connections.
+        sessions = {
+            name: new_session(
+                settings.upstream_connect_timeout,
+                settings.upstream_read_timeout,
+                settings.upstream_max_connections,
+                settings.upstream_pool_timeout,
+            )
+            for name in ROUTES
+        }
         health_clients: list[ServiceClient] = []
         for name, prefixes in ROUTES.items():
-            upstream = Upstream(name, prefixes, urls[name], session, CRITICAL[name], settings.proxies)
+            upstream = Upstream(name, prefixes, urls[name], sessions[name], CRITICAL[name], settings.proxies)
             gateway.upstreams[name] = upstream
             client = ServiceClient(name, urls[name], timeout=timeout, max_connections=4)
             health_clients.append(client)
             app.state.health.add(upstream_check(upstream, client, settings.health_timeout))
         gateway.verifier = TokenVerifier(settings, SERVICE)
         gateway.verifier.start()
-        gateway.limiter = RateLimiter(
-            settings.redis_url, prefix=settings.redis_key_prefix, timeout=settings.redis_timeout, service=SERVICE
-        )
+        gateway.limiter = RateLimiter.for_settings(settings, SERVICE)
+        gateway.slots = StreamSlots(app.state.kv, settings.max_streams_per_user)
         try:
             yield
         finally:
-            await session.close()
+            await gateway.slots.close()
+            await asyncio.gather(*(session.close() for session in sessions.values()))
             await asyncio.gather(*(c.aclose() for c in health_clients))
             await gateway.verifier.aclose()
             await gateway.limiter.close()

@@ -9,7 +9,7 @@ shared httpx ServiceClient.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -24,6 +24,7 @@ from shared.middleware import BodyTooLarge
 from shared.net import TrustedProxies, client_address
 
 log = logging.getLogger("ultrai_gateway.proxy")
+OnClose = Callable[[], Awaitable[None]]
 
 # RFC 9110 §7.6.1 hop-by-hop fields, plus the ones the gateway sets itself.
 _HOP_BY_HOP = {
@@ -70,30 +71,37 @@ class Upstream:
     trusted: TrustedProxies = field(default_factory=TrustedProxies)
 
 
-def new_session(connect_timeout: float, read_timeout: float, max_connections: int) -> aiohttp.ClientSession:
+def new_session(
+    connect_timeout: float, read_timeout: float, max_connections: int, pool_timeout: float
+) -> aiohttp.ClientSession:
+    """One upstream's connection pool. A request waits at most ``pool_timeout`` for a free
+    connection (aiohttp's ``connect`` covers the wait and the connect), then gets a quick 503."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections, ttl_dns_cache=60),
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout),
+        timeout=aiohttp.ClientTimeout(
+            total=None, connect=pool_timeout + connect_timeout, sock_connect=connect_timeout, sock_read=read_timeout
+        ),
         auto_decompress=False,  # bytes pass through as the service encoded them
         skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         trust_env=False,
     )
 
 
-def _unavailable(upstream: Upstream, exc: BaseException) -> Response:
+def _unavailable(upstream: Upstream, exc: BaseException, retry_after: int = 5) -> Response:
     UPSTREAM_ERRORS.labels("gateway", upstream.name, type(exc).__name__).inc()
     log.warning("upstream %s unavailable: %s", upstream.name, type(exc).__name__)
     return problem_response(
         503,
         f"The {upstream.name} service is unavailable; try again shortly.",
         title="Service unavailable",
-        headers={"Retry-After": "5"},
+        headers={"Retry-After": str(retry_after)},
         extra={"service": upstream.name},
     )
 
 
-async def forward(request: Request, upstream: Upstream) -> Response:
-    """The upstream's answer to the request, streamed back; a problem answer when it cannot be had."""
+async def forward(request: Request, upstream: Upstream, on_close: OnClose | None = None) -> Response:
+    """The upstream's answer to the request, streamed back; a problem answer when it cannot be had.
+    ``on_close`` runs once the answer is over (its last byte sent, or the client gone)."""
     headers = _upstream_headers(request, upstream)
     has_body = request.headers.get("content-length") not in (None, "0") or "transfer-encoding" in request.headers
     body = _RequestBody(request)
@@ -103,7 +111,9 @@ async def forward(request: Request, upstream: Upstream) -> Response:
     attempts = 1 if has_body or request.method not in _IDEMPOTENT else 2
     sent = await _send(upstream, request.method, _upstream_url(upstream, request.scope), headers, data, body, attempts)
     if isinstance(sent, aiohttp.ClientResponse):
-        return _relay(sent, upstream)
+        return _relay(sent, upstream, on_close)
+    if on_close is not None:
+        await on_close()
     return sent
 
 
@@ -176,6 +186,8 @@ async def _send(
             )
         except aiohttp.ClientConnectorError as exc:  # nothing listens: the service is down
             return _unavailable(upstream, exc)
+        except aiohttp.ConnectionTimeoutError as exc:  # no free pooled connection in time, or no connect
+            return _unavailable(upstream, exc, retry_after=1)
         except aiohttp.ServerDisconnectedError as exc:
             if attempt < attempts:
                 attempt += 1
@@ -197,7 +209,7 @@ async def _send(
             )
 
 
-def _relay(resp: aiohttp.ClientResponse, upstream: Upstream) -> StreamingResponse:
+def _relay(resp: aiohttp.ClientResponse, upstream: Upstream, on_close: OnClose | None) -> StreamingResponse:
     """The upstream's response passed on as it arrives, less the hop-by-hop headers."""
 
     async def body() -> AsyncIterator[bytes]:
@@ -210,6 +222,8 @@ def _relay(resp: aiohttp.ClientResponse, upstream: Upstream) -> StreamingRespons
             log.warning("upstream %s broke off a response: %s", upstream.name, type(exc).__name__)
         finally:
             resp.release()
+            if on_close is not None:
+                await on_close()
 
     response = StreamingResponse(body(), status_code=resp.status)
     response.raw_headers = [(k, v) for k, v in resp.raw_headers if k.lower() not in _RESPONSE_DROP]

@@ -36,7 +36,18 @@ def proxy_endpoint(gateway: Gateway, name: str, prefixes: tuple[str, ...]) -> En
 
     async def proxy(request: Request) -> Response:
         await gateway.check_rate(request)
-        await gateway.check_edge(request, prefixes)
-        return await forward(request, gateway.upstreams[name])
+        user = await gateway.check_edge(request, prefixes)
+        slot = await gateway.take_slot(request, user)
+        if slot is None:
+            return await forward(request, gateway.upstreams[name])
+
+        async def release() -> None:
+            await gateway.slots.release(slot)
+
+        try:
+            return await forward(request, gateway.upstreams[name], on_close=release)
+        except BaseException:
+            await release()
+            raise
 
     return proxy

@@ -44,6 +44,11 @@ class GatewaySettings(ServiceSettings):
     upstream_connect_timeout: float = Field(1.0, gt=0, le=30)
     upstream_read_timeout: float = Field(300.0, gt=0, le=3600)
     upstream_max_connections: int = Field(200, ge=1, le=10_000)
+    # Seconds a request waits for a free pooled connection to its service before a quick 503.
+    upstream_pool_timeout: float = Field(2.0, gt=0, le=60)
+    # Long-lived requests (uploads, event streams) one account may have open at once, on every
+    # gateway instance together (Redis); one more gets 429.
+    max_streams_per_user: int = Field(10, ge=1, le=10_000)
 
     @cached_property
     def proxies(self) -> TrustedProxies:
