@@ -47,6 +47,10 @@ test: install
 	  exit $$status
 
 ## test-fast: the tests that start no process and need no server (well under a minute)
+FAST_TESTS := tests/shared tests/auth/test_keys.py tests/auth/test_passwords.py tests/auth/test_sessions.py \
+	tests/auth/test_throttle.py tests/gateway/test_cors.py tests/gateway/test_rate_limits.py \
+	tests/documents/test_parser_releases.py tests/deploy/test_compose.py tests/deploy/test_dockerfiles.py \
+	tests/deploy/test_env_example.py tests/deploy/test_render.py tests/deploy/test_requirements.py
 test-fast: install
 	$(PY) -m pytest -m "not e2e and not slow" $(FAST_TESTS) $(PYTEST_ARGS)
 
