@@ -1,7 +1,7 @@
 """What the proxy routes depend on: the settings, the upstreams, the rate limiter and the token
 verifier, with the two checks every proxied request passes (rate, then the edge token check).
 
-The routes are closures over one ``Gateway`` (``routes.proxy_router``) rather than handlers with
+The routes are closures over one ``Gateway`` (``routes.add_proxy_routes``) rather than handlers with
 FastAPI dependencies: resolving a dependency is work on every request through the gateway, and
 the proxy's hot path takes none it does not need. The lifespan opens what ``Gateway`` holds.
 """

@@ -18,7 +18,7 @@ from ultrai_gateway.cors import cors_middleware
 from ultrai_gateway.deps import Gateway
 from ultrai_gateway.health import upstream_check
 from ultrai_gateway.proxy import Upstream, new_session
-from ultrai_gateway.routes import METHODS, proxy_router
+from ultrai_gateway.routes import METHODS, add_proxy_routes
 from ultrai_gateway.settings import GatewaySettings
 from ultrai_gateway.slots import StreamSlots
 
@@ -59,7 +59,7 @@ def build(settings: GatewaySettings | None = None) -> FastAPI:
         },
         middleware=[cors_middleware(settings, METHODS)],
     )
-    app.include_router(proxy_router(ROUTES, gateway))
+    add_proxy_routes(app.router, ROUTES, gateway)
     return app
 
 
