@@ -17,6 +17,7 @@ from shared.errors import Problem, install_error_handlers
 from shared.health import HealthRegistry
 from shared.kv import KeyValue
 from shared.logs import configure_logging
+from shared.memory import return_memory_every, tune_allocator
 from shared.metrics import metrics_router
 from shared.middleware import RequestContextMiddleware
 from shared.settings import DatabaseSettings, ServiceSettings
@@ -53,6 +54,7 @@ def create_app(
     """
     database = database or migrations is not None
     configure_logging(service, settings.log_level, settings.json_logs)
+    tune_allocator()
     health = HealthRegistry(service, version="1", description=description)
 
     @asynccontextmanager
@@ -71,6 +73,7 @@ def create_app(
 
                 await asyncio.to_thread(upgrade, migrations, settings, service)
         health.add(kv.health_check())
+        trimmer = asyncio.get_running_loop().create_task(return_memory_every(settings.memory_trim_seconds))
         try:
             if lifespan is None:
                 yield
@@ -78,6 +81,7 @@ def create_app(
                 async with lifespan(app):
                     yield
         finally:
+            trimmer.cancel()
             await kv.close()
             if db is not None:
                 await db.dispose()

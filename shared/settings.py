@@ -74,6 +74,8 @@ class ServiceSettings(BaseSettings):
     redis_pool_timeout: float = Field(1.0, gt=0, le=30)
 
     enable_metrics: bool = True
+    # Seconds between returns of free heap memory to the system after bursts (0: never).
+    memory_trim_seconds: float = Field(30.0, ge=0, le=3600)
     auth_url: ServiceURL = "http://127.0.0.1:8001"
 
     # Token verification (shared/tokens.py): every service checks tokens minted by auth.

@@ -29,7 +29,7 @@ from shared.errors import ProblemError
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
-FLUSH_BYTES = 1024 * 1024
+FLUSH_BYTES = 256 * 1024
 FILE_FIELD = "file"
 
 
@@ -167,9 +167,9 @@ async def _write_file(body: AsyncIterator[bytes], parser: MultipartParser, state
         async for chunk in body:
             parser.write(chunk)
             if len(state.pending) >= FLUSH_BYTES:
-                data = bytes(state.pending)
+                # Written as it is (no copy): nothing appends to it until the write is done.
+                await asyncio.to_thread(fh.write, state.pending)
                 state.pending.clear()
-                await asyncio.to_thread(fh.write, data)
         parser.finalize()
     except FormParserError:
         raise ProblemError(400, "The multipart body is malformed.") from None
@@ -177,7 +177,7 @@ async def _write_file(body: AsyncIterator[bytes], parser: MultipartParser, state
         # The client went away mid-body: nothing to store, no one to answer, not our error.
         raise ProblemError(400, "The upload was interrupted before it was complete.") from None
     if state.pending:
-        await asyncio.to_thread(fh.write, bytes(state.pending))
+        await asyncio.to_thread(fh.write, state.pending)
         state.pending.clear()
 
 
