@@ -4,7 +4,7 @@
    p=1; HASH_CONCURRENCY threads), closed loop at 1, 2, 4 and 8 concurrent logins.
 2. /live while 50 logins run at once: p50/p99 of /live (sequential probes) with 50 logins kept in
    flight, against /live alone (our bar: p99 under 50 ms).
-3. Unknown email versus wrong password: median latency of each (checklist B22, 200 samples each).
+3. Unknown email versus wrong password: median latency of each (200 samples each).
 4. Verifications/s with shared/tokens.py (in process): signature and claims only, and the full
    check with the revocation look-ups (in-process store).
 

@@ -1,4 +1,4 @@
-"""Login throttling (security checklist D, and B 23/25): per client address and per account, checked
+"""Login throttling (OWASP ASVS, anti-automation): per client address and per account, checked
 before any hashing, 429 with Retry-After, no lockout an attacker can impose on the owner, no
 X-Forwarded-For spoofing, exact counts under concurrency, Redis outages, and a bound on hashing."""
 

@@ -1,4 +1,4 @@
-"""Hostile files, built byte by byte in the tests (checklist section C)."""
+"""Hostile files, built byte by byte in the tests."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The documents API in process: upload, type checks, storage, dedupe, ownership, downloads, quota,
-multipart abuse and body limits (checklist C27-C36)."""
+multipart abuse and body limits."""
 
 from __future__ import annotations
 

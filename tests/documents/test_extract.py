@@ -1,5 +1,5 @@
 """Type detection and extraction from real files, and refusal of hostile ones before any parser runs
-(checklist C31-C34), plus the worker process' limits."""
+plus the sandbox process' limits."""
 
 from __future__ import annotations
 

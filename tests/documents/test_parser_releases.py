@@ -1,4 +1,4 @@
-"""Checklist C30: the parsers and the multipart stack stay at releases with the known fixes.
+"""The parsers and the multipart stack stay at releases with the known fixes.
 
 starlette >= 0.49.1 and python-multipart >= 0.0.27 (multipart DoS advisories); pypdf >= 6.1.3.
 Both the pins in the requirements files and what is installed are checked. Whether a newer release or

@@ -1,4 +1,4 @@
-"""Rate limits at the gateway, per client address (checklist section D)."""
+"""Rate limits at the gateway, per client address."""
 
 from __future__ import annotations
 

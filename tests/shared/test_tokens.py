@@ -1,6 +1,6 @@
 """shared/tokens.py: every forged, stale, misdirected or malformed token is a 401, never a 500.
 
-Security checklist section A (1-12). Tokens are signed here with a key whose public half is the
+The cases of RFC 8725 (JWT Best Current Practices) and RFC 7515/7519. Tokens are signed here with a key whose public half is the
 verifier's JWKS, so each test changes exactly one thing about an otherwise valid token.
 """
 

@@ -1,4 +1,4 @@
-"""Request and response bodies of the llm API (the contract in notes/llm-contract.md)."""
+"""Request and response bodies of the llm API."""
 
 from __future__ import annotations
 
