@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,48 +39,41 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+class ProblemFields(TypedDict, total=False):
+    """What a problem answer may carry besides its status and detail."""
+
+    title: str | None
+    type: str
+    headers: dict[str, str] | None
+    extra: dict[str, Any] | None
+
+
 class ProblemError(Exception):
     """Raise anywhere in a service to answer with a problem+json body."""
 
-    def __init__(
-        self,
-        status: int,
-        detail: str | None = None,
-        *,
-        title: str | None = None,
-        type: str = "about:blank",
-        headers: dict[str, str] | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, status: int, detail: str | None = None, **fields: Unpack[ProblemFields]) -> None:
+        title = fields.get("title")
         super().__init__(detail or title or str(status))
         self.status = status
         self.detail = detail
         self.title = title or HTTPStatus(status).phrase
-        self.type = type
-        self.headers = headers or {}
-        self.extra = extra or {}
+        self.type = fields.get("type", "about:blank")
+        self.headers = fields.get("headers") or {}
+        self.extra = fields.get("extra") or {}
 
 
-def problem_response(
-    status: int,
-    detail: str | None = None,
-    *,
-    title: str | None = None,
-    type: str = "about:blank",
-    headers: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> JSONResponse:
+def problem_response(status: int, detail: str | None = None, **fields: Unpack[ProblemFields]) -> JSONResponse:
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "Error"
-    body: dict[str, Any] = {"type": type, "title": title or phrase, "status": status}
+    body: dict[str, Any] = {"type": fields.get("type", "about:blank"), "title": fields.get("title") or phrase}
+    body["status"] = status
     if detail is not None:
         body["detail"] = detail
     body["request_id"] = current_request_id()
-    if extra:
-        body.update(extra)
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+    body.update(fields.get("extra") or {})
+    return JSONResponse(body, status_code=status, headers=fields.get("headers"), media_type=PROBLEM_JSON)
 
 
 def _clean_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -48,10 +48,10 @@ def pool_exhausted(exc: BaseException) -> bool:
     return isinstance(exc, RedisConnectionError) and str(exc) == "No connection available."
 
 
-def redis_client(url: str, *, timeout: float, max_connections: int, pool_timeout: float) -> Redis:
-    """A client whose pool waits (at most ``pool_timeout``) for a free connection instead of failing
-    at once when ``max_connections`` are in use."""
-    pool = BlockingConnectionPool.from_url(
+def waiting_pool(url: str, *, timeout: float, max_connections: int, pool_timeout: float) -> BlockingConnectionPool:
+    """A connection pool that waits (at most ``pool_timeout``) for a free connection instead of
+    failing at once when ``max_connections`` are in use."""
+    return BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
         timeout=pool_timeout,
@@ -60,6 +60,11 @@ def redis_client(url: str, *, timeout: float, max_connections: int, pool_timeout
         health_check_interval=15,
         retry_on_timeout=False,
     )
+
+
+def redis_client(url: str, *, timeout: float, max_connections: int, pool_timeout: float) -> Redis:
+    """A client on a ``waiting_pool``."""
+    pool = waiting_pool(url, timeout=timeout, max_connections=max_connections, pool_timeout=pool_timeout)
     return Redis(connection_pool=pool)
 
 

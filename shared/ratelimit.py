@@ -21,10 +21,10 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from shared.errors import ProblemError
-from shared.kv import REDIS_ERRORS, drop_connections, pool_exhausted
+from shared.kv import REDIS_ERRORS, drop_connections, pool_exhausted, waiting_pool
 from shared.metrics import KV_BUSY, KV_FALLBACK
 from shared.settings import ServiceSettings
 
@@ -61,13 +61,7 @@ class RateLimiter:
         if redis_url:
             # A pool that waits (bounded) for a free connection: a busy Redis is not a Redis that is
             # down, and must not turn the limits into per-process ones.
-            pool = BlockingConnectionPool.from_url(
-                redis_url,
-                max_connections=max_connections,
-                timeout=pool_timeout,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-            )
+            pool = waiting_pool(redis_url, timeout=timeout, max_connections=max_connections, pool_timeout=pool_timeout)
             options: dict[str, Any] = {"connection_pool": pool}
             self._storage = RedisStorage(
                 redis_url, implementation="redispy", wrap_exceptions=True, key_prefix=f"{prefix}:ratelimit", **options
