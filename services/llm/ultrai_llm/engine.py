@@ -69,26 +69,28 @@ class CallResult:
 
     def cache_entry(self) -> dict[str, Any]:
         """What the response cache keeps of a successful call (``from_cache`` reads it back)."""
-        return {
-            "text": self.text,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "finish_reason": self.finish_reason,
-        }
+        return {name: getattr(self, name) for name in _CACHED_FIELDS}
 
     def public(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "stage": self.stage,
-            "status": self.status,
-            "text": self.text,
-            "error": self.error,
-            "latency_ms": round(self.latency_ms, 2),
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "cost_usd": self.cost_usd,
-            "cached": self.cached,
-        }
+        """The call as the API shows it."""
+        answer = {name: getattr(self, name) for name in _PUBLIC_FIELDS}
+        answer["latency_ms"] = round(self.latency_ms, 2)
+        return answer
+
+
+_CACHED_FIELDS = ("text", "prompt_tokens", "completion_tokens", "finish_reason")
+_PUBLIC_FIELDS = (
+    "model",
+    "stage",
+    "status",
+    "text",
+    "error",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "cached",
+)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -161,16 +161,8 @@ class UsageStore:
         now = datetime.now(UTC)
         retry = str(int((start_of_day(now) + timedelta(days=1) - now).total_seconds()) + 1)
         if usd is not None and cost >= usd:
-            raise ProblemError(
-                402,
-                f"Your daily LLM budget of ${usd:g} is spent (${cost:.4f} used); it renews at 00:00 UTC.",
-                title="Budget spent",
-                headers={"Retry-After": retry},
-            )
+            detail = f"Your daily LLM budget of ${usd:g} is spent (${cost:.4f} used); it renews at 00:00 UTC."
+            raise ProblemError(402, detail, title="Budget spent", headers={"Retry-After": retry})
         if tokens is not None and used >= tokens:
-            raise ProblemError(
-                429,
-                f"Your daily allowance of {tokens} tokens is spent ({used} used); it renews at 00:00 UTC.",
-                title="Token allowance spent",
-                headers={"Retry-After": retry},
-            )
+            detail = f"Your daily allowance of {tokens} tokens is spent ({used} used); it renews at 00:00 UTC."
+            raise ProblemError(429, detail, title="Token allowance spent", headers={"Retry-After": retry})
