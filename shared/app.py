@@ -39,6 +39,7 @@ def create_app(
     database: bool = False,
     migrations: Path | None = None,
     middleware: list[Middleware] | None = None,
+    outer_middleware: list[Middleware] | None = None,
 ) -> FastAPI:
     """A FastAPI app with logging, request ids, problem+json errors, health, metrics and ``GET /``.
 
@@ -51,6 +52,10 @@ def create_app(
     ``database=True`` also ``app.state.db`` (needs the shared package's ``db`` extra). With
     ``migrations`` (the service's Alembic scripts) the database is migrated before ``lifespan`` runs,
     where the settings say so (``DatabaseSettings.migrates_on_start``).
+    ``middleware`` runs inside the request-context layer (request id, security headers, body caps);
+    ``outer_middleware`` outside it, so it also sees the answers that layer makes itself (413, 431,
+    500): the gateway's CORS headers go there.
+    Routes answer with or without one trailing slash, never with a redirect (``shared.middleware``).
     """
     database = database or migrations is not None
     configure_logging(service, settings.log_level, settings.json_logs)
@@ -91,6 +96,9 @@ def create_app(
         description=description,
         version=version,
         lifespan=_lifespan,
+        # The trailing slash is taken off before routing (shared.middleware); a redirect would name
+        # the service's own address, which is not the one the client called.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.health = health
@@ -138,6 +146,8 @@ def create_app(
         hsts=settings.is_production,
         metrics=settings.enable_metrics,
     )
+    for extra in reversed(outer_middleware or []):
+        app.add_middleware(extra.cls, *extra.args, **extra.kwargs)
     return app
 
 

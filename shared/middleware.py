@@ -1,5 +1,11 @@
 """One pure ASGI middleware for what every request needs: request id, security headers, metrics,
-an access log line, and a cap on request bodies counted as they arrive.
+an access log line, one trailing slash made optional, and a cap on request bodies counted as they
+arrive.
+
+Every route answers with or without one trailing slash: the slash is taken off the path before
+routing (never from ``/``), and the app factory turns Starlette's slash redirects off. A redirect
+would name the service's own address, which a browser behind the gateway cannot reach (and CORS
+would block).
 
 The cap answers problem+json: a declared Content-Length over the limit is refused before the app
 runs; a chunked body is cut off the moment it passes the limit (raised from ``receive`` as an
@@ -32,7 +38,13 @@ SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
-    (b"cross-origin-resource-policy", b"same-site"),
+    # cross-origin, not same-site: CORP only governs no-cors loads (<img>, <a download>, <script>),
+    # which carry cookies but never an Authorization header. The API answers only to bearer tokens,
+    # and its one cookie (the refresh token) is scoped to /api/v1/auth and used only by POSTs that
+    # return JSON, so a no-cors load from any site reaches nothing its page could not fetch itself.
+    # same-site would only break the app's own <img>/downloads when app and API are on different
+    # sites. Reading any answer from script still needs CORS, which names the allowed origins.
+    (b"cross-origin-resource-policy", b"cross-origin"),
 ]
 API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
@@ -65,8 +77,11 @@ class RequestContextMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                strip_trailing_slash(scope)
             await self.app(scope, receive, send)
             return
+        strip_trailing_slash(scope)
         incoming = None
         for key, value in scope["headers"]:
             if key == b"x-request-id":
@@ -138,6 +153,16 @@ class RequestContextMiddleware:
             if path.startswith(prefix):
                 return limit
         return self.max_body
+
+
+def strip_trailing_slash(scope: Scope) -> None:
+    """``/a/b/`` is routed as ``/a/b`` (one slash only; ``/`` stays ``/``)."""
+    path: str = scope["path"]
+    if len(path) > 1 and path.endswith("/"):
+        scope["path"] = path[:-1]
+        raw: bytes | None = scope.get("raw_path")
+        if raw and raw.endswith(b"/") and len(raw) > 1:
+            scope["raw_path"] = raw[:-1]
 
 
 def _route_template(scope: Scope) -> str:

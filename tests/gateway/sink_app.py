@@ -6,6 +6,8 @@ It stands where the documents service would, on the same prefix:
 - GET  /api/v1/documents/sse      one event, then waits for POST /api/v1/documents/release, then one more
 - GET  /api/v1/documents/echo-id  answers the request headers it received
 - GET  /api/v1/documents/inflight how many sink requests are being read now
+- GET  /api/v1/documents/moved    307 to its own absolute URL (Location, Content-Location and Link
+                                  name its own address) with CORS headers of its own
 - GET  /health                    pass
 """
 
@@ -78,6 +80,17 @@ async def app(scope, receive, send) -> None:
     elif path == "/api/v1/documents/release":
         released.set()
         await _json(send, {"released": True})
+    elif path == "/api/v1/documents/moved":
+        own = "http://" + dict(scope["headers"])[b"host"].decode()
+        headers = [
+            (b"location", f"{own}/api/v1/documents/blob?n=1".encode()),
+            (b"content-location", f"{own}/api/v1/documents/moved".encode()),
+            (b"link", f'<{own}/api/v1/documents/blob>; rel="next", <https://example.com/terms>; rel="terms"'.encode()),
+            (b"access-control-allow-origin", b"*"),
+            (b"content-type", b"application/json"),
+        ]
+        await send({"type": "http.response.start", "status": 307, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"moved": true}'})
     elif path == "/api/v1/documents/echo-id":
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         await _json(send, headers)

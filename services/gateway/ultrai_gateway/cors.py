@@ -1,20 +1,120 @@
-"""Starlette's CORS middleware, with refusals answered as problem+json like every other 4xx."""
+"""CORS at the gateway, in two layers built from one configuration.
+
+- The outer layer (outside ``shared.middleware.RequestContextMiddleware``, the outermost of the
+  app) puts the CORS headers on every answer to an allowed origin, including the ones made before
+  routing: 413 and 431 from the request-context layer, 429 from the rate limit, 500, and the
+  502/503/504 that stand for a service. Without them a browser sees an opaque network error instead
+  of the problem answer.
+- The inner layer (inside the request-context layer) answers preflights, so that they carry a
+  request id and a refusal is problem+json like every other 4xx. A preflight has no body and is
+  answered before routing, so none of the answers above can stand in its place.
+
+Only the gateway speaks CORS: access-control headers an upstream sent are replaced by its own. An
+origin that is not allowed gets no CORS header at all (only ``Vary: Origin``).
+
+Allowed request headers: the API's own, plus what the official OpenAI SDKs send from a browser
+(``OpenAI-Organization``, ``OpenAI-Project`` and every ``X-Stainless-*`` header, whose set grows
+with each SDK release, hence a prefix).
+"""
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers
+from typing import NamedTuple
+
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import problem_response
 from ultrai_gateway.settings import GatewaySettings
 
+ALLOW_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Accept",
+    "X-Request-ID",
+    "Last-Event-ID",
+    "OpenAI-Organization",
+    "OpenAI-Project",
+]
+# Any request header with this prefix is allowed (the OpenAI SDKs' platform and retry headers).
+ALLOW_HEADER_PREFIXES = ("x-stainless-",)
+EXPOSE_HEADERS = [
+    "X-Request-ID",
+    "WWW-Authenticate",
+    "Retry-After",
+    "RateLimit",
+    "RateLimit-Policy",
+    "Location",
+    "Content-Disposition",
+]
+
 
 class ProblemCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS decisions, in one of two roles: ``preflights`` (answers them, passes the
+    rest on) or ``answers`` (adds the headers to every other answer, passes preflights on)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        role: str,
+        allow_origins: list[str],
+        allow_origin_regex: str | None,
+        allow_methods: list[str],
+        max_age: int = 600,
+    ) -> None:
+        if role not in ("preflights", "answers"):
+            raise ValueError(f"unknown CORS role {role!r}")
+        super().__init__(
+            app,
+            allow_origins=allow_origins,
+            allow_origin_regex=allow_origin_regex,
+            # Credentials are answered only to an origin that is listed or matches the regex,
+            # echoed back (never "*": the settings refuse it).
+            allow_credentials=True,
+            allow_methods=allow_methods,
+            allow_headers=ALLOW_HEADERS,
+            expose_headers=EXPOSE_HEADERS,
+            max_age=max_age,
+        )
+        self.role = role
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        preflight = scope["method"] == "OPTIONS" and "origin" in headers and "access-control-request-method" in headers
+        if preflight and self.role == "preflights":
+            await self.preflight_response(request_headers=headers)(scope, receive, send)
+        elif not preflight and self.role == "answers":
+            await self.simple_response(scope, receive, send, request_headers=headers)
+        else:
+            await self.app(scope, receive, send)
+
     def preflight_response(self, request_headers: Headers) -> Response:
+        requested = request_headers.get("access-control-request-headers")
+        prefixed: list[str] = []
+        if requested is not None:
+            # Headers allowed by prefix are taken out of the request Starlette checks, and named in
+            # the answer (with credentials, "*" would be taken literally, not as a wildcard).
+            names = [name.strip() for name in requested.split(",") if name.strip()]
+            prefixed = [name for name in names if name.lower().startswith(ALLOW_HEADER_PREFIXES)]
+            rest = [name for name in names if name not in prefixed]
+            raw = [(k, v) for k, v in request_headers.raw if k != b"access-control-request-headers"]
+            if rest:
+                raw.append((b"access-control-request-headers", ", ".join(rest).encode("latin-1")))
+            request_headers = Headers(raw=raw)
         response = super().preflight_response(request_headers)
         if response.status_code != 400:
+            if prefixed:
+                allowed = response.headers.get("access-control-allow-headers", "")
+                response.headers["access-control-allow-headers"] = ", ".join(
+                    [part for part in (allowed, *(name.lower() for name in prefixed)) if part]
+                )
             return response
         refused = bytes(response.body).decode().removeprefix("Disallowed CORS ")
         # Only the CORS headers of a refusal are kept; Access-Control-Allow-Origin is never among
@@ -29,18 +129,46 @@ class ProblemCORSMiddleware(CORSMiddleware):
             headers=headers,
         )
 
+    async def send(self, message: Message, send: Send, request_headers: Headers) -> None:
+        if message["type"] != "http.response.start":
+            await send(message)
+            return
+        origin = request_headers.get("origin")
+        if origin is None:
+            await send(message)
+            return
+        message["headers"] = [
+            (k, v) for k, v in message.get("headers", []) if not k.lower().startswith(b"access-control-")
+        ]
+        headers = MutableHeaders(scope=message)
+        if self.is_allowed_origin(origin):
+            headers.update(self.simple_headers)
+            headers["Access-Control-Allow-Origin"] = origin
+        headers["Vary"] = ", ".join([*headers.getlist("Vary"), "Origin"])
+        await send(message)
 
-def cors_middleware(settings: GatewaySettings, methods: list[str]) -> Middleware:
+
+class CORSLayers(NamedTuple):
+    outer: Middleware  # outside the request-context layer: headers on every answer
+    inner: Middleware  # inside it: preflights
+
+
+def cors_middleware(settings: GatewaySettings, methods: list[str]) -> CORSLayers:
     """CORS for the origins the settings allow, with credentials, on ``methods``."""
-    return Middleware(
-        ProblemCORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_origin_regex=settings.cors_origin_regex,
-        # Credentials are only ever answered for an origin that is listed or matches the regex:
-        # Starlette echoes the origin only then, and never "*" with credentials.
-        allow_credentials=True,
-        allow_methods=methods,
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Accept", "Last-Event-ID"],
-        expose_headers=["X-Request-ID", "Retry-After", "Location", "Content-Disposition"],
-        max_age=600,
+    origins, regex = settings.cors_origins, settings.cors_origin_regex
+    return CORSLayers(
+        outer=Middleware(
+            ProblemCORSMiddleware,
+            role="answers",
+            allow_origins=origins,
+            allow_origin_regex=regex,
+            allow_methods=methods,
+        ),
+        inner=Middleware(
+            ProblemCORSMiddleware,
+            role="preflights",
+            allow_origins=origins,
+            allow_origin_regex=regex,
+            allow_methods=methods,
+        ),
     )

@@ -24,12 +24,15 @@ PUBLIC_PREFIXES = ("/.well-known/",)
 
 
 def is_public(method: str, path: str, prefixes: tuple[str, ...]) -> bool:
+    # With or without one trailing slash, as every route (shared.middleware takes it off first).
+    if len(path) > 1:
+        path = path.removesuffix("/")
     if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
         return True
     # CORS preflights carry no credentials; the service answers them.
     if method == "OPTIONS":
         return True
-    return method in ("GET", "HEAD") and path.rstrip("/") in prefixes
+    return method in ("GET", "HEAD") and path in prefixes
 
 
 async def check_edge(request: Request, verifier: TokenVerifier, prefixes: tuple[str, ...]) -> str | None:

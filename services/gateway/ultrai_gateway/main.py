@@ -45,6 +45,7 @@ DIRECTORY = {
 def build(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or load_settings(GatewaySettings, SERVICE)
     gateway = Gateway(settings)
+    cors = cors_middleware(settings, METHODS)
     app = create_app(
         SERVICE,
         settings,
@@ -57,7 +58,9 @@ def build(settings: GatewaySettings | None = None) -> FastAPI:
             "/api/v1/documents": settings.max_upload_bytes + settings.upload_overhead_bytes,
             "/api/v1/documents/": settings.max_body_bytes,
         },
-        middleware=[cors_middleware(settings, METHODS)],
+        # CORS headers go on every answer, the ones made before routing included (cors.py).
+        middleware=[cors.inner],
+        outer_middleware=[cors.outer],
     )
     add_proxy_routes(app.router, ROUTES, gateway)
     return app
@@ -89,7 +92,9 @@ def lifespan(gateway: Gateway) -> Lifespan:
         }
         health_clients: list[ServiceClient] = []
         for name, prefixes in ROUTES.items():
-            upstream = Upstream(name, prefixes, urls[name], sessions[name], CRITICAL[name], settings.proxies)
+            upstream = Upstream(
+                name, prefixes, urls[name], sessions[name], CRITICAL[name], settings.proxies, tuple(urls.values())
+            )
             gateway.upstreams[name] = upstream
             client = ServiceClient(name, urls[name], timeout=timeout, max_connections=4)
             health_clients.append(client)

@@ -9,8 +9,10 @@ shared httpx ServiceClient.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import aiohttp
 from fastapi import Request
@@ -69,6 +71,13 @@ class Upstream:
     session: aiohttp.ClientSession
     critical: bool = True
     trusted: TrustedProxies = field(default_factory=TrustedProxies)
+    # The base URLs of every service behind the gateway: a URL in a Location, Content-Location or
+    # Link header of this service's answers that points at one of them is made relative.
+    internal: tuple[str, ...] = ()
+    authorities: frozenset[tuple[str, int]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.authorities = frozenset(_authority(url) for url in (self.base_url, *self.internal))
 
 
 def new_session(
@@ -226,5 +235,50 @@ def _relay(resp: aiohttp.ClientResponse, upstream: Upstream, on_close: OnClose |
                 await on_close()
 
     response = StreamingResponse(body(), status_code=resp.status)
-    response.raw_headers = [(k, v) for k, v in resp.raw_headers if k.lower() not in _RESPONSE_DROP]
+    headers = []
+    for key, value in resp.raw_headers:
+        name = key.lower()
+        if name in _RESPONSE_DROP:
+            continue
+        if name in _URL_HEADERS:
+            value = _public_urls(name, value, upstream.authorities)
+        headers.append((key, value))
+    response.raw_headers = headers
     return response
+
+
+# Headers whose values are URLs (Link: URLs in angle brackets) a service may make absolute with its
+# own address, which the browser cannot reach and the gateway must not disclose.
+_URL_HEADERS = {b"location", b"content-location", b"link"}
+_LINK_TARGET = re.compile(rb"<([^>]*)>")
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def _authority(url: str) -> tuple[str, int]:
+    """(host, port) of an absolute URL, the port filled in from the scheme when absent."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return (parts.hostname or "", port or _DEFAULT_PORTS.get(parts.scheme.lower(), 0))
+
+
+def _relative(url: bytes, authorities: frozenset[tuple[str, int]]) -> bytes:
+    """``url`` as a path on the gateway when it points at a service's address; unchanged otherwise."""
+    text = url.decode("latin-1").strip()
+    if "//" not in text:
+        return url  # already relative (or not a URL at all)
+    parts = urlsplit(text)
+    if not parts.netloc or _authority(text) not in authorities:
+        return url
+    relative = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    relative += f"#{parts.fragment}" if parts.fragment else ""
+    # A path starting with "//" would read as a host: keep one slash.
+    return ("/" + relative.lstrip("/")).encode("latin-1")
+
+
+def _public_urls(name: bytes, value: bytes, authorities: frozenset[tuple[str, int]]) -> bytes:
+    if name == b"link":
+        return _LINK_TARGET.sub(lambda m: b"<" + _relative(m.group(1), authorities) + b">", value)
+    return _relative(value, authorities)
