@@ -1,7 +1,8 @@
 """shared/tokens.py: every forged, stale, misdirected or malformed token is a 401, never a 500.
 
-The cases of RFC 8725 (JWT Best Current Practices) and RFC 7515/7519. Tokens are signed here with a key whose public half is the
-verifier's JWKS, so each test changes exactly one thing about an otherwise valid token.
+The cases of RFC 8725 (JWT Best Current Practices) and RFC 7515/7519. Tokens are signed here with a
+key whose public half is the verifier's JWKS, so each test changes exactly one thing about an
+otherwise valid token.
 """
 
 from __future__ import annotations
