@@ -61,9 +61,58 @@ def create_app(
     configure_logging(service, settings.log_level, settings.json_logs)
     tune_allocator()
     health = HealthRegistry(service, version="1", description=description)
+    app = FastAPI(
+        title=f"UltrAI {service}",
+        description=description,
+        version=version,
+        lifespan=_lifespan(service, settings, health, database=database, migrations=migrations, inner=lifespan),
+        # The trailing slash is taken off before routing (shared.middleware); a redirect would name
+        # the service's own address, which is not the one the client called.
+        redirect_slashes=False,
+    )
+    app.state.settings = settings
+    app.state.health = health
+    app.state.service = service
+    install_error_handlers(app)
+    if database:
+        from shared.db import install_db_error_handlers
+
+        install_db_error_handlers(app)
+    app.include_router(health.router())
+    if settings.enable_metrics:
+        app.include_router(metrics_router())
+    _add_meta_routes(app, service, settings, version=version, directory=directory, api_prefix=api_prefix)
+    _declare_common_problems(app, database=database, body_cap=max_body_size is not None or bool(body_limits))
+    context = Middleware(
+        RequestContextMiddleware,
+        service=service,
+        max_body_size=max_body_size,
+        body_limits=body_limits,
+        hsts=settings.is_production,
+        metrics=settings.enable_metrics,
+    )
+    # Added last = outermost: request ids, security headers and metrics cover every response,
+    # including those the service's own middleware (``middleware``) answers itself; only
+    # ``outer_middleware`` wraps even those.
+    for layer in [*reversed(middleware or []), context, *reversed(outer_middleware or [])]:
+        app.add_middleware(layer.cls, *layer.args, **layer.kwargs)
+    return app
+
+
+def _lifespan(
+    service: str,
+    settings: ServiceSettings,
+    health: HealthRegistry,
+    *,
+    database: bool,
+    migrations: Path | None,
+    inner: Lifespan | None,
+) -> Lifespan:
+    """Opens what every app has (key-value store, database, migrations, the memory trimmer) around
+    the service's own ``inner`` lifespan, and closes them after it."""
 
     @asynccontextmanager
-    async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def run(app: FastAPI) -> AsyncIterator[None]:
         kv = KeyValue.for_settings(settings, service)
         app.state.kv = kv
         db = None
@@ -80,10 +129,10 @@ def create_app(
         health.add(kv.health_check())
         trimmer = asyncio.get_running_loop().create_task(return_memory_every(settings.memory_trim_seconds))
         try:
-            if lifespan is None:
+            if inner is None:
                 yield
             else:
-                async with lifespan(app):
+                async with inner(app):
                     yield
         finally:
             trimmer.cancel()
@@ -91,27 +140,19 @@ def create_app(
             if db is not None:
                 await db.dispose()
 
-    app = FastAPI(
-        title=f"UltrAI {service}",
-        description=description,
-        version=version,
-        lifespan=_lifespan,
-        # The trailing slash is taken off before routing (shared.middleware); a redirect would name
-        # the service's own address, which is not the one the client called.
-        redirect_slashes=False,
-    )
-    app.state.settings = settings
-    app.state.health = health
-    app.state.service = service
-    install_error_handlers(app)
-    if database:
-        from shared.db import install_db_error_handlers
+    return run
 
-        install_db_error_handlers(app)
-    app.include_router(health.router())
-    if settings.enable_metrics:
-        app.include_router(metrics_router())
 
+def _add_meta_routes(
+    app: FastAPI,
+    service: str,
+    settings: ServiceSettings,
+    *,
+    version: str,
+    directory: dict[str, str],
+    api_prefix: str | None,
+) -> None:
+    """``GET /`` (what the service is and serves) and, with ``api_prefix``, the API directory there."""
     index: dict[str, Any] = {
         "service": service,
         "version": version,
@@ -132,23 +173,6 @@ def create_app(
         @app.get(api_prefix, summary=f"The {service} API directory", tags=["meta"], name="directory")
         async def directory_route() -> dict[str, Any]:
             return listing
-
-    # Added last = outermost: request ids, security headers and metrics cover every response,
-    # including those the service's own middleware (``middleware``, e.g. CORS) answers itself.
-    for extra in reversed(middleware or []):
-        app.add_middleware(extra.cls, *extra.args, **extra.kwargs)
-    _declare_common_problems(app, database=database, body_cap=max_body_size is not None or bool(body_limits))
-    app.add_middleware(
-        RequestContextMiddleware,
-        service=service,
-        max_body_size=max_body_size,
-        body_limits=body_limits,
-        hsts=settings.is_production,
-        metrics=settings.enable_metrics,
-    )
-    for extra in reversed(outer_middleware or []):
-        app.add_middleware(extra.cls, *extra.args, **extra.kwargs)
-    return app
 
 
 def _declare_common_problems(app: FastAPI, *, database: bool, body_cap: bool) -> None:

@@ -25,6 +25,7 @@ import uuid
 from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.context import request_id_var
@@ -82,23 +83,12 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         strip_trailing_slash(scope)
-        incoming = None
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                incoming = value.decode("latin-1")
-                break
-        rid = incoming if incoming and _VALID_ID.match(incoming) else uuid.uuid4().hex
+        rid = _request_id(scope)
         token = request_id_var.set(rid)
         path: str = scope["path"]
         started = time.perf_counter()
         status = 500
-        extra_headers = [(b"x-request-id", rid.encode())]
-        extra_headers.extend(SECURITY_HEADERS)
-        if not path.startswith(_DOCS_PATHS):
-            extra_headers.append(API_CSP)
-        if self.hsts:
-            extra_headers.append(HSTS)
-
+        extra_headers = self._response_headers(rid, path)
         started_response = False
 
         async def send_wrapper(message: Message) -> None:
@@ -112,20 +102,10 @@ class RequestContextMiddleware:
             await send(message)
 
         limit = self._limit_for(path)
-        declared = _content_length(scope) if limit is not None else None
-        header_bytes = sum(len(k) + len(v) for k, v in scope["headers"])
         try:
-            if header_bytes > self.max_header_bytes:
-                refuse = problem_response(
-                    431, f"The request headers are larger than the limit of {self.max_header_bytes} bytes."
-                )
-                await refuse(scope, receive, send_wrapper)
-            elif limit is not None and declared is not None and declared > limit:
-                # Refused before the app runs: not one byte of the body is read.
-                # No "Connection: close": a proxy in front (our gateway) may still be sending the
-                # body, and a close with unread data resets the connection before it reads this.
-                refuse = problem_response(413, f"The request body is larger than the limit of {limit} bytes.")
-                await refuse(scope, receive, send_wrapper)
+            refusal = self._refusal(scope, limit)
+            if refusal is not None:
+                await refusal(scope, receive, send_wrapper)
             else:
                 await self.app(scope, receive if limit is None else _counted(receive, limit), send_wrapper)
         except Exception:
@@ -138,15 +118,40 @@ class RequestContextMiddleware:
                 scope, receive, send_wrapper
             )
         finally:
-            elapsed = time.perf_counter() - started
-            route = _route_template(scope)
-            if self.metrics:
-                method = scope["method"]
-                REQUESTS.labels(self.service, method, route, str(status)).inc()
-                LATENCY.labels(self.service, method, route).observe(elapsed)
-            if self.access_log and log.isEnabledFor(logging.INFO) and route not in ("/live", "/metrics"):
-                log.info("%s %s %d %.1fms", scope["method"], path, status, elapsed * 1000)
+            self._record(scope, path, status, time.perf_counter() - started)
             request_id_var.reset(token)
+
+    def _response_headers(self, rid: str, path: str) -> list[tuple[bytes, bytes]]:
+        headers = [(b"x-request-id", rid.encode()), *SECURITY_HEADERS]
+        if not path.startswith(_DOCS_PATHS):
+            headers.append(API_CSP)
+        if self.hsts:
+            headers.append(HSTS)
+        return headers
+
+    def _refusal(self, scope: Scope, limit: int | None) -> Response | None:
+        """The answer for a request refused before the app runs (headers or declared body too large)."""
+        header_bytes = sum(len(k) + len(v) for k, v in scope["headers"])
+        if header_bytes > self.max_header_bytes:
+            return problem_response(
+                431, f"The request headers are larger than the limit of {self.max_header_bytes} bytes."
+            )
+        declared = _content_length(scope) if limit is not None else None
+        if limit is not None and declared is not None and declared > limit:
+            # Not one byte of the body is read. No "Connection: close": a proxy in front (our
+            # gateway) may still be sending the body, and a close with unread data resets the
+            # connection before it reads this.
+            return problem_response(413, f"The request body is larger than the limit of {limit} bytes.")
+        return None
+
+    def _record(self, scope: Scope, path: str, status: int, elapsed: float) -> None:
+        route = _route_template(scope)
+        if self.metrics:
+            method = scope["method"]
+            REQUESTS.labels(self.service, method, route, str(status)).inc()
+            LATENCY.labels(self.service, method, route).observe(elapsed)
+        if self.access_log and log.isEnabledFor(logging.INFO) and route not in ("/live", "/metrics"):
+            log.info("%s %s %d %.1fms", scope["method"], path, status, elapsed * 1000)
 
     def _limit_for(self, path: str) -> int | None:
         for prefix, limit in self.body_limits:
@@ -163,6 +168,15 @@ def strip_trailing_slash(scope: Scope) -> None:
         raw: bytes | None = scope.get("raw_path")
         if raw and raw.endswith(b"/") and len(raw) > 1:
             scope["raw_path"] = raw[:-1]
+
+
+def _request_id(scope: Scope) -> str:
+    """The client's X-Request-ID when it is a sane one, else a new id."""
+    for key, value in scope["headers"]:
+        if key == b"x-request-id":
+            incoming = value.decode("latin-1")
+            return incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
+    return uuid.uuid4().hex
 
 
 def _route_template(scope: Scope) -> str:
