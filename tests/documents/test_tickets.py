@@ -13,11 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.requests import Request
 
 from shared.logs import ContextFilter, redact
 from tests.documents.conftest import documents_app, new_user_id, upload
 from tests.support.tokens import TokenIssuer
 from ultrai_documents.analysis.service import BAD_TICKET
+from ultrai_gateway.edge import is_ticket_stream
 
 API = "/api/v1/documents"
 
@@ -212,3 +214,48 @@ async def _stored_hashes(tmp: Path, database_url: str | None) -> list[str]:
         return [row[0] for row in await conn.fetch("SELECT ticket_hash FROM documents.analysis_tickets")]
     finally:
         await conn.close()
+
+
+def _request(method: str, target: str, headers: dict[str, str] | None = None) -> Request:
+    path, _, query = target.partition("?")
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+    }
+    return Request(scope)
+
+
+EVENTS = f"{API}/{'d' * 32}/analyses/{'a' * 32}/events"
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "headers", "passes"),
+    [
+        ("GET", f"{EVENTS}?ticket=t", None, True),
+        ("GET", f"{EVENTS}?last=1&ticket=t", None, True),
+        ("GET", f"{EVENTS}?ticket=t", {"Authorization": "Bearer x"}, False),
+        ("GET", f"{EVENTS}?ticket=t", {"Authorization": ""}, False),
+        ("GET", f"{EVENTS}?ticket=", None, False),
+        ("GET", EVENTS, None, False),
+        ("GET", f"{EVENTS}?tickets=t", None, False),
+        ("HEAD", f"{EVENTS}?ticket=t", None, False),
+        ("POST", f"{EVENTS}?ticket=t", None, False),
+        ("GET", f"{EVENTS}/?ticket=t", None, False),
+        ("GET", f"{EVENTS}/more?ticket=t", None, False),
+        ("GET", f"{API}/{'d' * 32}/analyses/{'a' * 32}?ticket=t", None, False),
+        ("GET", f"{API}/{'d' * 32}?ticket=t", None, False),
+        ("GET", f"{API}/../auth/analyses/x/events?ticket=t", None, False),
+        ("GET", f"{API}/d/analyses/../../../../auth/me/events?ticket=t", None, False),
+        ("GET", f"{API}/d/x/analyses/a/events?ticket=t", None, False),
+        ("GET", "/api/v1/llm/d/analyses/a/events?ticket=t", None, False),
+        ("GET", f"/x{EVENTS}?ticket=t", None, False),
+    ],
+)
+def test_the_edge_lets_a_ticket_through_on_an_analysis_events_only(
+    method: str, target: str, headers: dict[str, str] | None, passes: bool
+) -> None:
+    assert is_ticket_stream(_request(method, target, headers)) is passes
