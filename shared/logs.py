@@ -18,10 +18,10 @@ _SECRET_PATTERNS = [
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1[redacted]"),
     # JWTs anywhere (three base64url segments starting with eyJ)
     (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), "[redacted-jwt]"),
-    # key=value or "key": "value" for secret-looking keys
+    # key=value or "key": "value" for secret-looking keys (ticket: ?ticket= of an event stream)
     (
         re.compile(
-            r"(?i)([\"']?(?:password|passwd|secret|token|api[_-]?key|refresh_token|access_token|authorization)"
+            r"(?i)([\"']?(?:password|passwd|secret|token|ticket|api[_-]?key|refresh_token|access_token|authorization)"
             r"[\"']?\s*[:=]\s*[\"']?)([^\"'\s,}&]+)"
         ),
         r"\1[redacted]",

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db import DbSession, database_of
-from shared.tokens import CurrentPrincipal, unauthorized
+from shared.tokens import CurrentPrincipal, current_user, unauthorized
 from ultrai_documents.analysis.runner import Runner
 from ultrai_documents.analysis.service import AnalysisService
 from ultrai_documents.documents import DocumentService
@@ -84,6 +84,22 @@ def get_owner(principal: CurrentPrincipal) -> str:
     return principal.user_id
 
 
+async def get_stream_owner(
+    request: Request,
+    analysis_id: str,
+    analyses: Analyses,
+    ticket: Annotated[
+        str | None,
+        Query(description="A ticket from POST .../ticket, for clients that cannot send Authorization"),
+    ] = None,
+) -> str:
+    """The user following an analysis' events: from the Authorization header when there is one,
+    otherwise from a single-use ``ticket`` (a browser's EventSource cannot send headers)."""
+    if "authorization" in request.headers or ticket is None:
+        return get_owner(await current_user(request))
+    return await analyses.redeem(analysis_id, ticket)
+
+
 def get_last_event_id(request: Request) -> int:
     """Where a reconnecting event stream resumes: its Last-Event-ID, or the start."""
     try:
@@ -93,4 +109,5 @@ def get_last_event_id(request: Request) -> int:
 
 
 Owner = Annotated[str, Depends(get_owner)]
+StreamOwner = Annotated[str, Depends(get_stream_owner)]
 LastEventId = Annotated[int, Depends(get_last_event_id)]

@@ -136,3 +136,22 @@ class AnalysisEvent(DocumentsBase):
     event: Mapped[str] = mapped_column(String(32), nullable=False)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class AnalysisTicket(DocumentsBase):
+    """A short-lived, single-use ticket to one analysis' event stream, for a client that cannot send
+    an Authorization header (a browser's EventSource). Only the ticket's SHA-256 is stored.
+
+    In the database rather than in Redis: every instance shares it, and the conditional DELETE that
+    spends a ticket is atomic on SQLite and PostgreSQL alike, so a ticket is single use across
+    instances with or without Redis (the key-value store falls back to process memory when Redis is
+    down, where single use would hold per process only)."""
+
+    __tablename__ = "analysis_tickets"
+
+    ticket_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    analysis_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("analyses.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    owner_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)

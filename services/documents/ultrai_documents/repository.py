@@ -13,7 +13,15 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ultrai_documents.models import Analysis, AnalysisEvent, Chunk, Document, DocumentBlob, DocumentText
+from ultrai_documents.models import (
+    Analysis,
+    AnalysisEvent,
+    AnalysisTicket,
+    Chunk,
+    Document,
+    DocumentBlob,
+    DocumentText,
+)
 
 ACTIVE = ("queued", "running")
 
@@ -111,6 +119,7 @@ class DocumentsRepository:
         """The document with its parts, chunks, analyses and their events."""
         analyses = select(Analysis.id).where(Analysis.document_id == document_id)
         await self.session.execute(delete(AnalysisEvent).where(AnalysisEvent.analysis_id.in_(analyses)))
+        await self.session.execute(delete(AnalysisTicket).where(AnalysisTicket.analysis_id.in_(analyses)))
         await self.session.execute(delete(Analysis).where(Analysis.document_id == document_id))
         await self.session.execute(delete(Chunk).where(Chunk.document_id == document_id))
         await self.session.execute(delete(DocumentText).where(DocumentText.document_id == document_id))
@@ -204,3 +213,22 @@ class DocumentsRepository:
 
     async def queued_analysis_ids(self) -> list[str]:
         return list((await self.session.scalars(select(Analysis.id).where(Analysis.status == "queued"))).all())
+
+    # ---- tickets to an analysis' event stream -------------------------------------------------
+    async def add_ticket(self, ticket: AnalysisTicket) -> None:
+        self.session.add(ticket)
+
+    async def drop_expired_tickets(self, now: datetime) -> None:
+        await self.session.execute(delete(AnalysisTicket).where(AnalysisTicket.expires_at <= now))
+
+    async def take_ticket(self, ticket_hash: str) -> tuple[str, str, datetime] | None:
+        """Delete the ticket and return what it was for (analysis id, owner id, expiry), or None
+        when there is no such ticket. One DELETE ... RETURNING: of two requests presenting the same
+        ticket, on any instances, exactly one gets the row."""
+        result = await self.session.execute(
+            delete(AnalysisTicket)
+            .where(AnalysisTicket.ticket_hash == ticket_hash)
+            .returning(AnalysisTicket.analysis_id, AnalysisTicket.owner_id, AnalysisTicket.expires_at)
+        )
+        row = result.first()
+        return None if row is None else (row[0], row[1], row[2])

@@ -171,3 +171,8 @@ class AnalysisOut(BaseModel):
             reused=reused,
             links={"self": url, "events": f"{url}/events", "document": document_url(analysis.document_id)},
         )
+
+
+class TicketOut(BaseModel):
+    ticket: str = Field(description="Pass as ?ticket= to the analysis' events URL; valid once.")
+    expires_in: int = Field(description="Seconds until the ticket expires unused.")

@@ -58,6 +58,8 @@ class DocumentsSettings(DatabaseSettings):
     analysis_workers: int = Field(8, ge=1, le=256)
     llm_timeout_seconds: float = Field(300.0, gt=0, le=3600)
     sse_poll_seconds: float = Field(0.25, gt=0, le=10)
+    # seconds a single-use ticket to an analysis' event stream (for a browser's EventSource) stays valid.
+    analysis_ticket_seconds: int = Field(60, ge=1, le=3600)
 
     @property
     def upload_folder(self) -> Path:

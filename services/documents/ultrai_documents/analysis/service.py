@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import AsyncIterator
+from datetime import UTC, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.errors import ProblemError
+from shared.tokens import unauthorized
 from ultrai_documents.analysis.events import event_stream
 from ultrai_documents.analysis.runner import Runner
 from ultrai_documents.documents import owned_document
 from ultrai_documents.llm import ModelCatalog
-from ultrai_documents.models import Analysis, new_id
+from ultrai_documents.models import Analysis, AnalysisTicket, new_id, utcnow
 from ultrai_documents.repository import DocumentsRepository
 from ultrai_documents.schemas import AnalysisRequest
 from ultrai_documents.settings import DocumentsSettings
@@ -25,6 +28,7 @@ from ultrai_documents.settings import DocumentsSettings
 REUSABLE = ("completed", "queued", "running")
 HISTORY = 100
 DEFAULT_MODELS = 3
+BAD_TICKET = "The ticket is not valid: it expired, was used already, or is for another analysis."
 
 
 def params_hash(params: dict[str, Any]) -> str:
@@ -32,6 +36,12 @@ def params_hash(params: dict[str, Any]) -> str:
     key = dict(params)
     key["models"] = sorted(key["models"])
     return hashlib.sha256(json.dumps(key, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def ticket_digest(ticket: str) -> str:
+    """What is stored of a ticket: its SHA-256 (the ticket has 256 random bits, so no salt or slow
+    hash is needed)."""
+    return hashlib.sha256(ticket.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class AnalysisService:
@@ -115,3 +125,37 @@ class AnalysisService:
         # The stream reads in short sessions of its own: a slow reader holds no connection.
         await self.repository.release()
         return event_stream(self.sessions, analysis_id, last_id, self.settings.sse_poll_seconds)
+
+    async def ticket(self, owner: str, document_id: str, analysis_id: str) -> tuple[str, int]:
+        """A new single-use ticket to the owner's analysis' event stream, and its lifetime in
+        seconds. Returns (ticket, expires_in)."""
+        analysis = await self.get(owner, document_id, analysis_id)
+        ticket = secrets.token_urlsafe(32)
+        lifetime = self.settings.analysis_ticket_seconds
+        now = utcnow()
+        await self.repository.drop_expired_tickets(now)
+        await self.repository.add_ticket(
+            AnalysisTicket(
+                ticket_hash=ticket_digest(ticket),
+                analysis_id=analysis.id,
+                owner_id=owner,
+                expires_at=now + timedelta(seconds=lifetime),
+            )
+        )
+        await self.repository.commit()
+        return ticket, lifetime
+
+    async def redeem(self, analysis_id: str, ticket: str) -> str:
+        """Spend a ticket on the event stream of ``analysis_id``: the user it was issued to, or a
+        401. The first presentation spends it, whatever the outcome, so a ticket is tried once."""
+        taken = await self.repository.take_ticket(ticket_digest(ticket))
+        await self.repository.commit()
+        if taken is None:
+            raise unauthorized(BAD_TICKET)
+        for_analysis, owner, expires = taken
+        # SQLite gives back naive datetimes; they were written in UTC.
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        if for_analysis != analysis_id or expires <= utcnow():
+            raise unauthorized(BAD_TICKET)
+        return owner

@@ -21,5 +21,6 @@ DIRECTORY = {
     f"DELETE {PREFIX}/{{id}}": "delete it with its chunks and analyses",
     f"POST {PREFIX}/{{id}}/analyses": "start an analysis (202 + URL)",
     f"GET {PREFIX}/{{id}}/analyses/{{analysis_id}}": "an analysis' status and result",
-    f"GET {PREFIX}/{{id}}/analyses/{{analysis_id}}/events": "its progress as server-sent events",
+    f"POST {PREFIX}/{{id}}/analyses/{{analysis_id}}/ticket": "a single-use ticket to its events (for EventSource)",
+    f"GET {PREFIX}/{{id}}/analyses/{{analysis_id}}/events": "its progress as server-sent events (?ticket= or a token)",
 }

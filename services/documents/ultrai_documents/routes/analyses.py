@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
 from shared.errors import problem_responses
-from ultrai_documents.deps import Analyses, LastEventId, Owner
-from ultrai_documents.schemas import PREFIX, AnalysisOut, AnalysisRequest, analysis_url
+from ultrai_documents.deps import Analyses, LastEventId, Owner, StreamOwner
+from ultrai_documents.schemas import PREFIX, AnalysisOut, AnalysisRequest, TicketOut, analysis_url
 
 router = APIRouter(prefix=PREFIX + "/{document_id}/analyses", tags=["analyses"])
 
@@ -52,14 +52,37 @@ async def get_analysis(document_id: str, analysis_id: str, owner: Owner, analyse
     return AnalysisOut.of(await analyses.get(owner, document_id, analysis_id))
 
 
+@router.post(
+    "/{analysis_id}/ticket",
+    response_model=TicketOut,
+    summary="A short-lived, single-use ticket to follow the analysis' events without an Authorization header",
+    responses=problem_responses(401, 404),
+)
+async def analysis_ticket(
+    response: Response, document_id: str, analysis_id: str, owner: Owner, analyses: Analyses
+) -> TicketOut:
+    ticket, expires_in = await analyses.ticket(owner, document_id, analysis_id)
+    response.headers["Cache-Control"] = "no-store"
+    return TicketOut(ticket=ticket, expires_in=expires_in)
+
+
 @router.get(
     "/{analysis_id}/events",
-    summary="An analysis' progress as server-sent events (status, stage, model, synthesis, completed/failed)",
+    summary="An analysis' progress as server-sent events (status, stage, progress, model, synthesis, completed/failed)",
+    description=(
+        "Events, each with an `id` (send it back as `Last-Event-ID` to resume): `status` (queued, "
+        "running), `stage` (extraction, models, synthesis), `progress` (a model's map step over a long "
+        "document), `model` (one model's outcome: model, status, error, tokens, cost, latency), "
+        "`synthesis` (the synthesis model's outcome, same fields, when the analysis names one and a "
+        "model succeeded), then `completed` or `failed`. The texts are in the analysis' result. "
+        "Authenticate with the Authorization header, or, where no header can be sent (a browser's "
+        "EventSource), with `?ticket=` from `POST .../ticket`: valid once, for this analysis only."
+    ),
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}, **problem_responses(401, 404)},
 )
 async def analysis_events(
-    document_id: str, analysis_id: str, owner: Owner, analyses: Analyses, last_event_id: LastEventId
+    document_id: str, analysis_id: str, owner: StreamOwner, analyses: Analyses, last_event_id: LastEventId
 ) -> Response:
     return StreamingResponse(
         await analyses.events(owner, document_id, analysis_id, last_event_id),
