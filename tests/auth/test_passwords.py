@@ -1,6 +1,6 @@
-"""Passwords and login (OWASP Password Storage Cheat Sheet, NIST SP 800-63B): argon2id at OWASP parameters or stronger, rehash on
-login, equal work and equal answers for unknown emails, NIST length rules, common passwords refused,
-and no password or token in the logs."""
+"""Passwords and login (OWASP Password Storage Cheat Sheet, NIST SP 800-63B): argon2id at OWASP
+parameters or stronger, rehash on login, equal work and equal answers for unknown emails, NIST
+length rules, common passwords refused, and no password or token in the logs."""
 
 from __future__ import annotations
 

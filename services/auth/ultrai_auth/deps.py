@@ -132,6 +132,7 @@ def cookie_credential(
         str | None,
         Cookie(
             alias=REFRESH_COOKIE,
+            title="Session cookie",
             description="The refresh token set with cookie: true (browsers; needs an allowed Origin).",
         ),
     ] = None,

@@ -134,9 +134,9 @@ async def refresh(
     sessions: Sessions,
     cookie: RefreshCookie,
     settings: Settings,
-    body: RefreshRequest | None = None,
+    # No body at all is an empty one (a browser's refresh sends only the cookie).
+    body: RefreshRequest = RefreshRequest(),
 ) -> TokenPair:
-    body = body or RefreshRequest()
     token, from_cookie = presented_refresh_token(body.refresh_token, cookie)
     if token is None:
         raise unauthorized(INVALID_REFRESH)
@@ -157,9 +157,9 @@ async def logout(
     sessions: Sessions,
     cookie: RefreshCookie,
     settings: Settings,
-    body: LogoutRequest | None = None,
+    body: LogoutRequest = LogoutRequest(),
 ) -> Response:
-    token, _ = presented_refresh_token(body.refresh_token if body else None, cookie)
+    token, _ = presented_refresh_token(body.refresh_token, cookie)
     await sessions.end(token, access_token)
     # The same answer whether or not the token was known; the browser drops its cookie either way.
     response = Response(status_code=204)
