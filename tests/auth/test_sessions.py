@@ -59,7 +59,8 @@ async def test_concurrent_duplicate_registration_yields_one_account(auth_client)
 
 
 async def test_refresh_reuse_revokes_the_whole_family(auth_client) -> None:
-    async with auth_client() as client:
+    # No reuse interval: a replay right after the rotation is reuse (test_reuse_interval.py: the interval).
+    async with auth_client(refresh_reuse_interval_seconds=0) as client:
         _, first = await register_and_login(client)
         second = (await client.post(REFRESH, json={"refresh_token": first["refresh_token"]})).json()
         # RT1 again: refused, and RT2 and the session's access tokens die with it.
@@ -70,8 +71,8 @@ async def test_refresh_reuse_revokes_the_whole_family(auth_client) -> None:
         assert (await client.get(ME, headers=bearer(first["access_token"]))).status_code == 401
 
 
-async def test_concurrent_refreshes_with_one_token_cannot_both_succeed(auth_client) -> None:
-    async with auth_client() as client:
+async def test_without_reuse_interval_concurrent_refreshes_cannot_both_succeed(auth_client) -> None:
+    async with auth_client(refresh_reuse_interval_seconds=0) as client:
         _, tokens = await register_and_login(client)
         answers = await asyncio.gather(
             *(client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]}) for _ in range(10))

@@ -12,9 +12,9 @@ from ultrai_auth.models import User
 from ultrai_auth.passwords import PasswordService, policy_problems
 from ultrai_auth.repository import AuthRepository, DuplicateEmail
 from ultrai_auth.revocation import Revoker
-from ultrai_auth.schemas import TokenPair
 from ultrai_auth.sessions import SessionService
 from ultrai_auth.settings import AuthSettings
+from ultrai_auth.successors import Grant
 from ultrai_auth.throttle import LoginThrottle
 
 log = logging.getLogger("ultrai_auth")
@@ -64,7 +64,7 @@ class AccountService:
         log.info("account created: %s", user.id)
         return user
 
-    async def log_in(self, email: str, password: str, address: str) -> TokenPair:
+    async def log_in(self, email: str, password: str, address: str) -> Grant:
         """A new session for the account, from a client at ``address``: 429 (throttled, checked before
         any hashing) or 401 (the same answer and work for an unknown email and a wrong password)."""
         email = normalize_email(email)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Cookie, Depends, Request
 
 from shared.db import DbSession
 from shared.kv import KeyValue
@@ -14,6 +14,7 @@ from shared.net import client_address
 from shared.ratelimit import RateLimiter
 from shared.tokens import CurrentPrincipal, TokenVerifier, bearer_token, unauthorized
 from ultrai_auth.accounts import AccountService
+from ultrai_auth.cookies import REFRESH_COOKIE, CookieCredential
 from ultrai_auth.keys import Signer
 from ultrai_auth.models import User
 from ultrai_auth.passwords import PasswordService
@@ -21,6 +22,7 @@ from ultrai_auth.repository import AuthRepository
 from ultrai_auth.revocation import Revoker
 from ultrai_auth.sessions import SessionService
 from ultrai_auth.settings import AuthSettings
+from ultrai_auth.successors import Successors
 from ultrai_auth.throttle import LoginThrottle
 
 
@@ -85,9 +87,15 @@ Throttle = Annotated[LoginThrottle, Depends(get_throttle)]
 
 
 def get_sessions(
-    repository: Repository, signer: TokenSigner, revoker: Revocations, verifier: Verifier, settings: Settings
+    repository: Repository,
+    signer: TokenSigner,
+    revoker: Revocations,
+    verifier: Verifier,
+    settings: Settings,
+    kv: KeyValueStore,
 ) -> SessionService:
-    return SessionService(repository, signer, revoker, verifier, settings)
+    successors = Successors(kv, settings.refresh_reuse_interval_seconds)
+    return SessionService(repository, signer, revoker, verifier, settings, successors)
 
 
 Sessions = Annotated[SessionService, Depends(get_sessions)]
@@ -115,6 +123,25 @@ def get_client_address(request: Request, settings: Settings) -> str:
 
 ClientAddress = Annotated[str, Depends(get_client_address)]
 AccessToken = Annotated[str | None, Depends(bearer_token)]
+
+
+def cookie_credential(
+    request: Request,
+    settings: Settings,
+    token: Annotated[
+        str | None,
+        Cookie(
+            alias=REFRESH_COOKIE,
+            title="Session cookie",
+            description="The refresh token set with cookie: true (browsers; needs an allowed Origin).",
+        ),
+    ] = None,
+) -> CookieCredential:
+    """The session cookie's refresh token, and whether the request's Origin may use it."""
+    return CookieCredential(token or None, settings.origin_allowed(request.headers.get("origin")))
+
+
+RefreshCookie = Annotated[CookieCredential, Depends(cookie_credential)]
 
 
 async def authenticated_user(principal: CurrentPrincipal, sessions: Sessions) -> User:

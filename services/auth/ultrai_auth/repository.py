@@ -26,6 +26,7 @@ class RefreshTokenState(NamedTuple):
     user_id: str
     session_revoked_at: float | None
     session_expires_at: float
+    used_at: float | None
 
 
 class AuthRepository:
@@ -91,7 +92,13 @@ class AuthRepository:
     async def refresh_token_state(self, token_hash: str) -> RefreshTokenState | None:
         row = (
             await self.session.execute(
-                select(RefreshToken.session_id, Session.user_id, Session.revoked_at, Session.expires_at)
+                select(
+                    RefreshToken.session_id,
+                    Session.user_id,
+                    Session.revoked_at,
+                    Session.expires_at,
+                    RefreshToken.used_at,
+                )
                 .join(Session, Session.id == RefreshToken.session_id)
                 .where(RefreshToken.token_hash == token_hash)
             )

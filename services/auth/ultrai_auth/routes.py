@@ -1,7 +1,7 @@
 """The auth API: accounts, login, refresh rotation, logout, password change, deletion, service tokens.
 
 Handlers only translate between HTTP and the services (accounts.py, sessions.py); the dependencies
-that build those services are in deps.py.
+that build those services are in deps.py, and the browsers' session cookie is in cookies.py.
 """
 
 from __future__ import annotations
@@ -11,11 +11,14 @@ from typing import Any
 from fastapi import APIRouter, Depends, Response
 
 from shared.errors import problem_responses
+from shared.tokens import unauthorized
+from ultrai_auth.cookies import clear_refresh_cookie, presented_refresh_token, set_refresh_cookie
 from ultrai_auth.deps import (
     AccessToken,
     Accounts,
     ClientAddress,
     CurrentUser,
+    RefreshCookie,
     Revocations,
     Sessions,
     Settings,
@@ -25,6 +28,7 @@ from ultrai_auth.deps import (
 from ultrai_auth.schemas import (
     Account,
     Credentials,
+    LogoutRequest,
     PasswordChange,
     PasswordConfirm,
     RefreshRequest,
@@ -33,6 +37,9 @@ from ultrai_auth.schemas import (
     ServiceTokenRequest,
     TokenPair,
 )
+from ultrai_auth.sessions import INVALID_REFRESH
+from ultrai_auth.settings import AuthSettings
+from ultrai_auth.successors import Grant
 
 PREFIX = "/api/v1/auth"
 router = APIRouter(prefix=PREFIX, tags=["auth"])
@@ -42,9 +49,9 @@ wellknown = APIRouter(tags=["keys"])
 DIRECTORY = {
     PREFIX: "this directory",
     f"{PREFIX}/register": "POST email and password: create an account",
-    f"{PREFIX}/login": "POST email and password: access and refresh tokens",
-    f"{PREFIX}/refresh": "POST refresh_token: new tokens (the old refresh token is spent)",
-    f"{PREFIX}/logout": "POST refresh_token: end the session",
+    f"{PREFIX}/login": "POST email and password: access and refresh tokens (cookie: true puts the latter in a cookie)",
+    f"{PREFIX}/refresh": "POST refresh_token, or the session cookie: new tokens (the old refresh token is spent)",
+    f"{PREFIX}/logout": "POST refresh_token, or the session cookie: end the session",
     f"{PREFIX}/me": "GET the current account; DELETE it (with the password)",
     f"{PREFIX}/password": "POST current_password and new_password: change it (ends every session)",
     f"{PREFIX}/service-token": "POST (internal): a short-lived service token",
@@ -92,36 +99,72 @@ async def delete_account(body: PasswordConfirm, user: CurrentUser, accounts: Acc
 
 
 # ---- sessions ---------------------------------------------------------------------------------
+def token_answer(grant: Grant, response: Response, settings: AuthSettings, *, cookie: bool) -> TokenPair:
+    """The tokens as answered: the refresh token in the body, or only in the session cookie."""
+    if cookie:
+        set_refresh_cookie(response, grant, settings)
+        return TokenPair(access_token=grant.access_token, expires_in=grant.expires_in)
+    return TokenPair(access_token=grant.access_token, refresh_token=grant.refresh_token, expires_in=grant.expires_in)
+
+
 @router.post(
     "/login",
     response_model=TokenPair,
-    summary="Log in: an access token and a refresh token",
+    response_model_exclude_none=True,
+    summary="Log in: an access token and a refresh token (in the answer, or with cookie: true in a cookie)",
     responses=problem_responses(401, 422, 429, 503),
 )
-async def login(body: Credentials, address: ClientAddress, accounts: Accounts) -> TokenPair:
-    return await accounts.log_in(body.email, body.password, address)
+async def login(
+    body: Credentials, response: Response, address: ClientAddress, accounts: Accounts, settings: Settings
+) -> TokenPair:
+    grant = await accounts.log_in(body.email, body.password, address)
+    return token_answer(grant, response, settings, cookie=body.cookie)
 
 
 @router.post(
     "/refresh",
     response_model=TokenPair,
-    summary="Exchange a refresh token for new tokens (rotation; reuse ends the session)",
-    responses=problem_responses(401, 422),
+    response_model_exclude_none=True,
+    summary="Exchange a refresh token (the body's, or the session cookie's) for new tokens (rotation; "
+    "reuse past the reuse interval ends the session)",
+    responses=problem_responses(401, 403, 422),
 )
-async def refresh(body: RefreshRequest, sessions: Sessions) -> TokenPair:
-    return await sessions.rotate(body.refresh_token)
+async def refresh(
+    response: Response,
+    sessions: Sessions,
+    cookie: RefreshCookie,
+    settings: Settings,
+    # No body at all is an empty one (a browser's refresh sends only the cookie).
+    body: RefreshRequest = RefreshRequest(),
+) -> TokenPair:
+    token, from_cookie = presented_refresh_token(body.refresh_token, cookie)
+    if token is None:
+        raise unauthorized(INVALID_REFRESH)
+    grant = await sessions.rotate(token)
+    # A token that came from the cookie goes back there: it never reaches the page's script.
+    return token_answer(grant, response, settings, cookie=body.cookie or from_cookie)
 
 
 @router.post(
     "/logout",
     status_code=204,
-    summary="End the session of a refresh token (and of the access token sent with it)",
-    responses=problem_responses(422),
+    summary="End the session of a refresh token (the body's, or the session cookie's, which is cleared) "
+    "and of the access token sent with it",
+    responses=problem_responses(403, 422),
 )
-async def logout(body: RefreshRequest, access_token: AccessToken, sessions: Sessions) -> Response:
-    await sessions.end(body.refresh_token, access_token)
-    # The same answer whether or not the token was known.
-    return Response(status_code=204)
+async def logout(
+    access_token: AccessToken,
+    sessions: Sessions,
+    cookie: RefreshCookie,
+    settings: Settings,
+    body: LogoutRequest = LogoutRequest(),
+) -> Response:
+    token, _ = presented_refresh_token(body.refresh_token, cookie)
+    await sessions.end(token, access_token)
+    # The same answer whether or not the token was known; the browser drops its cookie either way.
+    response = Response(status_code=204)
+    clear_refresh_cookie(response, settings)
+    return response
 
 
 # ---- internal: service tokens and the revocation list ------------------------------------------

@@ -17,18 +17,32 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Credentials(Body):
+class EmailPassword(Body):
     email: str = Field(min_length=1, max_length=320)
     password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
 
 
-class Registration(Credentials):
+COOKIE = "Put the refresh token in the HttpOnly session cookie instead of the answer (browsers)."
+
+
+class Credentials(EmailPassword):
+    cookie: bool = Field(False, description=COOKIE)
+
+
+class Registration(EmailPassword):
     # Surrounding blanks are trimmed; the address is lower-cased before it is stored.
     email: str = Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)
 
 
 class RefreshRequest(Body):
-    refresh_token: str = Field(min_length=1, max_length=4096)
+    # Without it, the session cookie's (from an allowed Origin only).
+    refresh_token: str | None = Field(None, min_length=1, max_length=4096)
+    cookie: bool = Field(False, description=COOKIE)
+
+
+class LogoutRequest(Body):
+    # Without it, the session cookie's (from an allowed Origin only).
+    refresh_token: str | None = Field(None, min_length=1, max_length=4096)
 
 
 class PasswordChange(Body):
@@ -48,7 +62,8 @@ class ServiceTokenRequest(Body):
 # ---- responses --------------------------------------------------------------------------------
 class TokenPair(BaseModel):
     access_token: str
-    refresh_token: str
+    # Absent when it was put in the session cookie.
+    refresh_token: str | None = None
     token_type: str = "Bearer"  # noqa: S105 (the scheme name)
     expires_in: int
 

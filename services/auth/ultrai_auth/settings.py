@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 from functools import cached_property
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -23,6 +25,16 @@ class AuthSettings(DatabaseSettings):
     access_token_ttl_seconds: int = Field(900, ge=60, le=3600)
     service_token_ttl_seconds: int = Field(300, ge=30, le=900)
     refresh_token_ttl_seconds: int = Field(30 * 86_400, ge=300, le=365 * 86_400)
+    # Seconds during which a refresh token presented again gets the successor it was already
+    # exchanged for (concurrent refreshes from several tabs), instead of ending the session; 0: off.
+    refresh_reuse_interval_seconds: float = Field(5.0, ge=0, le=60)
+
+    # Browsers: the SameSite attribute of the refresh-token cookie (none for a frontend on another site).
+    refresh_cookie_samesite: Literal["lax", "strict", "none"] = "lax"
+    # Origins allowed to use the refresh-token cookie, as the gateway's CORS_ORIGINS (keep them equal).
+    cors_origins: CommaList = Field(default_factory=lambda: ["http://localhost:3000", "http://localhost:5173"])
+    # A regular expression an allowed origin may fully match instead, as the gateway's CORS_ORIGIN_REGEX.
+    cors_origin_regex: str | None = None
 
     # argon2id; tests may lower the cost, production refuses anything under OWASP's minimum.
     argon2_memory_kib: int = Field(OWASP_MEMORY_KIB, ge=8, le=4 * 1024 * 1024)
@@ -50,6 +62,33 @@ class AuthSettings(DatabaseSettings):
     @cached_property
     def proxies(self) -> TrustedProxies:
         return TrustedProxies.from_networks(self.trusted_proxies)
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """Whether a request's Origin is one the gateway's CORS allows (listed, or fully matching
+        the regex), the same test Starlette's CORS middleware makes."""
+        if not origin:
+            return False
+        if self.cors_origin_regex and re.fullmatch(self.cors_origin_regex, origin):
+            return True
+        return origin in self.cors_origins
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard(cls, value: list[str]) -> list[str]:
+        # Every allowed origin is named, as at the gateway: a wildcard would let any site use the cookie.
+        if "*" in value:
+            raise ValueError("'*' is not allowed with credentials; list origins or use CORS_ORIGIN_REGEX")
+        return [origin.rstrip("/") for origin in value]
+
+    @field_validator("cors_origin_regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression ({exc})") from None
+        return value or None
 
     @field_validator("trusted_proxies")
     @classmethod
