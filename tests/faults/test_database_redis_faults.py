@@ -62,6 +62,9 @@ async def auth_behind_proxy(pg_databases, tmp_path) -> Iterator[tuple[ServicePro
         "DB_POOL_TIMEOUT": "2",
         "DB_STATEMENT_TIMEOUT_MS": "3000",
         "LOG_LEVEL": "WARNING",
+        # Reuse of a spent refresh token must be refused at once here (the rotation's atomicity is
+        # under test, not the grace window for concurrent refreshes).
+        "REFRESH_REUSE_INTERVAL_SECONDS": "0",
     }
     _migrate("auth", env)
     proc = ServiceProcess(SERVICES["auth"], free_port(), env=env, log_path=tmp_path / "auth.log").start()
