@@ -38,9 +38,10 @@ async def upload(page: Page, token: str, name: str, text: str) -> dict[str, Any]
     return out["body"]
 
 
-async def http_only_cookies(context: Any, gw: str) -> dict[str, dict[str, Any]]:
-    """The gateway's cookies in the browser's jar, by name; fails on one that script could read."""
-    cookies = {c["name"]: c for c in await context.cookies(gw)}
+async def http_only_cookies(context: Any) -> dict[str, dict[str, Any]]:
+    """The cookies in the test's browser context, by name (only the gateway sets any: the page's
+    server sets none); fails on one that script could read."""
+    cookies = {c["name"]: c for c in await context.cookies()}
     readable = [name for name, c in cookies.items() if not c["httpOnly"]]
     assert not readable, f"cookies readable by script: {readable}"
     return cookies
@@ -111,7 +112,7 @@ async def test_cookie_login_refresh_and_logout(open_page, context, browser_stack
     access = login["body"]["access_token"]
     # The refresh token is in the cookie alone: nothing the page's script can read carries it.
     assert not login["body"].get("refresh_token"), login["body"]
-    cookies = await http_only_cookies(context, gw)
+    cookies = await http_only_cookies(context)
     assert cookies, "the login set no cookie"
 
     # Not readable by document.cookie, even on a page of the gateway's own origin and path.
@@ -126,14 +127,14 @@ async def test_cookie_login_refresh_and_logout(open_page, context, browser_stack
     fresh = refreshed["body"]["access_token"]
     assert fresh != access
     # Rotation: the cookie now holds another refresh token.
-    rotated = await http_only_cookies(context, gw)
+    rotated = await http_only_cookies(context)
     assert {n: c["value"] for n, c in rotated.items()} != {n: c["value"] for n, c in cookies.items()}
     me = await page.call("GET", f"{AUTH}/me", {"token": fresh})
     assert me.get("status") == 200 and me["body"]["email"] == email, me
 
     logout = await page.call("POST", f"{AUTH}/logout", {"token": fresh})
     assert logout.get("status") == 204, logout
-    assert not {n for n in await http_only_cookies(context, gw) if n in rotated}, "logout left the cookie"
+    assert not {n for n in await http_only_cookies(context) if n in rotated}, "logout left the cookie"
     again = await page.call("POST", f"{AUTH}/refresh")
     assert again.get("status") == 401, again
 
