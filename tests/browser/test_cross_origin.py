@@ -199,7 +199,7 @@ async def test_websocket_orchestration_cancelled_from_the_page(
     out = await page.socket(
         "/api/v1/llm/orchestrate/ws", {"token": token, "request": request}, "result", ["cancelled", "done", "error"]
     )
-    types = [m.get("type", m.get("event")) for m in out["messages"]]
+    types = [m.get("event", m.get("type")) for m in out["messages"]]
     assert out["sentCancel"], out
     assert "result" in types, types
     assert types[-1] == "cancelled", out

@@ -105,9 +105,9 @@ function events(path, names, terminal) {
   });
 }
 
-// new WebSocket(ws://<gateway host>/path): sends `first`, collects the messages; once a message of
-// type `cancelOn` arrives, sends {"type": "cancel"}; ends at a message of a type in `terminal` or
-// when the socket closes.
+// new WebSocket(ws://<gateway host>/path): sends `first`, collects the messages (JSON objects whose
+// "event" names them); once a `cancelOn` event arrives, sends {"type": "cancel"}; ends at an event
+// in `terminal` or when the socket closes.
 function socket(path, first, cancelOn, terminal) {
   return new Promise((resolve) => {
     const messages = [];
@@ -131,7 +131,7 @@ function socket(path, first, cancelOn, terminal) {
         msg = { raw: e.data };
       }
       messages.push(msg);
-      const type = msg.type ?? msg.event;
+      const type = msg.event ?? msg.type;
       if (!cancelled && type === cancelOn) {
         cancelled = true;
         ws.send(JSON.stringify({ type: "cancel" }));
