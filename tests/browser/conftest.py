@@ -100,15 +100,11 @@ class Site:
         return f"http://localhost:{self.server.server_address[1]}"
 
 
-@functools.cache
-def _handler() -> Callable[..., SimpleHTTPRequestHandler]:
-    return functools.partial(_Quiet, directory=str(STATIC))
-
-
 @pytest.fixture(scope="session")
 def sites() -> Iterator[dict[str, Site]]:
     """Two origins serving the same page: "allowed" is in the gateway's CORS_ORIGINS, "refused" is not."""
-    servers = {name: ThreadingHTTPServer(("127.0.0.1", 0), _handler()) for name in ("allowed", "refused")}
+    handler = functools.partial(_Quiet, directory=str(STATIC))
+    servers = {name: ThreadingHTTPServer(("127.0.0.1", 0), handler) for name in ("allowed", "refused")}
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers.values()]
     for thread in threads:
         thread.start()
@@ -214,9 +210,6 @@ class Page:
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
         return functools.partial(self.run, name)
-
-    async def eval(self, script: str, arg: Any = None) -> Any:
-        return await self.page.evaluate(script, arg)
 
 
 @pytest.fixture
