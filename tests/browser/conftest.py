@@ -56,7 +56,7 @@ CALL_TIMEOUT = 60.0
 # is larger, so the gateway is the one that refuses.
 UPLOAD_LIMIT = 4096
 UPLOAD_OVERHEAD = 1024
-MODELS = ["br-alpha", "br-beta", "br-hang", "br-chat"]
+MODELS = ["br-alpha", "br-hang", "br-writer", "br-chat"]
 LLM_ENV = {"LLM_NUM_RETRIES": "0", "LLM_TIMEOUT": "30", "LLM_ALLOWED_FAILS": "100", "ENABLE_CACHE": "false"}
 DOCUMENTS_ENV = {"MAX_UPLOAD_BYTES": str(1_000_000), "SSE_POLL_SECONDS": "0.05"}
 

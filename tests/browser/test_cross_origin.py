@@ -193,17 +193,28 @@ async def test_websocket_orchestration_cancelled_from_the_page(
     open_page, token: str, fake_provider: FakeOpenAI
 ) -> None:
     fake_provider.behave("br-alpha", text="Alpha answers at once.")
-    fake_provider.behave("br-hang", hang=True)  # still running when the page cancels
+    # Still running when the page cancels (it never answers: the request's time budget ends it), so
+    # the cancel always comes before the synthesis would start.
+    fake_provider.behave("br-hang", hang=True)
     page = await open_page()
-    request = {"prompt": "Which launch month?", "models": ["br-alpha", "br-hang"], "pattern": "parallel"}
+    request = {
+        "prompt": "Which launch month?",
+        "models": ["br-alpha", "br-hang"],
+        "pattern": "synthesis",
+        "synthesis_model": "br-writer",
+        "timeout": 5,
+    }
     out = await page.socket(
         "/api/v1/llm/orchestrate/ws", {"token": token, "request": request}, "result", ["cancelled", "done", "error"]
     )
-    types = [m.get("event", m.get("type")) for m in out["messages"]]
+    events = [m.get("event", m.get("type")) for m in out["messages"]]
     assert out["sentCancel"], out
-    assert "result" in types, types
-    assert types[-1] == "cancelled", out
-    assert "done" not in types
+    assert events[0] == "stage" and "result" in events, events
+    assert events[-1] == "cancelled", out
+    assert out["messages"][-1]["status"] == "cancelled"
+    # No call started after the cancel: no synthesis.
+    assert not [m for m in out["messages"] if m.get("stage") == "synthesis"], out
+    assert fake_provider.calls("br-writer") == []
 
 
 async def test_streamed_chat_read_from_a_readable_stream(open_page, token: str, fake_provider: FakeOpenAI) -> None:
