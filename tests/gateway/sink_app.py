@@ -9,6 +9,10 @@ It stands where the documents service would, on the same prefix:
 - GET  /api/v1/documents/moved    307 to its own absolute URL (Location, Content-Location and Link
                                   name its own address) with CORS headers of its own
 - GET  /health                    pass
+- WebSocket /api/v1/documents/ws/echo  sends every message back as it came (text as text, binary as
+  binary); "headers" answers the handshake's headers as JSON, "close:<code>:<reason>" closes with
+  that code and reason; how the client closed it is kept for GET /api/v1/documents/ws/last-close
+- WebSocket anywhere else             refused at the handshake (403)
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from urllib.parse import parse_qs
 
 released = asyncio.Event()
 inflight = 0
+last_close: dict = {}
 
 
 async def _json(send, body: dict, status: int = 200) -> None:
@@ -38,7 +43,9 @@ async def app(scope, receive, send) -> None:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     path = scope["path"]
-    if path == "/health" or path == "/live":
+    if scope["type"] == "websocket":
+        await _websocket(scope, receive, send)
+    elif path == "/health" or path == "/live":
         await _json(send, {"status": "pass"})
     elif path == "/api/v1/documents/sink":
         global inflight
@@ -91,8 +98,36 @@ async def app(scope, receive, send) -> None:
         ]
         await send({"type": "http.response.start", "status": 307, "headers": headers})
         await send({"type": "http.response.body", "body": b'{"moved": true}'})
+    elif path == "/api/v1/documents/ws/last-close":
+        await _json(send, last_close)
     elif path == "/api/v1/documents/echo-id":
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         await _json(send, headers)
     else:
         await _json(send, {"status": 404}, status=404)
+
+
+async def _websocket(scope, receive, send) -> None:
+    await receive()  # websocket.connect
+    if scope["path"] != "/api/v1/documents/ws/echo":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    last_close.clear()
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            last_close.update(code=message.get("code"), reason=message.get("reason", ""))
+            return
+        text = message.get("text")
+        if text == "headers":
+            headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+            await send({"type": "websocket.send", "text": json.dumps(headers)})
+        elif text is not None and text.startswith("close:"):
+            _, code, reason = text.split(":", 2)
+            await send({"type": "websocket.close", "code": int(code), "reason": reason})
+            return
+        elif text is not None:
+            await send({"type": "websocket.send", "text": text})
+        else:
+            await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 from openai import AsyncOpenAI
@@ -111,3 +113,35 @@ async def test_a_bad_key_is_401(llm_stack):
     with pytest.raises(openai.AuthenticationError):
         await client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": "x"}])
     await client.close()
+
+
+async def streamed_chunks(gateway, body: dict) -> list[dict]:
+    """The ``data:`` chunks of a streamed chat completion, up to ``[DONE]`` (which must end it)."""
+    async with gateway.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+        assert r.status_code == 200, await r.aread()
+        lines = [line[6:] async for line in r.aiter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+@pytest.mark.parametrize("model", ["sdk", "ultrai/parallel"])
+async def test_streamed_usage_comes_last_only_when_asked(gateway, fake_provider: FakeOpenAI, model: str):
+    """As OpenAI does: with ``stream_options.include_usage`` the last chunk before [DONE] carries the
+    usage and no choices; without it no chunk carries usage."""
+    fake_provider.behave("sdk", text="one two three", prompt_tokens=11, completion_tokens=7)
+    body = {"model": model, "messages": [{"role": "user", "content": unique()}], "models": ["sdk"]}
+    chunks = await streamed_chunks(gateway, {**body, "stream_options": {"include_usage": True}})
+    *content, last = chunks
+    assert last["choices"] == []
+    assert last["usage"] == {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+    assert all("usage" not in c and c["choices"] for c in content)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in content)
+    assert text.endswith("one two three")
+    assert content[-1]["choices"][0]["finish_reason"] == "stop"
+    # Not asked for (absent, or false): no usage chunk at all.
+    for options in ({}, {"stream_options": {"include_usage": False}}):
+        chunks = await streamed_chunks(
+            gateway, {**body, "messages": [{"role": "user", "content": unique()}], **options}
+        )
+        assert all("usage" not in c and c["choices"] for c in chunks)
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"

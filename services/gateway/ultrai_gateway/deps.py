@@ -9,6 +9,7 @@ the proxy's hot path takes none it does not need. The lifespan opens what ``Gate
 from __future__ import annotations
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from shared.errors import ProblemError
 from shared.net import client_address
@@ -34,8 +35,9 @@ class Gateway:
         self.settings = settings
         self.upstreams: dict[str, Upstream] = {}  # service name -> upstream, filled by the lifespan
 
-    async def check_rate(self, request: Request) -> None:
-        """Per client address, before anything costs work (token checks included): 429 + Retry-After."""
+    async def check_rate(self, request: HTTPConnection) -> None:
+        """Per client address, before anything costs work (token checks included): 429 + Retry-After.
+        A WebSocket handshake counts as a request."""
         settings = self.settings
         address = client_address(request.scope, settings.proxies)
         for limit, per in ((settings.rate_limit_per_minute, "minute"), (settings.rate_limit_per_hour, "hour")):

@@ -21,6 +21,7 @@ from ultrai_gateway.proxy import Upstream, new_session
 from ultrai_gateway.routes import METHODS, add_proxy_routes
 from ultrai_gateway.settings import GatewaySettings
 from ultrai_gateway.slots import StreamSlots
+from ultrai_gateway.websocket import add_websocket_routes
 
 SERVICE = "gateway"
 
@@ -63,6 +64,7 @@ def build(settings: GatewaySettings | None = None) -> FastAPI:
         outer_middleware=[cors.outer],
     )
     add_proxy_routes(app.router, ROUTES, gateway)
+    add_websocket_routes(app.router, ROUTES, gateway)
     return app
 
 

@@ -12,6 +12,11 @@ complete, so what a slow or greedy client does before that is the server's to li
   Retry-After at once and closed, instead of holding a descriptor each until the process runs out.
 Idle keep-alive connections are closed by uvicorn itself (``--timeout-keep-alive``, 5 s).
 
+A WebSocket upgrade hands the connection to uvicorn's WebSocket protocol (the ``websockets``
+library); from then on none of these timers runs on it (``handle_websocket_upgrade``), and the
+connection still counts against the cap, as uvicorn's WebSocket protocol joins the same set of
+connections. Its idle limit is the gateway's own (``ultrai_gateway.websocket``).
+
 uvicorn takes it by name: ``--http ultrai_gateway.server:EdgeProtocol``.
 """
 
@@ -96,6 +101,12 @@ class EdgeProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
         super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self) -> None:
+        # The transport becomes the WebSocket protocol's: this protocol's connection_lost, which
+        # cancels the header deadline and the body-rate check, will never be called.
+        self._cancel_timers()
+        super().handle_websocket_upgrade()
 
     def _cancel_timers(self) -> None:
         for handle in (self._deadline, self._rate_check):

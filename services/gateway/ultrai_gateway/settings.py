@@ -46,9 +46,11 @@ class GatewaySettings(ServiceSettings):
     upstream_max_connections: int = Field(200, ge=1, le=10_000)
     # Seconds a request waits for a free pooled connection to its service before a quick 503.
     upstream_pool_timeout: float = Field(2.0, gt=0, le=60)
-    # Long-lived requests (uploads, event streams) one account may have open at once, on every
+    # Long-lived requests (uploads, event streams, WebSockets) one account may have open at once, on every
     # gateway instance together (Redis); one more gets 429.
     max_streams_per_user: int = Field(10, ge=1, le=10_000)
+    # Seconds a WebSocket through the gateway may pass no message either way before it is closed (4408).
+    websocket_idle_seconds: float = Field(300.0, gt=0, le=86_400)
 
     @cached_property
     def proxies(self) -> TrustedProxies:

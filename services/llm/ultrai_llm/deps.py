@@ -9,12 +9,14 @@ from typing import Annotated
 
 import jwt
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
 from shared.tokens import (
     ON_BEHALF_HEADER,
     SERVICE_TYP,
     CurrentPrincipal,
     Principal,
+    TokenVerifier,
     bearer_token,
     current_service,
     current_user,
@@ -24,9 +26,16 @@ from ultrai_llm.service import Llm
 
 
 # Coroutines, as every dependency here: FastAPI would run a plain function in a worker thread.
-async def llm_of(request: Request) -> Llm:
-    llm: Llm = request.app.state.llm
+# An HTTPConnection: the same dependency serves HTTP routes and WebSocket routes.
+async def llm_of(connection: HTTPConnection) -> Llm:
+    llm: Llm = connection.app.state.llm
     return llm
+
+
+async def verifier_of(connection: HTTPConnection) -> TokenVerifier:
+    """The token verifier, for a WebSocket, whose token comes in its first message, not a header."""
+    verifier: TokenVerifier = connection.app.state.verifier
+    return verifier
 
 
 async def user_or_service(request: Request) -> Principal:
@@ -51,6 +60,7 @@ async def current_user_id(user: CurrentPrincipal) -> str:
 
 
 LlmDep = Annotated[Llm, Depends(llm_of)]
+VerifierDep = Annotated[TokenVerifier, Depends(verifier_of)]
 # A user, a service for a user, or this service's own service token: for what concerns no user.
 Caller = Annotated[Principal, Depends(user_or_service)]
 UserId = Annotated[str, Depends(current_user_id)]

@@ -9,7 +9,9 @@ synthesised.
 Models run concurrently, each with a per-model timeout inside the overall budget; a model that fails
 or times out is reported with its error while the others go on. ``plan`` checks everything a request
 can get wrong (and raises 4xx/503 before anything is sent or streamed); ``execute`` runs the plan,
-reporting progress through ``emit`` (stage, delta and result events) when streaming.
+reporting progress through ``emit`` (stage, delta and result events) when streaming. A plan can be
+cancelled while it runs (``Plan.cancel``): the calls under way finish, no other starts, and the
+answer says ``"status": "cancelled"``.
 """
 
 from __future__ import annotations
@@ -83,6 +85,11 @@ class Plan:
     deadline: float
     stages_left: int = 1
     started: float = field(default_factory=time.perf_counter)
+    # Set by ``cancel``: no call starts after it; the calls under way finish and are recorded.
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 class Orchestrator:
@@ -174,7 +181,7 @@ class Orchestrator:
         results: list[CallResult] = [r for _, r in answered]
         ok = [(m, r) for m, r in answered if r.ok]
         finals = {m.name: r.text or "" for m, r in ok}
-        if plan.pattern == "peer_review" and len(ok) >= 2:
+        if plan.pattern == "peer_review" and len(ok) >= 2 and not plan.cancelled:
             reviews = await self._review_stage(plan, ok, emit)
             results.extend(reviews)
             for review in reviews:
@@ -183,7 +190,7 @@ class Orchestrator:
         if plan.pattern == "peer_review":
             plan.stages_left -= 1
         synthesis = None
-        if plan.synthesis is not None:
+        if plan.synthesis is not None and not plan.cancelled:
             synthesis = await self._synthesis_stage(plan, plan.synthesis, list(finals.values()), emit)
         return self._answer(plan, results, synthesis)
 
@@ -192,7 +199,7 @@ class Orchestrator:
         await self._emit(emit, "stage", {"stage": "answer", "models": [m.name for m in plan.models]})
         answers = await asyncio.gather(*(self._call(plan, m, m.messages, "answer", emit) for m in plan.models))
         plan.stages_left -= 1
-        if not any(r.ok for r in answers):
+        if not any(r.ok for r in answers) and not plan.cancelled:
             detail = "; ".join(f"{r.model}: {r.error}" for r in answers)
             raise ProblemError(
                 502,
@@ -228,7 +235,7 @@ class Orchestrator:
         return {
             "id": plan.id,
             "pattern": plan.pattern,
-            "status": "completed" if all(r.ok for r in everything) else "partial",
+            "status": "cancelled" if plan.cancelled else "completed" if all(r.ok for r in everything) else "partial",
             "results": [r.public() for r in results],
             "synthesis": synthesis.public() if synthesis else None,
             "usage": {
@@ -253,7 +260,9 @@ class Orchestrator:
     async def _call(
         self, plan: Plan, model: ModelPlan, messages: Messages | None, stage: str, emit: Emit | None
     ) -> CallResult:
-        if messages is None:
+        if plan.cancelled:
+            result = CallResult(model.name, stage, status="error", error="cancelled before the call")
+        elif messages is None:
             result = CallResult(model.name, stage, status="error", error=f"refused: {model.refusal}")
         else:
             remaining = (plan.deadline - time.monotonic()) / max(plan.stages_left, 1)

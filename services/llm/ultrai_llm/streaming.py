@@ -1,6 +1,7 @@
-"""Server-sent events from a running task: the task reports events through ``emit``; a renderer turns
-each into bytes (or nothing). The task starts before the response does, so a failure that comes
-before the first event is still answered with a proper status and problem+json body.
+"""Events from a running task: the task reports events through ``emit`` (``EventRun``). Over HTTP a
+renderer turns each into server-sent-event bytes (or nothing); the task starts before the response
+does, so a failure that comes before the first event is still answered with a proper status and
+problem+json body. Over a WebSocket (``ultrai_llm.sockets``) each event is a JSON message.
 """
 
 from __future__ import annotations
@@ -35,29 +36,45 @@ def problem_body(exc: ProblemError) -> dict[str, Any]:
     return body
 
 
-async def event_stream(runner: Runner, render: Renderer) -> Response:
-    """Run ``runner`` and stream what it emits, then ``done`` (its result) or ``error`` (a problem)."""
-    queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+class EventRun:
+    """``runner`` started in a task of its own; what it emits is read in order with ``next``, then
+    ``done`` (its result) or ``error`` (a problem body), then None. Both the server-sent events of
+    an HTTP answer (``event_stream``) and the messages of a WebSocket read it."""
 
-    async def emit(event: str, data: dict[str, Any]) -> None:
-        await queue.put((event, data))
+    def __init__(self, runner: Runner) -> None:
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+        self.task = asyncio.create_task(self._main(runner))
 
-    async def main() -> None:
+    async def _emit(self, event: str, data: dict[str, Any]) -> None:
+        await self._queue.put((event, data))
+
+    async def _main(self, runner: Runner) -> None:
         try:
-            await queue.put(("done", await runner(emit)))
+            await self._queue.put(("done", await runner(self._emit)))
         except ProblemError as exc:
-            await queue.put(("error", problem_body(exc)))
+            await self._queue.put(("error", problem_body(exc)))
         except Exception as exc:
             log.exception("streamed request failed: %s", type(exc).__name__)
-            await queue.put(("error", problem_body(ProblemError(500, "An internal error occurred."))))
+            await self._queue.put(("error", problem_body(ProblemError(500, "An internal error occurred."))))
         finally:
-            await queue.put(None)
+            await self._queue.put(None)
 
-    task = asyncio.create_task(main())
-    first = await queue.get()
+    async def next(self) -> tuple[str, dict[str, Any]] | None:
+        return await self._queue.get()
+
+    def stop(self) -> None:
+        """Stop the runner (the client went away): the calls it is making are cancelled."""
+        if not self.task.done():
+            self.task.cancel()
+
+
+async def event_stream(runner: Runner, render: Renderer) -> Response:
+    """Run ``runner`` and stream what it emits, then ``done`` (its result) or ``error`` (a problem)."""
+    run = EventRun(runner)
+    first = await run.next()
     if first is not None and first[0] == "error":
         # Nothing has been sent yet: answer with the status itself.
-        task.cancel()
+        run.stop()
         problem = first[1]
         return problem_response(
             problem["status"],
@@ -74,9 +91,8 @@ async def event_stream(runner: Runner, render: Renderer) -> Response:
                 chunk = render(*item)
                 if chunk:
                     yield chunk
-                item = await queue.get()
+                item = await run.next()
         finally:
-            if not task.done():
-                task.cancel()  # the client went away: stop the calls
+            run.stop()  # the client went away: stop the calls
 
     return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)

@@ -1,16 +1,19 @@
-"""``POST /api/v1/llm/orchestrate``: one prompt to several models (JSON, or server-sent events)."""
+"""``POST /api/v1/llm/orchestrate``: one prompt to several models (JSON, or server-sent events); and
+``/api/v1/llm/orchestrate/ws``, the same over a WebSocket, which the client can cancel
+(``ultrai_llm.sockets``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, WebSocket
 from starlette.responses import JSONResponse, Response
 
 from shared.errors import problem_responses
-from ultrai_llm.deps import LlmDep, UserId
+from ultrai_llm.deps import LlmDep, UserId, VerifierDep
 from ultrai_llm.routes import PREFIX
 from ultrai_llm.schemas import OrchestrateRequest, OrchestrateResponse
+from ultrai_llm.sockets import serve_orchestration
 from ultrai_llm.streaming import Emit, event_stream, sse
 
 router = APIRouter(prefix=PREFIX, tags=["llm"])
@@ -36,3 +39,9 @@ async def orchestrate(body: OrchestrateRequest, user_id: UserId, llm: LlmDep) ->
         return await event_stream(run, sse)
     # Built by us to the contract: answered as is, without a second validation against the model.
     return JSONResponse(await run(None))
+
+
+# Not in the OpenAPI document (it has no WebSocket routes); the protocol is in ultrai_llm.sockets.
+@router.websocket("/orchestrate/ws", name="orchestrate_socket")
+async def orchestrate_socket(websocket: WebSocket, llm: LlmDep, verifier: VerifierDep) -> None:
+    await serve_orchestration(websocket, llm, verifier)
