@@ -58,6 +58,8 @@ REVOCATIONS_PATH = "/api/v1/auth/revocations"
 ON_BEHALF_HEADER = "x-on-behalf-of"
 
 MAX_TOKEN_LENGTH = 8192
+# With no signing key at all, how often a request may ask auth for the keys again.
+NO_KEYS_RETRY_SECONDS = 0.25
 # After the shared store failed, how long its "not revoked" is checked against auth's list as well.
 RECOVERY_SECONDS = 10.0
 _KID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -257,6 +259,7 @@ class _KeyCache:
     keys: dict[str, Any] = field(default_factory=dict)
     next_fetch: float = -1e9
     last_forced: float = -1e9
+    last_attempt: float = -1e9
 
 
 class TokenVerifier:
@@ -316,7 +319,7 @@ class TokenVerifier:
         self._poll_lock = asyncio.Lock()
         self._warm: asyncio.Task[None] | None = None
 
-    def start(self, attempts: int = 60, pause: float = 2.0) -> None:
+    def start(self, attempts: int = 240, pause: float = 0.5) -> None:
         """Fetch the keys in the background from start-up, retrying while auth is not up yet, so
         that a service which has not seen a token yet can still verify one while auth is down."""
         if self._warm is None and self._source is None:
@@ -353,8 +356,16 @@ class TokenVerifier:
     def _unavailable(self) -> ProblemError:
         return ProblemError(503, "Token keys are unavailable; try again shortly.", headers={"Retry-After": "2"})
 
+    def _due(self, now: float) -> bool:
+        """Whether an ordinary fetch is due. With no key at all, every request would fail until
+        the next one, so then it is due as soon as a short pause after the last attempt is over
+        (a service that started before auth must not refuse tokens long after auth is up)."""
+        if now >= self._cache.next_fetch:
+            return True
+        return not self._cache.keys and now - self._cache.last_attempt >= NO_KEYS_RETRY_SECONDS
+
     async def _refresh_keys(self, force: bool) -> None:
-        if not force and time.monotonic() < self._cache.next_fetch:
+        if not force and not self._due(time.monotonic()):
             return  # the common case: no lock, no I/O
         async with self._lock:
             now = time.monotonic()
@@ -362,8 +373,9 @@ class TokenVerifier:
                 if now - self._cache.last_forced < self.refetch_interval:
                     return  # unknown kids refetch at most once per interval
                 self._cache.last_forced = now
-            elif now < self._cache.next_fetch:
+            elif not self._due(now):
                 return
+            self._cache.last_attempt = now
             try:
                 document = await self._fetch_jwks()
             except (httpx.HTTPError, ValueError, OSError):

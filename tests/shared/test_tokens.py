@@ -7,6 +7,7 @@ otherwise valid token.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import http.server
@@ -368,3 +369,28 @@ async def test_cached_keys_keep_serving_while_auth_is_down() -> None:
         assert issuer.fetches == 2  # one failed refetch, then the old keys without waiting on auth
     finally:
         await verifier.aclose()
+
+
+async def test_a_service_that_started_before_auth_verifies_as_soon_as_auth_answers(issuer) -> None:
+    """Auth was not up at the first fetch of the keys; it is now. A request a moment later (well
+    inside the pause after a failed fetch) is verified, not refused with 503 until the pause ends."""
+    auth_up = False
+
+    async def jwks() -> dict[str, Any]:
+        if not auth_up:
+            raise httpx.ConnectError("auth is starting")
+        return await issuer.jwks()
+
+    settings = ServiceSettings(environment="test")
+    store = RevocationStore(KeyValue(None, service="revoked"))
+    v = TokenVerifier(settings, "documents", jwks_source=jwks, revocations=store)
+    try:
+        with pytest.raises(ProblemError) as info:
+            await v.verify(issuer.token())
+        assert info.value.status == 503  # no key yet: auth really is unreachable
+        auth_up = True
+        await asyncio.sleep(0.3)  # past the short pause for a verifier with no key, inside the 1 s one
+        claims = await v.verify(issuer.token())
+        assert claims["sub"] == "user-1"
+    finally:
+        await v.aclose()
