@@ -204,3 +204,42 @@ def test_connections_beyond_the_cap_get_503_with_retry_after(sink: Sink, tmp_pat
         assert httpx.get(gateway.url + "/live", timeout=5).status_code == 200
     finally:
         gateway.stop()
+
+
+def test_a_full_upstream_pool_is_a_quick_503_not_a_hang(sink: Sink, tmp_path: Path) -> None:
+    """One connection to the service, held by a slow upload: the next request waits at most
+    UPSTREAM_POOL_TIMEOUT for it, then gets 503 with Retry-After; it is served once the pool frees."""
+    gateway = start_gateway(
+        tmp_path, sink, UPSTREAM_MAX_CONNECTIONS="1", UPSTREAM_POOL_TIMEOUT="0.3", BODY_MIN_BYTES_PER_SECOND="0"
+    )
+    try:
+
+        async def run() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+            release = asyncio.Event()
+
+            async def slow_body():  # type: ignore[no-untyped-def]
+                yield b"x" * 70_000  # over the size the gateway sends in one piece: it streams
+                await release.wait()
+                yield b"y"
+
+            async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+                upload = asyncio.create_task(client.post("/api/v1/documents/sink", content=slow_body()))
+                await eventually(
+                    _async(lambda: httpx.get(sink.url + "/api/v1/documents/inflight").json()["inflight"]),
+                    lambda n: n == 1,
+                    what="the slow upload to hold the connection",
+                )
+                busy = await client.get("/api/v1/documents/echo-id")
+                release.set()
+                done = await upload
+                after = await client.get("/api/v1/documents/echo-id")
+            return busy, done, after
+
+        busy, done, after = asyncio.run(run())
+        assert busy.status_code == 503, busy.text
+        assert busy.headers["retry-after"] == "1"
+        assert busy.json()["service"] == "documents"
+        assert done.status_code == 200 and done.json()["bytes"] == 70_001
+        assert after.status_code == 200
+    finally:
+        gateway.stop()
