@@ -26,6 +26,8 @@ _SECRET_PATTERNS = [
         ),
         r"\1[redacted]",
     ),
+    # our own API keys (uai_<id>_<secret>), wherever they appear
+    (re.compile(r"uai_[A-Za-z0-9]+_[A-Za-z0-9_-]+"), "[redacted-key]"),
     # provider API keys (sk-..., sk-ant-..., gsk_..., AIza...)
     (re.compile(r"\b(sk-[A-Za-z0-9_-]{8,}|gsk_[A-Za-z0-9]{8,}|AIza[A-Za-z0-9_-]{20,})"), "[redacted-key]"),
 ]

@@ -89,6 +89,8 @@ class ServiceSettings(BaseSettings):
     revocation_max_staleness_seconds: float = Field(5.0, gt=0, le=300)
     # The secret a service shows auth to obtain a service token (auth and its callers share it).
     internal_token_secret: SecretStr = SecretStr(DEV_INTERNAL_TOKEN_SECRET)
+    # How long an API key's grant is reused before auth is asked again (revocation does not wait).
+    api_key_cache_seconds: float = Field(5.0, ge=0, le=60)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -40,6 +40,7 @@ import jwt
 from fastapi import Depends, Request
 from jwt.algorithms import OKPAlgorithm
 
+from shared.apikeys import KeyGrant, KeyResolver, current_key, invalid_key, is_api_key, key_address, required_scope
 from shared.errors import ProblemError
 from shared.kv import KeyValue, StoreUnavailable
 from shared.metrics import REVOCATION_UNKNOWN
@@ -115,6 +116,8 @@ def revocation_names(claims: dict[str, Any]) -> list[str]:
     names = [f"jti:{claims['jti']}", f"user:{claims['sub']}"]
     if isinstance(claims.get("sid"), str):
         names.append(f"sid:{claims['sid']}")
+    if isinstance(claims.get("api_key"), str):
+        names.append(f"key:{claims['api_key']}")
     return names
 
 
@@ -155,8 +158,9 @@ class RevocationStore:
                 del self._learned[name]
         return False
 
-    async def revoke(self, kind: Literal["jti", "sid", "user"], value: str, ttl: float) -> None:
-        """Revoke one token (jti), one session (sid) or every token of a deleted user (user).
+    async def revoke(self, kind: Literal["jti", "sid", "user", "key"], value: str, ttl: float) -> None:
+        """Revoke one token (jti), one session (sid), every token of a deleted user (user) or one
+        API key (key).
 
         Learned here at once. An entry the shared store cannot take now (Redis down or busy) is
         kept and written again every second until it is taken or expires."""
@@ -249,6 +253,7 @@ class Principal:
     kind: Literal["user", "service"]
     claims: dict[str, Any]
     service: str | None = None
+    key: KeyGrant | None = None  # when the caller presented an API key
 
 
 JwksSource = Callable[[], Awaitable[dict[str, Any]]]
@@ -312,7 +317,9 @@ class TokenVerifier:
                 transport=transport,
                 trust_env=False,
             )
-        self._polled: dict[str, Any] = {"jti": {}, "sid": {}, "user": {}}
+        # API keys: resolved through auth (shared.apikeys); auth itself takes no key.
+        self.keys = KeyResolver(settings, transport=transport) if jwks_source is None else None
+        self._polled: dict[str, Any] = {"jti": {}, "sid": {}, "user": {}, "key": {}}
         self._polled_at = -1e9  # last attempt
         self._polled_ok_at = -1e9  # last successful read
         self._store_failed_at = -1e9
@@ -340,6 +347,8 @@ class TokenVerifier:
             self._warm.cancel()
         if self._http is not None:
             await self._http.aclose()
+        if self.keys is not None:
+            await self.keys.aclose()
         if self._own_revocations:
             await self.revocations.close()
 
@@ -514,6 +523,7 @@ class TokenVerifier:
             polled["jti"].get(claims["jti"]),
             polled["sid"].get(claims.get("sid")),
             polled["user"].get(claims["sub"]),
+            polled["key"].get(claims.get("api_key")),
         )
         for until in hits:
             if until is not None and float(until) > now:
@@ -529,11 +539,28 @@ class TokenVerifier:
                 return
             try:
                 body = await self._read_revocations()
-                self._polled = {k: dict(body.get(k) or {}) for k in ("jti", "sid", "user")}
+                self._polled = {k: dict(body.get(k) or {}) for k in ("jti", "sid", "user", "key")}
                 self._polled_ok_at = time.monotonic()
             except (httpx.HTTPError, ValueError, AttributeError, TypeError):
                 pass  # keep the last list until it is too old to vouch for (then: 503)
             self._polled_at = time.monotonic()
+
+    async def verify_key(self, key: str, request: Request) -> Principal:
+        """The principal of an API key allowed to make ``request`` here: resolved (cached briefly),
+        not expired, not revoked (checked like a token's, on every request), and with the scope the
+        request needs (403 otherwise). Every other refusal is the same 401."""
+        if self.keys is None:
+            raise unauthorized("An API key cannot be used here; use an access token.")
+        grant = await self.keys.resolve(key, key_address(request.scope, self.settings))
+        claims = grant.claims()
+        if await self._is_revoked(claims):
+            raise invalid_key()
+        needed = required_scope(self.service, request.method, request.url.path)
+        if needed is None:
+            raise unauthorized("An API key cannot be used here; use an access token.")
+        if needed not in grant.scopes:
+            raise ProblemError(403, f"This API key does not have the {needed} scope.", title="Forbidden")
+        return Principal(grant.user_id, "user", claims, key=grant)
 
     async def _read_revocations(self) -> dict[str, Any]:
         if self._revocation_source is not None:
@@ -560,6 +587,11 @@ async def current_user(request: Request) -> Principal:
     if token is None:
         raise unauthorized()
     verifier = _verifier(request)
+    if is_api_key(token):
+        principal = await verifier.verify_key(token, request)
+        current_key.set(principal.key)
+        request.state.principal = principal
+        return principal
     if unverified_header(token).get("typ") == SERVICE_TYP:
         claims = await verifier.verify(token, "service")
         on_behalf = request.headers.get(ON_BEHALF_HEADER)

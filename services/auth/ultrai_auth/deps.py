@@ -14,7 +14,9 @@ from shared.net import client_address
 from shared.ratelimit import RateLimiter
 from shared.tokens import CurrentPrincipal, TokenVerifier, bearer_token, unauthorized
 from ultrai_auth.accounts import AccountService
+from ultrai_auth.apikeys import KeyService
 from ultrai_auth.cookies import REFRESH_COOKIE, CookieCredential
+from ultrai_auth.key_repository import KeyRepository
 from ultrai_auth.keys import Signer
 from ultrai_auth.models import User
 from ultrai_auth.passwords import PasswordService
@@ -158,3 +160,11 @@ def require_internal_caller(request: Request, settings: Settings) -> None:
     expected = settings.internal_token_secret.get_secret_value()
     if not hmac.compare_digest(token.encode(), expected.encode()):
         raise unauthorized("A valid internal credential is required.")
+
+
+# ---- API keys ---------------------------------------------------------------------------------
+def get_keys(session: DbSession, revoker: Revocations, limiter: Limiter, settings: Settings) -> KeyService:
+    return KeyService(KeyRepository(session), revoker, limiter, settings)
+
+
+Keys = Annotated[KeyService, Depends(get_keys)]

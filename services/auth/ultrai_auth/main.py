@@ -15,6 +15,7 @@ from shared.db import Database
 from shared.ratelimit import RateLimiter
 from shared.settings import load_settings
 from shared.tokens import RevocationStore, TokenVerifier
+from ultrai_auth import key_routes
 from ultrai_auth.keys import Signer, load_private_key, publish_keys
 from ultrai_auth.passwords import PasswordService
 from ultrai_auth.repository import AuthRepository
@@ -75,7 +76,7 @@ def build(settings: AuthSettings | None = None) -> FastAPI:
         SERVICE,
         settings,
         description="Accounts, argon2id passwords, signed JWT access tokens with a JWKS endpoint, refresh tokens.",
-        directory=DIRECTORY,
+        directory={**DIRECTORY, **key_routes.DIRECTORY},
         api_prefix=PREFIX,
         lifespan=lifespan_for(settings),
         migrations=MIGRATIONS,
@@ -84,6 +85,7 @@ def build(settings: AuthSettings | None = None) -> FastAPI:
         max_body_size=65_536,
     )
     app.include_router(router)
+    app.include_router(key_routes.router)
     app.include_router(wellknown)
     return app
 

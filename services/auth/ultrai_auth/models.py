@@ -6,7 +6,7 @@ SHA-256 hashes (they are 256-bit random strings, so a fast hash is enough); pass
 
 from __future__ import annotations
 
-from sqlalchemy import Float, ForeignKey, String, Text
+from sqlalchemy import Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -57,3 +57,24 @@ class SigningKey(AuthBase):
     jwk: Mapped[str] = mapped_column(Text, nullable=False)
     first_used_at: Mapped[float] = mapped_column(Float, nullable=False)
     retired_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class ApiKey(AuthBase):
+    """A personal API key: stored only as the SHA-256 of the whole key (shared.apikeys)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(36), ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    # Space-separated scopes.
+    scopes: Mapped[str] = mapped_column(String(200), nullable=False)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    spent_usd: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)

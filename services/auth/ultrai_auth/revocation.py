@@ -9,7 +9,7 @@ from typing import Literal
 from shared.tokens import RevocationStore
 from ultrai_auth.settings import AuthSettings
 
-Kind = Literal["jti", "sid", "user"]
+Kind = Literal["jti", "sid", "user", "key"]
 
 
 class Revoker:
@@ -19,7 +19,7 @@ class Revoker:
         self.ttl = max(settings.access_token_ttl_seconds, settings.service_token_ttl_seconds) + (
             settings.jwt_leeway_seconds + 60
         )
-        self.recent: dict[Kind, dict[str, float]] = {"jti": {}, "sid": {}, "user": {}}
+        self.recent: dict[Kind, dict[str, float]] = {"jti": {}, "sid": {}, "user": {}, "key": {}}
 
     async def revoke(self, kind: Kind, *values: str) -> None:
         expires = time.time() + self.ttl

@@ -53,6 +53,10 @@ class AuthSettings(DatabaseSettings):
     # Attempts per account from addresses that have not logged into it before.
     login_attempts_per_account: str = "10/15 minutes"
     register_rate_per_address: str = "10/minute"
+    # invalid API keys a client address may present before every key from it is refused for a while.
+    api_key_failures_per_address: str = "20/minute"
+    # how many live API keys an account may hold.
+    api_keys_per_user: int = Field(50, ge=1, le=1000)
     # A client address that logged into an account is exempt from that account's failure limit for
     # this long, so an attacker cannot lock its owner out.
     known_address_days: int = Field(30, ge=0, le=365)
@@ -97,7 +101,12 @@ class AuthSettings(DatabaseSettings):
             ipaddress.ip_network(item, strict=False)
         return value
 
-    @field_validator("login_rate_per_address", "login_attempts_per_account", "register_rate_per_address")
+    @field_validator(
+        "login_rate_per_address",
+        "login_attempts_per_account",
+        "register_rate_per_address",
+        "api_key_failures_per_address",
+    )
     @classmethod
     def _limit(cls, value: str) -> str:
         from limits import parse
@@ -110,7 +119,7 @@ class AuthSettings(DatabaseSettings):
         # A test stack logs everyone in from 127.0.0.1: per-address limits there are generous unless
         # a test sets them (the throttling tests do).
         if self.environment == "test":
-            for name in ("login_rate_per_address", "register_rate_per_address"):
+            for name in ("login_rate_per_address", "register_rate_per_address", "api_key_failures_per_address"):
                 if name not in self.model_fields_set:
                     setattr(self, name, "1000/minute")
         return self

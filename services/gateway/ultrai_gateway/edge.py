@@ -1,4 +1,5 @@
-"""The edge token check: a protected route without a valid access token is refused at the gateway.
+"""The edge token check: a protected route without a valid access token or API key is refused at the
+gateway (an API key also needs the scope of the route: ``shared.apikeys.required_scope``).
 
 The services check again themselves (each service's own URL is reachable too); this check spares
 them the traffic and gives the frontend one consistent 401. Public: account creation, login,
@@ -16,6 +17,7 @@ import re
 
 from fastapi import Request
 
+from shared.apikeys import is_api_key
 from shared.tokens import TokenVerifier, bearer_token, unauthorized
 
 PUBLIC_PATHS = frozenset(
@@ -61,5 +63,8 @@ async def check_edge(request: Request, verifier: TokenVerifier, prefixes: tuple[
     token = bearer_token(request)
     if token is None:
         raise unauthorized()
+    if is_api_key(token):  # an API key: resolved, revocation- and scope-checked like at a service
+        principal = await verifier.verify_key(token, request)
+        return principal.user_id
     claims = await verifier.verify(token, "access")
     return str(claims["sub"])

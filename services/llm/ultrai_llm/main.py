@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from shared.app import create_app
+from shared.ratelimit import RateLimiter
 from shared.settings import load_settings
 from shared.tokens import TokenVerifier
 from ultrai_llm.cache import ResponseCache
@@ -28,7 +29,7 @@ DIRECTORY = {
     f"{PREFIX}/models": "GET: the configured models with provider, status and context window",
     f"{PREFIX}/orchestrate": "POST: one prompt to several models (parallel, peer_review, synthesis); SSE with stream",
     f"{PREFIX}/orchestrate/ws": "WebSocket: the same as JSON messages, cancellable; the token in the first",
-    f"{PREFIX}/usage": "GET: your tokens and cost per model, and your budget",
+    f"{PREFIX}/usage": "GET: your tokens and cost per model and per API key, and your budget",
     "/v1/chat/completions": "POST: OpenAI-compatible chat completions (virtual models ultrai/<pattern>)",
     "/v1/models": "GET: OpenAI-compatible model list",
 }
@@ -41,18 +42,21 @@ def build(settings: LlmSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = Engine(settings, catalog, ResponseCache(app.state.kv, settings.cache_ttl, settings.enable_cache))
-        usage_store = UsageStore(app.state.db, settings)
+        app.state.verifier = verifier = TokenVerifier(settings, SERVICE)
+        verifier.start()
+        limiter = RateLimiter.for_settings(settings, SERVICE)
+        report = verifier.keys.report_spend if verifier.keys is not None else None
+        usage_store = UsageStore(app.state.db, settings, limiter=limiter, report=report)
         usage_store.start()
         warm_up = asyncio.create_task(engine.warm_up())
         app.state.llm = Llm(engine, Orchestrator(engine, settings, usage_store.record), usage_store)
-        app.state.verifier = verifier = TokenVerifier(settings, SERVICE)
-        verifier.start()
         app.state.health.add(providers_check(app.state.llm))
         try:
             yield
         finally:
             warm_up.cancel()
             await usage_store.close()
+            await limiter.close()
             await verifier.aclose()
 
     app = create_app(

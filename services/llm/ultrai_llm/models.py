@@ -16,7 +16,10 @@ class UsageRecord(LlmBase):
     """One model call made for a user: its tokens and cost (0 when answered from the cache)."""
 
     __tablename__ = "llm_usage"
-    __table_args__ = (Index("ix_llm_usage_user_created", "user_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_llm_usage_user_created", "user_id", "created_at"),
+        Index("ix_llm_usage_key_created", "key_id", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(String(64))
@@ -30,3 +33,5 @@ class UsageRecord(LlmBase):
     ok: Mapped[bool] = mapped_column(Boolean, default=True)
     request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The API key the call was made with (None: an access token or a service for the user).
+    key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)

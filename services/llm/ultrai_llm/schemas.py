@@ -143,9 +143,20 @@ class UsageRow(BaseModel):
     cost_usd: float
 
 
+class KeyUsageRow(BaseModel):
+    """Usage with one API key (``key_id`` null: without a key)."""
+
+    key_id: str | None
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
 class UsageResponse(BaseModel):
     user_id: str
     since: str
     models: list[UsageRow]
     total: UsageTotals
     budget: dict[str, Any]
+    keys: list[KeyUsageRow] = []

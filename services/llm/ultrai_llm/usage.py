@@ -3,6 +3,9 @@
 Calls are recorded off the request path: ``record`` appends to a buffer that a background task
 writes in batches (and that is written at shutdown), so a cache hit or an orchestration does not
 wait on the database. Reads (``summary``, the budget check) count what is still buffered too.
+
+A call made with an API key is recorded with the key's id; its limits (``key_limits``) are checked
+with the user's budget, and what each key spent is reported to auth (its key list shows it).
 """
 
 from __future__ import annotations
@@ -10,14 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.apikeys import KeyGrant, current_key
 from shared.context import current_request_id
 from shared.db import Database
 from shared.errors import ProblemError
+from shared.ratelimit import RateLimiter
 from ultrai_llm.engine import CallResult
-from ultrai_llm.repository import add_usage, spent_since, usage_per_model
+from ultrai_llm.key_limits import check_rpm, check_spent
+from ultrai_llm.repository import add_usage, key_spent_since, spent_since, usage_per_key, usage_per_model
 from ultrai_llm.settings import LlmSettings
 
 log = logging.getLogger("ultrai_llm.usage")
@@ -49,7 +56,18 @@ def add_buffered(per_model: dict[str, dict[str, Any]], buffered: list[dict[str, 
 
 
 class UsageStore:
-    def __init__(self, db: Database, settings: LlmSettings, flush_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: LlmSettings,
+        flush_interval: float = 1.0,
+        *,
+        limiter: RateLimiter | None = None,
+        report: Callable[[dict[str, float]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.limiter = limiter
+        self.report = report
+        self._unreported: dict[str, float] = {}
         self.db = db
         self.settings = settings
         self.flush_interval = flush_interval
@@ -71,6 +89,7 @@ class UsageStore:
     def record(self, user_id: str, endpoint: str, results: list[CallResult]) -> None:
         now = datetime.now(UTC)
         rid = current_request_id()
+        key = current_key.get()
         for r in results:
             if not r.ok and not (r.prompt_tokens or r.completion_tokens):
                 continue  # a call that failed before any token was spent costs nothing
@@ -87,6 +106,7 @@ class UsageStore:
                     "ok": r.ok,
                     "request_id": rid,
                     "created_at": now,
+                    "key_id": key.key_id if key is not None else None,
                 }
             )
         self._wake.set()
@@ -114,6 +134,22 @@ class UsageStore:
             except BaseException:
                 self._pending[:0] = rows
                 raise
+            for row in rows:
+                if row["key_id"] is not None:
+                    self._unreported[row["key_id"]] = self._unreported.get(row["key_id"], 0.0) + row["cost_usd"]
+        await self._report()
+
+    async def _report(self) -> None:
+        """What keys spent, to auth; kept and sent again with the next batch when auth cannot take it."""
+        if self.report is None or not self._unreported:
+            return
+        spend, self._unreported = self._unreported, {}
+        try:
+            await self.report(spend)
+        except Exception as exc:
+            log.warning("key spend not reported yet (%s); retrying", type(exc).__name__)
+            for key_id, cost in spend.items():
+                self._unreported[key_id] = self._unreported.get(key_id, 0.0) + cost
 
     def _buffered(self, user_id: str, since: datetime) -> list[dict[str, Any]]:
         return [r for r in self._pending if r["user_id"] == user_id and r["created_at"] >= since]
@@ -135,7 +171,44 @@ class UsageStore:
             "completion_tokens": sum(e["completion_tokens"] for e in models),
             "cost_usd": round(sum(e["cost_usd"] for e in models), 8),
         }
-        return {"models": models, "total": total}
+        return {"models": models, "total": total, "keys": await self._per_key(user_id, since)}
+
+    async def _per_key(self, user_id: str, since: datetime) -> list[dict[str, Any]]:
+        async with self._lock, self.db.sessions() as session:
+            stored = await usage_per_key(session, user_id, since)
+            buffered = self._buffered(user_id, since)
+        per_key = {entry["key_id"]: entry for entry in stored}
+        for row in buffered:
+            entry = per_key.setdefault(
+                row["key_id"],
+                {"key_id": row["key_id"], "requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0},
+            )
+            entry["requests"] += 1
+            entry["prompt_tokens"] += row["prompt_tokens"]
+            entry["completion_tokens"] += row["completion_tokens"]
+            entry["cost_usd"] += row["cost_usd"]
+        for entry in per_key.values():
+            entry["cost_usd"] = round(entry["cost_usd"], 8)
+        return sorted(per_key.values(), key=lambda e: e["key_id"] or "")
+
+    async def key_spent_since(self, key_id: str, since: datetime) -> tuple[float, int]:
+        async with self._lock, self.db.sessions() as session:
+            stored_cost, stored_tokens = await key_spent_since(session, key_id, since)
+            buffered = [r for r in self._pending if r["key_id"] == key_id and r["created_at"] >= since]
+        cost = float(stored_cost or 0.0) + sum(r["cost_usd"] for r in buffered)
+        tokens = int(stored_tokens or 0) + sum(r["prompt_tokens"] + r["completion_tokens"] for r in buffered)
+        return cost, tokens
+
+    async def check_key(self, key: KeyGrant) -> None:
+        """The key's own limits: requests per minute, then its daily budget and tokens per minute."""
+        if self.limiter is not None:
+            await check_rpm(self.limiter, key)
+        if key.budget_usd is None and key.tpm is None:
+            return
+        now = datetime.now(UTC)
+        cost_today, _ = await self.key_spent_since(key.key_id, start_of_day(now))
+        _, tokens_minute = await self.key_spent_since(key.key_id, now - timedelta(minutes=1))
+        check_spent(key, cost_today, tokens_minute)
 
     async def spent_today(self, user_id: str) -> tuple[float, int]:
         since = start_of_day(datetime.now(UTC))
@@ -153,7 +226,11 @@ class UsageStore:
         }
 
     async def check_budget(self, user_id: str) -> None:
-        """Refuse when the user's daily budget is spent: 402 for cost, 429 for tokens."""
+        """Refuse when the user's daily budget is spent: 402 for cost, 429 for tokens; with an API
+        key, also when the key's own limits are reached."""
+        key = current_key.get()
+        if key is not None:
+            await self.check_key(key)
         usd, tokens = self.settings.llm_budget_usd_per_day, self.settings.llm_budget_tokens_per_day
         if usd is None and tokens is None:
             return

@@ -1,0 +1,151 @@
+"""API keys of accounts: create (the key shown once), list, revoke, rotate, and resolve for services.
+
+The key itself is never stored, logged or listed: only its SHA-256 (``shared.apikeys.key_hash``).
+Resolution (``resolve``) is what every service asks through ``shared.apikeys.KeyResolver``; invalid
+keys are counted per client address and past API_KEY_FAILURES_PER_ADDRESS every key from that
+address is refused for a while (429), valid or not, so guessing learns nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from shared.apikeys import SCOPES, KeyGrant, invalid_key, new_key
+from shared.apikeys import key_hash as hash_of
+from shared.errors import ProblemError
+from shared.ratelimit import RateLimiter
+from ultrai_auth.key_repository import KeyRepository
+from ultrai_auth.models import ApiKey
+from ultrai_auth.revocation import Revoker
+from ultrai_auth.settings import AuthSettings
+from ultrai_auth.throttle import too_many
+
+log = logging.getLogger("ultrai_auth")
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    name: str
+    scopes: tuple[str, ...]
+    expires_in_days: int | None = None
+    budget_usd: float | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+def grant_of(key: ApiKey) -> KeyGrant:
+    return KeyGrant(
+        key_id=key.id,
+        user_id=key.user_id,
+        scopes=tuple(key.scopes.split()),
+        expires_at=key.expires_at,
+        budget_usd=key.budget_usd,
+        rpm=key.rpm,
+        tpm=key.tpm,
+    )
+
+
+def not_found() -> ProblemError:
+    return ProblemError(404, "No such API key.", title="Not found")
+
+
+class KeyService:
+    def __init__(
+        self, repository: KeyRepository, revoker: Revoker, limiter: RateLimiter, settings: AuthSettings
+    ) -> None:
+        self.repository = repository
+        self.revoker = revoker
+        self.limiter = limiter
+        self.settings = settings
+
+    async def create(self, user_id: str, spec: KeySpec) -> tuple[ApiKey, str]:
+        """A new key for the account: the row, and the key (shown once)."""
+        if await self.repository.live_count(user_id) >= self.settings.api_keys_per_user:
+            raise ProblemError(
+                409,
+                f"An account may hold {self.settings.api_keys_per_user} API keys; revoke one first.",
+                title="Conflict",
+            )
+        key_id, key = new_key()
+        now = time.time()
+        row = ApiKey(
+            id=key_id,
+            user_id=user_id,
+            name=spec.name,
+            key_hash=hash_of(key),
+            scopes=" ".join(spec.scopes or SCOPES),
+            created_at=now,
+            expires_at=None if spec.expires_in_days is None else now + spec.expires_in_days * 86_400,
+            budget_usd=spec.budget_usd,
+            rpm=spec.rpm,
+            tpm=spec.tpm,
+            spent_usd=0.0,
+        )
+        self.repository.add(row)
+        await self.repository.commit()
+        log.info("api key created: %s for %s", key_id, user_id)
+        return row, key
+
+    async def listing(self, user_id: str) -> list[ApiKey]:
+        return await self.repository.listing(user_id)
+
+    async def revoke(self, user_id: str, key_id: str) -> None:
+        """Revoke one of the account's keys; every service refuses it within a second or two."""
+        row = await self.repository.owned(user_id, key_id)
+        if row is None:
+            raise not_found()
+        row.revoked_at = time.time()
+        await self.repository.commit()
+        await self.revoker.revoke("key", key_id)
+        log.info("api key revoked: %s", key_id)
+
+    async def rotate(self, user_id: str, key_id: str) -> tuple[ApiKey, str]:
+        """A new key with the old one's name, scopes, expiry and limits; the old one is revoked."""
+        row = await self.repository.owned(user_id, key_id)
+        if row is None:
+            raise not_found()
+        new_id, key = new_key()
+        now = time.time()
+        fresh = ApiKey(
+            id=new_id,
+            user_id=user_id,
+            name=row.name,
+            key_hash=hash_of(key),
+            scopes=row.scopes,
+            created_at=now,
+            expires_at=row.expires_at,
+            budget_usd=row.budget_usd,
+            rpm=row.rpm,
+            tpm=row.tpm,
+            spent_usd=0.0,
+        )
+        row.revoked_at = now
+        self.repository.add(fresh)
+        await self.repository.commit()
+        await self.revoker.revoke("key", key_id)
+        log.info("api key rotated: %s -> %s", key_id, new_id)
+        return fresh, key
+
+    async def resolve(self, digest: str, address: str) -> KeyGrant:
+        """The grant of a live, unexpired key with this hash, for a client at ``address``."""
+        rate = self.settings.api_key_failures_per_address
+        decision = await self.limiter.test(rate, "apikey-fail", address)
+        if not decision.allowed:
+            raise too_many(decision, "Too many invalid API keys from this address; try again later.")
+        row = await self.repository.by_hash(digest)
+        now = time.time()
+        if row is None or (row.expires_at is not None and row.expires_at <= now):
+            await self.limiter.hit(rate, "apikey-fail", address)
+            raise invalid_key()
+        row.last_used_at = now
+        grant = grant_of(row)
+        await self.repository.commit()
+        return grant
+
+    async def add_spend(self, spend: dict[str, float]) -> None:
+        now = time.time()
+        for key_id, cost in spend.items():
+            await self.repository.add_spend(key_id, cost, now)
+        await self.repository.commit()
