@@ -147,6 +147,26 @@ def _looks_like_connection_error(exc: DBAPIError) -> bool:
     return any(word in name for word in ("Connection", "CannotConnect", "Shutdown", "AdminShutdown", "Timeout"))
 
 
+class Repository:
+    """The base of a service's repository: its queries run on one database session, and its callers
+    decide where a transaction ends (``commit``, ``rollback``) and when the connection goes back to
+    the pool before something slow (``release``)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def commit(self) -> None:
+        await self.session.commit()
+
+    async def rollback(self) -> None:
+        await self.session.rollback()
+
+    async def release(self) -> None:
+        """End the transaction and give the connection back to the pool (the session can be used
+        again): before waiting on an upload, another service or a slow reader."""
+        await self.session.close()
+
+
 # ---- FastAPI dependencies ---------------------------------------------------------------------
 def database_of(request: Request) -> Database:
     """The app's database (``create_app(..., database=True)`` opens it in the lifespan)."""
