@@ -11,7 +11,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import Depends, FastAPI, Request, Response
@@ -154,6 +154,12 @@ class Repository:
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    @classmethod
+    def on_request(cls, session: DbSession) -> Self:
+        """As a dependency (``Depends(AuthRepository.on_request)``): the repository on the request's
+        database session."""
+        return cls(session)
 
     async def commit(self) -> None:
         await self.session.commit()

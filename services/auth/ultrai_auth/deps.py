@@ -9,7 +9,6 @@ from typing import Annotated
 from fastapi import Cookie, Depends, Request
 
 from shared.app import state_dependency
-from shared.db import DbSession
 from shared.kv import KeyValue
 from shared.net import client_address
 from shared.ratelimit import RateLimiter
@@ -37,11 +36,7 @@ KeyValueStore = Annotated[KeyValue, Depends(state_dependency("kv", KeyValue))]
 
 
 # ---- the services, on the request's database session ------------------------------------------
-def get_repository(session: DbSession) -> AuthRepository:
-    return AuthRepository(session)
-
-
-Repository = Annotated[AuthRepository, Depends(get_repository)]
+Repository = Annotated[AuthRepository, Depends(AuthRepository.on_request)]
 
 
 def get_throttle(limiter: Limiter, kv: KeyValueStore, settings: Settings) -> LoginThrottle:

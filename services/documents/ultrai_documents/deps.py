@@ -9,7 +9,7 @@ from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.app import state_dependency
-from shared.db import DbSession, database_of
+from shared.db import database_of
 from shared.tokens import CurrentPrincipal, current_user, unauthorized
 from ultrai_documents.analysis.runner import Runner
 from ultrai_documents.analysis.service import AnalysisService
@@ -34,11 +34,7 @@ Models = Annotated[ModelCatalog, Depends(state_dependency("models", ModelCatalog
 
 
 # ---- the services, on the request's database session ------------------------------------------
-def get_repository(session: DbSession) -> DocumentsRepository:
-    return DocumentsRepository(session)
-
-
-Repository = Annotated[DocumentsRepository, Depends(get_repository)]
+Repository = Annotated[DocumentsRepository, Depends(DocumentsRepository.on_request)]
 
 
 def get_documents(
