@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from starlette.middleware import Middleware
 
 from shared import __version__
@@ -23,6 +23,7 @@ from shared.middleware import RequestContextMiddleware
 from shared.settings import DatabaseSettings, ServiceSettings
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+T = TypeVar("T")
 
 
 def create_app(
@@ -97,6 +98,19 @@ def create_app(
     for layer in [*reversed(middleware or []), context, *reversed(outer_middleware or [])]:
         app.add_middleware(layer.cls, *layer.args, **layer.kwargs)
     return app
+
+
+def state_dependency(name: str, kind: type[T]) -> Callable[[Request], T]:
+    """A dependency that gives ``app.state.<name>`` (what ``create_app`` or the lifespan put there) as
+    a ``kind``, for a service's ``deps.py``:
+    ``Settings = Annotated[AuthSettings, Depends(state_dependency("settings", AuthSettings))]``."""
+
+    def dependency(request: Request) -> T:
+        value: T = getattr(request.app.state, name)
+        return value
+
+    dependency.__name__ = dependency.__qualname__ = f"app_state_{name}"
+    return dependency
 
 
 def _lifespan(

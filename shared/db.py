@@ -11,7 +11,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import Depends, FastAPI, Request, Response
@@ -145,6 +145,32 @@ def install_db_error_handlers(app: FastAPI) -> None:
 def _looks_like_connection_error(exc: DBAPIError) -> bool:
     name = type(exc.orig).__name__ if exc.orig is not None else ""
     return any(word in name for word in ("Connection", "CannotConnect", "Shutdown", "AdminShutdown", "Timeout"))
+
+
+class Repository:
+    """The base of a service's repository: its queries run on one database session, and its callers
+    decide where a transaction ends (``commit``, ``rollback``) and when the connection goes back to
+    the pool before something slow (``release``)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @classmethod
+    def on_request(cls, session: DbSession) -> Self:
+        """As a dependency (``Depends(AuthRepository.on_request)``): the repository on the request's
+        database session."""
+        return cls(session)
+
+    async def commit(self) -> None:
+        await self.session.commit()
+
+    async def rollback(self) -> None:
+        await self.session.rollback()
+
+    async def release(self) -> None:
+        """End the transaction and give the connection back to the pool (the session can be used
+        again): before waiting on an upload, another service or a slow reader."""
+        await self.session.close()
 
 
 # ---- FastAPI dependencies ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ Invalid or missing settings stop the process at start with one line naming the v
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -113,6 +114,44 @@ class ServiceSettings(BaseSettings):
         if self.log_format == "auto":
             return self.is_production
         return self.log_format == "json"
+
+
+class CorsSettings(ServiceSettings):
+    """The browser origins allowed to call the API with credentials: the gateway's CORS, and the
+    origins auth accepts its session cookie from (the two are set the same)."""
+
+    # The frontend origins allowed, comma-separated.
+    cors_origins: CommaList = Field(default_factory=lambda: ["http://localhost:3000", "http://localhost:5173"])
+    # A regular expression an allowed origin may fully match instead (preview deployments).
+    cors_origin_regex: str | None = None
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """Whether a request's Origin is allowed (listed, or fully matching the regex), the same
+        test Starlette's CORS middleware makes."""
+        if not origin:
+            return False
+        if self.cors_origin_regex and re.fullmatch(self.cors_origin_regex, origin):
+            return True
+        return origin in self.cors_origins
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard(cls, value: list[str]) -> list[str]:
+        # Credentials are allowed, so every allowed origin must be named: a wildcard would hand
+        # cookies and tokens to any site. Patterns (preview deployments) go in CORS_ORIGIN_REGEX.
+        if "*" in value:
+            raise ValueError("'*' is not allowed with credentials; list origins or use CORS_ORIGIN_REGEX")
+        return [origin.rstrip("/") for origin in value]
+
+    @field_validator("cors_origin_regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression ({exc})") from None
+        return value or None
 
 
 class DatabaseSettings(ServiceSettings):

@@ -4,12 +4,14 @@ metrics and body caps; on SQLite, and on PostgreSQL when the tests have one."""
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from pydantic import BaseModel
 
-from shared.app import create_app
+from shared.app import create_app, state_dependency
+from shared.db import DbSession, Repository
 from shared.errors import ProblemError
 from shared.settings import ServiceSettings
 from tests.asgi import asgi_client
@@ -215,3 +217,40 @@ async def test_a_missing_file_is_not_reported_as_a_database_outage(tmp_dir) -> N
     async with asgi_client(app, raise_app_exceptions=False) as client:
         resp = await client.get("/file")
     assert resp.status_code == 500
+
+
+# At module level: the handler's annotations are strings, resolved in this module's globals.
+StateSettings = Annotated[ServiceSettings, Depends(state_dependency("settings", ServiceSettings))]
+StateKv = Annotated[object, Depends(state_dependency("kv", object))]
+RequestRepository = Annotated[Repository, Depends(Repository.on_request)]
+
+
+async def test_a_state_dependency_gives_what_the_app_holds_and_is_no_parameter(tmp_dir) -> None:
+    """``state_dependency`` reads ``app.state`` per request (the lifespan's key-value store, the
+    settings) and adds nothing to the API document."""
+    app = make_app(tmp_dir)
+
+    @app.get("/state")
+    async def state(settings: StateSettings, again: StateSettings, kv: StateKv) -> dict:
+        return {"same": settings is again is app.state.settings, "kv": kv is app.state.kv}
+
+    async with asgi_client(app) as client:
+        resp = await client.get("/state")
+    assert resp.json() == {"same": True, "kv": True}
+    assert "parameters" not in app.openapi()["paths"]["/state"]["get"]
+
+
+async def test_a_repository_works_on_the_request_s_one_session(tmp_dir, database_url) -> None:
+    """``Repository.on_request`` builds the repository on the same session as every other
+    dependency of the request (and its session is no parameter of the API)."""
+    app = make_app(tmp_dir, database_url=database_url)
+
+    @app.get("/repository")
+    async def repository(repo: RequestRepository, session: DbSession) -> dict:
+        await repo.release()
+        return {"same": repo.session is session}
+
+    async with asgi_client(app) as client:
+        resp = await client.get("/repository")
+    assert resp.json() == {"same": True}
+    assert "parameters" not in app.openapi()["paths"]["/repository"]["get"]

@@ -6,7 +6,7 @@ import pytest
 
 from shared.db import normalize_database_url
 from shared.kv import KeyValue, MemoryStore
-from shared.settings import ServiceSettings, load_settings
+from shared.settings import CorsSettings, ServiceSettings, load_settings
 from tests.conftest import redis_prefix
 
 
@@ -46,6 +46,22 @@ def test_settings_error_does_not_echo_the_value(monkeypatch, capsys) -> None:
     err = capsys.readouterr().err
     assert "LOG_LEVEL" in err
     assert "s3cr3t-value" not in err
+
+
+def test_cors_settings_name_every_origin_and_match_like_starlette() -> None:
+    """The gateway's CORS and auth's session cookie read the same settings: no wildcard, no
+    trailing slash, a regex that compiles and must match the whole origin."""
+    with pytest.raises(ValueError, match="not allowed with credentials"):
+        CorsSettings(cors_origins="https://a.example,*")
+    with pytest.raises(ValueError, match="not a valid regular expression"):
+        CorsSettings(cors_origin_regex="https://(")
+    settings = CorsSettings(cors_origins="https://a.example/", cors_origin_regex=r"https://p-[a-z]+\.example")
+    assert settings.cors_origins == ["https://a.example"]
+    assert settings.origin_allowed("https://a.example")
+    assert settings.origin_allowed("https://p-one.example")
+    assert not settings.origin_allowed("https://p-one.example.evil")
+    assert not settings.origin_allowed("https://b.example")
+    assert not settings.origin_allowed(None)
 
 
 def test_memory_store_expires_and_evicts() -> None:

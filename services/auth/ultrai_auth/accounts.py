@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 
 from shared.errors import ProblemError
 from shared.tokens import unauthorized
@@ -30,22 +31,14 @@ def refused_password(field: str, problem: str) -> ProblemError:
     return ProblemError(422, f"Invalid request: {field}: {problem}", title="Validation failed")
 
 
+@dataclass(eq=False)
 class AccountService:
-    def __init__(
-        self,
-        repository: AuthRepository,
-        passwords: PasswordService,
-        sessions: SessionService,
-        throttle: LoginThrottle,
-        revoker: Revoker,
-        settings: AuthSettings,
-    ) -> None:
-        self.repository = repository
-        self.passwords = passwords
-        self.sessions = sessions
-        self.throttle = throttle
-        self.revoker = revoker
-        self.settings = settings
+    repository: AuthRepository
+    passwords: PasswordService
+    sessions: SessionService
+    throttle: LoginThrottle
+    revoker: Revoker
+    settings: AuthSettings
 
     async def register(self, email: str, password: str, address: str) -> User:
         """A new account, from a client at ``address``: 429, 422 (password policy) or 409 (taken)."""

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Cookie, Depends, Request
 
-from shared.db import DbSession
+from shared.app import state_dependency
 from shared.kv import KeyValue
 from shared.net import client_address
 from shared.ratelimit import RateLimiter
@@ -27,58 +27,18 @@ from ultrai_auth.settings import AuthSettings
 from ultrai_auth.successors import Successors
 from ultrai_auth.throttle import LoginThrottle
 
-
 # ---- what the app and its lifespan hold -------------------------------------------------------
-def get_settings(request: Request) -> AuthSettings:
-    settings: AuthSettings = request.app.state.settings
-    return settings
-
-
-def get_signer(request: Request) -> Signer:
-    signer: Signer = request.app.state.signer
-    return signer
-
-
-def get_passwords(request: Request) -> PasswordService:
-    passwords: PasswordService = request.app.state.passwords
-    return passwords
-
-
-def get_limiter(request: Request) -> RateLimiter:
-    limiter: RateLimiter = request.app.state.limiter
-    return limiter
-
-
-def get_revoker(request: Request) -> Revoker:
-    revoker: Revoker = request.app.state.revoker
-    return revoker
-
-
-def get_verifier(request: Request) -> TokenVerifier:
-    verifier: TokenVerifier = request.app.state.verifier
-    return verifier
-
-
-def get_kv(request: Request) -> KeyValue:
-    kv: KeyValue = request.app.state.kv
-    return kv
-
-
-Settings = Annotated[AuthSettings, Depends(get_settings)]
-TokenSigner = Annotated[Signer, Depends(get_signer)]
-Passwords = Annotated[PasswordService, Depends(get_passwords)]
-Limiter = Annotated[RateLimiter, Depends(get_limiter)]
-Revocations = Annotated[Revoker, Depends(get_revoker)]
-Verifier = Annotated[TokenVerifier, Depends(get_verifier)]
-KeyValueStore = Annotated[KeyValue, Depends(get_kv)]
+Settings = Annotated[AuthSettings, Depends(state_dependency("settings", AuthSettings))]
+TokenSigner = Annotated[Signer, Depends(state_dependency("signer", Signer))]
+Passwords = Annotated[PasswordService, Depends(state_dependency("passwords", PasswordService))]
+Limiter = Annotated[RateLimiter, Depends(state_dependency("limiter", RateLimiter))]
+Revocations = Annotated[Revoker, Depends(state_dependency("revoker", Revoker))]
+Verifier = Annotated[TokenVerifier, Depends(state_dependency("verifier", TokenVerifier))]
+KeyValueStore = Annotated[KeyValue, Depends(state_dependency("kv", KeyValue))]
 
 
 # ---- the services, on the request's database session ------------------------------------------
-def get_repository(session: DbSession) -> AuthRepository:
-    return AuthRepository(session)
-
-
-Repository = Annotated[AuthRepository, Depends(get_repository)]
+Repository = Annotated[AuthRepository, Depends(AuthRepository.on_request)]
 
 
 def get_throttle(limiter: Limiter, kv: KeyValueStore, settings: Settings) -> LoginThrottle:
@@ -163,8 +123,13 @@ def require_internal_caller(request: Request, settings: Settings) -> None:
 
 
 # ---- API keys ---------------------------------------------------------------------------------
-def get_keys(session: DbSession, revoker: Revocations, limiter: Limiter, settings: Settings) -> KeyService:
-    return KeyService(KeyRepository(session), revoker, limiter, settings)
+def get_keys(
+    repository: Annotated[KeyRepository, Depends(KeyRepository.on_request)],
+    revoker: Revocations,
+    limiter: Limiter,
+    settings: Settings,
+) -> KeyService:
+    return KeyService(repository, revoker, limiter, settings)
 
 
 Keys = Annotated[KeyService, Depends(get_keys)]

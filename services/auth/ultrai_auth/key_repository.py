@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db import Repository
 from ultrai_auth.models import ApiKey, User
 
 
-class KeyRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class KeyRepository(Repository):
     def add(self, key: ApiKey) -> None:
         self.session.add(key)
 
@@ -44,6 +41,3 @@ class KeyRepository:
         await self.session.execute(
             update(ApiKey).where(ApiKey.id == key_id).values(spent_usd=ApiKey.spent_usd + cost, last_used_at=now)
         )
-
-    async def commit(self) -> None:
-        await self.session.commit()

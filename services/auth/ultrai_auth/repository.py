@@ -10,8 +10,8 @@ from typing import Any, NamedTuple, cast
 
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db import Repository
 from ultrai_auth.models import RefreshToken, Session, SigningKey, User
 
 
@@ -29,17 +29,7 @@ class RefreshTokenState(NamedTuple):
     used_at: float | None
 
 
-class AuthRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    # ---- transactions -----------------------------------------------------------------------
-    async def commit(self) -> None:
-        await self.session.commit()
-
-    async def rollback(self) -> None:
-        await self.session.rollback()
-
+class AuthRepository(Repository):
     # ---- users ------------------------------------------------------------------------------
     async def create_user(self, user: User) -> None:
         """Store a new account (committed), or raise DuplicateEmail."""

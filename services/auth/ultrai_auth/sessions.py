@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 import uuid
+from dataclasses import dataclass
 
 from shared.errors import ProblemError
 from shared.tokens import Principal, TokenVerifier, unauthorized
@@ -37,22 +38,14 @@ def new_refresh_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+@dataclass(eq=False)
 class SessionService:
-    def __init__(
-        self,
-        repository: AuthRepository,
-        signer: Signer,
-        revoker: Revoker,
-        verifier: TokenVerifier,
-        settings: AuthSettings,
-        successors: Successors,
-    ) -> None:
-        self.repository = repository
-        self.signer = signer
-        self.revoker = revoker
-        self.verifier = verifier
-        self.settings = settings
-        self.successors = successors
+    repository: AuthRepository
+    signer: Signer
+    revoker: Revoker
+    verifier: TokenVerifier
+    settings: AuthSettings
+    successors: Successors
 
     async def issue(self, user_id: str) -> Grant:
         """A new session (refresh-token family) with its first refresh token and an access token."""

@@ -2,14 +2,13 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import re
 from functools import cached_property
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from shared.net import TrustedProxies
-from shared.settings import DEV_INTERNAL_TOKEN_SECRET, CommaList, DatabaseSettings
+from shared.settings import DEV_INTERNAL_TOKEN_SECRET, CommaList, CorsSettings, DatabaseSettings
 
 # OWASP Password Storage Cheat Sheet, argon2id minimum: m=19 MiB, t=2, p=1.
 OWASP_MEMORY_KIB = 19 * 1024
@@ -17,7 +16,10 @@ OWASP_TIME_COST = 2
 OWASP_PARALLELISM = 1
 
 
-class AuthSettings(DatabaseSettings):
+class AuthSettings(DatabaseSettings, CorsSettings):
+    """Auth's settings; CORS_ORIGINS and CORS_ORIGIN_REGEX (``CorsSettings``) name the origins
+    allowed to use the refresh-token cookie, as at the gateway (keep them equal)."""
+
     # Signing key (Ed25519). In production one of these must be set; in development a key is
     # generated on first start and kept in DATA_DIR/auth-signing-key.pem.
     jwt_private_key: SecretStr | None = None  # a PKCS#8 PEM
@@ -31,10 +33,6 @@ class AuthSettings(DatabaseSettings):
 
     # Browsers: the SameSite attribute of the refresh-token cookie (none for a frontend on another site).
     refresh_cookie_samesite: Literal["lax", "strict", "none"] = "lax"
-    # Origins allowed to use the refresh-token cookie, as the gateway's CORS_ORIGINS (keep them equal).
-    cors_origins: CommaList = Field(default_factory=lambda: ["http://localhost:3000", "http://localhost:5173"])
-    # A regular expression an allowed origin may fully match instead, as the gateway's CORS_ORIGIN_REGEX.
-    cors_origin_regex: str | None = None
 
     # argon2id; tests may lower the cost, production refuses anything under OWASP's minimum.
     argon2_memory_kib: int = Field(OWASP_MEMORY_KIB, ge=8, le=4 * 1024 * 1024)
@@ -66,33 +64,6 @@ class AuthSettings(DatabaseSettings):
     @cached_property
     def proxies(self) -> TrustedProxies:
         return TrustedProxies.from_networks(self.trusted_proxies)
-
-    def origin_allowed(self, origin: str | None) -> bool:
-        """Whether a request's Origin is one the gateway's CORS allows (listed, or fully matching
-        the regex), the same test Starlette's CORS middleware makes."""
-        if not origin:
-            return False
-        if self.cors_origin_regex and re.fullmatch(self.cors_origin_regex, origin):
-            return True
-        return origin in self.cors_origins
-
-    @field_validator("cors_origins")
-    @classmethod
-    def _no_wildcard(cls, value: list[str]) -> list[str]:
-        # Every allowed origin is named, as at the gateway: a wildcard would let any site use the cookie.
-        if "*" in value:
-            raise ValueError("'*' is not allowed with credentials; list origins or use CORS_ORIGIN_REGEX")
-        return [origin.rstrip("/") for origin in value]
-
-    @field_validator("cors_origin_regex")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression ({exc})") from None
-        return value or None
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.db import DbSession, database_of
+from shared.app import state_dependency
+from shared.db import database_of
 from shared.tokens import CurrentPrincipal, current_user, unauthorized
 from ultrai_documents.analysis.runner import Runner
 from ultrai_documents.analysis.service import AnalysisService
@@ -20,44 +21,20 @@ from ultrai_documents.settings import DocumentsSettings
 
 
 # ---- what the app and its lifespan hold -------------------------------------------------------
-def get_settings(request: Request) -> DocumentsSettings:
-    settings: DocumentsSettings = request.app.state.settings
-    return settings
-
-
 def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
     """The session factory, for what outlives the request's session (a streamed response)."""
     return database_of(request).sessions
 
 
-def get_extractor(request: Request) -> Extractor:
-    extractor: Extractor = request.app.state.extractor
-    return extractor
-
-
-def get_runner(request: Request) -> Runner:
-    runner: Runner = request.app.state.runner
-    return runner
-
-
-def get_models(request: Request) -> ModelCatalog:
-    models: ModelCatalog = request.app.state.models
-    return models
-
-
-Settings = Annotated[DocumentsSettings, Depends(get_settings)]
+Settings = Annotated[DocumentsSettings, Depends(state_dependency("settings", DocumentsSettings))]
 Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
-Sandbox = Annotated[Extractor, Depends(get_extractor)]
-AnalysisRunner = Annotated[Runner, Depends(get_runner)]
-Models = Annotated[ModelCatalog, Depends(get_models)]
+Sandbox = Annotated[Extractor, Depends(state_dependency("extractor", Extractor))]
+AnalysisRunner = Annotated[Runner, Depends(state_dependency("runner", Runner))]
+Models = Annotated[ModelCatalog, Depends(state_dependency("models", ModelCatalog))]
 
 
 # ---- the services, on the request's database session ------------------------------------------
-def get_repository(session: DbSession) -> DocumentsRepository:
-    return DocumentsRepository(session)
-
-
-Repository = Annotated[DocumentsRepository, Depends(get_repository)]
+Repository = Annotated[DocumentsRepository, Depends(DocumentsRepository.on_request)]
 
 
 def get_documents(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -44,21 +45,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ProblemError(400, "The cursor is not valid; start again from the first page.") from None
 
 
+@dataclass(eq=False)
 class DocumentService:
     """Works on the request's session (``repository``), released before anything slow; what is
     streamed after the response starts reads in short sessions of its own (``sessions``)."""
 
-    def __init__(
-        self,
-        repository: DocumentsRepository,
-        sessions: async_sessionmaker[AsyncSession],
-        settings: DocumentsSettings,
-        extractor: Extractor,
-    ) -> None:
-        self.repository = repository
-        self.sessions = sessions
-        self.settings = settings
-        self.extractor = extractor
+    repository: DocumentsRepository
+    sessions: async_sessionmaker[AsyncSession]
+    settings: DocumentsSettings
+    extractor: Extractor
 
     async def upload(self, owner: str, content_type: str, body: AsyncIterator[bytes]) -> tuple[Document, bool]:
         """Receive, check, extract and store an upload. Returns (document, created): the same

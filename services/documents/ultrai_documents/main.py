@@ -48,20 +48,8 @@ def build(settings: DocumentsSettings | None = None, *, verifier: TokenVerifier 
 
 
 def extractor_for(settings: DocumentsSettings) -> Extractor:
-    limits = Limits(
-        max_text_chars=settings.max_text_chars,
-        docx_max_entries=settings.docx_max_entries,
-        docx_max_uncompressed_bytes=settings.docx_max_uncompressed_bytes,
-        docx_max_ratio=settings.docx_max_ratio,
-        docx_max_part_bytes=settings.docx_max_part_bytes,
-        pdf_max_pages=settings.pdf_max_pages,
-        pdf_max_stream_bytes=settings.pdf_max_stream_bytes,
-        max_nesting_depth=settings.max_nesting_depth,
-        chunk_tokens=settings.chunk_tokens,
-        chunk_overlap_tokens=settings.chunk_overlap_tokens,
-    )
     return Extractor(
-        limits,
+        Limits.of(settings),
         memory_mb=settings.extract_memory_mb,
         cpu_seconds=settings.extract_cpu_seconds,
         timeout=settings.extract_timeout_seconds,

@@ -64,35 +64,38 @@ class Document(DocumentsBase):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
 
 
-class DocumentBlob(DocumentsBase):
+class DocumentPart:
+    """A part of a document, one row of a table of parts: the document's id and the part's place in
+    order (``seq``) are its primary key, and the parts go with the document."""
+
+    # First in each table, as its migration made it (a mixin's columns otherwise come last).
+    document_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True, sort_order=-1
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, sort_order=-1)
+
+
+class DocumentBlob(DocumentPart, DocumentsBase):
+    """The original bytes in parts of ``BLOB_PART_BYTES`` bytes, in order."""
+
     __tablename__ = "document_blobs"
 
-    document_id: Mapped[str] = mapped_column(
-        String(32), ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
-    )
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 
-class DocumentText(DocumentsBase):
+class DocumentText(DocumentPart, DocumentsBase):
     """The extracted text in parts of ``TEXT_PART_CHARS`` characters, in order."""
 
     __tablename__ = "document_text_parts"
 
-    document_id: Mapped[str] = mapped_column(
-        String(32), ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
-    )
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     text: Mapped[str] = mapped_column(Text, nullable=False)
 
 
-class Chunk(DocumentsBase):
+class Chunk(DocumentPart, DocumentsBase):
+    """The text in the chunks an analysis reads, in order, each with its place in the text."""
+
     __tablename__ = "document_chunks"
 
-    document_id: Mapped[str] = mapped_column(
-        String(32), ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
-    )
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     start_char: Mapped[int] = mapped_column(BigInteger, nullable=False)
     end_char: Mapped[int] = mapped_column(BigInteger, nullable=False)
     token_count: Mapped[int] = mapped_column(Integer, nullable=False)

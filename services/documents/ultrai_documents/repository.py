@@ -1,7 +1,8 @@
 """Every query of the documents service, on one database session.
 
 The callers decide where a transaction ends (``commit``) and when the connection goes back to the
-pool before something slow (``release``); nothing here commits on its own.
+pool before something slow (``release``), both from ``shared.db.Repository``; nothing here commits
+on its own.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, and_, delete, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db import Repository
 from ultrai_documents.models import (
     Analysis,
     AnalysisEvent,
@@ -26,22 +27,7 @@ from ultrai_documents.models import (
 ACTIVE = ("queued", "running")
 
 
-class DocumentsRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    # ---- transactions ------------------------------------------------------------------------
-    async def commit(self) -> None:
-        await self.session.commit()
-
-    async def rollback(self) -> None:
-        await self.session.rollback()
-
-    async def release(self) -> None:
-        """End the transaction and give the connection back to the pool (the session can be used
-        again): before waiting on an upload, the extraction, the llm service or a slow reader."""
-        await self.session.close()
-
+class DocumentsRepository(Repository):
     # ---- documents ---------------------------------------------------------------------------
     async def owned_document(self, owner_id: str, document_id: str) -> Document | None:
         return await self.session.scalar(

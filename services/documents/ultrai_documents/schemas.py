@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, model_validator
 
 from ultrai_documents.models import Analysis, Chunk, Document
 
 PREFIX = "/api/v1/documents"
+M = TypeVar("M", bound=BaseModel)
 
 
 def document_url(document_id: str) -> str:
     return f"{PREFIX}/{document_id}"
 
 
+def document_links(document_id: str) -> dict[str, str]:
+    base = document_url(document_id)
+    return {"self": base, "text": f"{base}/text", "download": f"{base}/download", "analyses": f"{base}/analyses"}
+
+
 def analysis_url(analysis: Analysis) -> str:
     return f"{PREFIX}/{analysis.document_id}/analyses/{analysis.id}"
+
+
+def from_row(model: type[M], row: object, **others: Any) -> M:
+    """A response body from a stored row: each field not given in ``others`` is the row's attribute
+    of the same name."""
+    return model(**{name: getattr(row, name) for name in model.model_fields if name not in others}, **others)
 
 
 # ---- documents ---------------------------------------------------------------------------------
@@ -37,32 +49,8 @@ class DocumentOut(BaseModel):
     links: dict[str, str]
 
     @classmethod
-    def fields_of(cls, doc: Document) -> dict[str, Any]:
-        base = document_url(doc.id)
-        return {
-            "id": doc.id,
-            "name": doc.name,
-            "kind": doc.kind,
-            "media_type": doc.media_type,
-            "size_bytes": doc.size_bytes,
-            "sha256": doc.sha256,
-            "page_count": doc.page_count,
-            "encoding": doc.encoding,
-            "char_count": doc.char_count,
-            "token_count": doc.token_count,
-            "chunk_count": doc.chunk_count,
-            "created_at": doc.created_at,
-            "links": {
-                "self": base,
-                "text": f"{base}/text",
-                "download": f"{base}/download",
-                "analyses": f"{base}/analyses",
-            },
-        }
-
-    @classmethod
     def of(cls, doc: Document) -> DocumentOut:
-        return cls(**cls.fields_of(doc))
+        return from_row(cls, doc, links=document_links(doc.id))
 
 
 class DocumentCreated(DocumentOut):
@@ -70,7 +58,7 @@ class DocumentCreated(DocumentOut):
 
     @classmethod
     def of_upload(cls, doc: Document, *, duplicate: bool) -> DocumentCreated:
-        return cls(**cls.fields_of(doc), duplicate=duplicate)
+        return from_row(cls, doc, links=document_links(doc.id), duplicate=duplicate)
 
 
 class DocumentPage(BaseModel):
@@ -87,13 +75,7 @@ class ChunkOut(BaseModel):
 
     @classmethod
     def of(cls, chunk: Chunk) -> ChunkOut:
-        return cls(
-            seq=chunk.seq,
-            start_char=chunk.start_char,
-            end_char=chunk.end_char,
-            token_count=chunk.token_count,
-            text=chunk.text,
-        )
+        return from_row(cls, chunk)
 
 
 # ---- analyses ----------------------------------------------------------------------------------
@@ -153,24 +135,8 @@ class AnalysisOut(BaseModel):
     @classmethod
     def of(cls, analysis: Analysis, reused: bool = False) -> AnalysisOut:
         url = analysis_url(analysis)
-        return cls(
-            id=analysis.id,
-            document_id=analysis.document_id,
-            kind=analysis.kind,
-            params=analysis.params,
-            status=analysis.status,
-            stage=analysis.stage,
-            result=analysis.result,
-            error=analysis.error,
-            prompt_tokens=analysis.prompt_tokens,
-            completion_tokens=analysis.completion_tokens,
-            cost_usd=analysis.cost_usd,
-            created_at=analysis.created_at,
-            started_at=analysis.started_at,
-            finished_at=analysis.finished_at,
-            reused=reused,
-            links={"self": url, "events": f"{url}/events", "document": document_url(analysis.document_id)},
-        )
+        links = {"self": url, "events": f"{url}/events", "document": document_url(analysis.document_id)}
+        return from_row(cls, analysis, reused=reused, links=links)
 
 
 class TicketOut(BaseModel):

@@ -28,16 +28,21 @@ from shared.net import TrustedProxies, client_address
 log = logging.getLogger("ultrai_gateway.proxy")
 OnClose = Callable[[], Awaitable[None]]
 
-# RFC 9110 §7.6.1 hop-by-hop fields, plus the ones the gateway sets itself.
-_HOP_BY_HOP = {
-    b"connection",
-    b"keep-alive",
-    b"proxy-authenticate",
-    b"proxy-authorization",
-    b"te",
-    b"trailer",
-    b"transfer-encoding",
-    b"upgrade",
+# RFC 9110 §7.6.1 hop-by-hop fields: the gateway passes them on neither way.
+_RFC9110_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Not passed on from a request: the hop-by-hop fields and the ones the gateway sets itself.
+_HOP_BY_HOP = _RFC9110_HOP_BY_HOP | {
     b"host",
     b"x-request-id",
     b"x-forwarded-for",
@@ -46,19 +51,8 @@ _HOP_BY_HOP = {
     b"x-real-ip",
     b"forwarded",
 }
-_RESPONSE_DROP = {
-    b"connection",
-    b"keep-alive",
-    b"proxy-authenticate",
-    b"proxy-authorization",
-    b"te",
-    b"trailer",
-    b"transfer-encoding",
-    b"upgrade",
-    b"x-request-id",
-    b"server",
-    b"date",
-}
+# Not passed on from an answer: the hop-by-hop fields and the ones the gateway sets itself.
+_RESPONSE_DROP = _RFC9110_HOP_BY_HOP | {b"x-request-id", b"server", b"date"}
 _IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "DELETE", "PUT"}
 SMALL_BODY_BYTES = 64 * 1024
 

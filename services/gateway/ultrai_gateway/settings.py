@@ -1,21 +1,17 @@
 from __future__ import annotations
 
-import re
 from functools import cached_property
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from shared.net import TrustedProxies
-from shared.settings import CommaList, ServiceSettings, ServiceURL
+from shared.settings import CorsSettings, ServiceURL
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(CorsSettings):
     auth_url: ServiceURL = "http://127.0.0.1:8001"
     documents_url: ServiceURL = "http://127.0.0.1:8002"
     llm_url: ServiceURL = "http://127.0.0.1:8003"
-
-    cors_origins: CommaList = Field(default_factory=lambda: ["http://localhost:3000", "http://localhost:5173"])
-    cors_origin_regex: str | None = None
 
     # Proxies in front of the gateway that append to X-Forwarded-For: 1 on Render (its edge), 0 locally.
     trusted_proxy_hops: int = Field(0, ge=0, le=5)
@@ -55,22 +51,3 @@ class GatewaySettings(ServiceSettings):
     @cached_property
     def proxies(self) -> TrustedProxies:
         return TrustedProxies(hops=self.trusted_proxy_hops)
-
-    @field_validator("cors_origins")
-    @classmethod
-    def _no_wildcard(cls, value: list[str]) -> list[str]:
-        # Credentials are allowed, so every allowed origin must be named: a wildcard would hand
-        # cookies and tokens to any site. Patterns (preview deployments) go in CORS_ORIGIN_REGEX.
-        if "*" in value:
-            raise ValueError("'*' is not allowed with credentials; list origins or use CORS_ORIGIN_REGEX")
-        return [origin.rstrip("/") for origin in value]
-
-    @field_validator("cors_origin_regex")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression ({exc})") from None
-        return value or None

@@ -8,6 +8,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, timedelta
 from typing import Any
 
@@ -44,20 +45,13 @@ def ticket_digest(ticket: str) -> str:
     return hashlib.sha256(ticket.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+@dataclass(eq=False)
 class AnalysisService:
-    def __init__(
-        self,
-        repository: DocumentsRepository,
-        sessions: async_sessionmaker[AsyncSession],
-        settings: DocumentsSettings,
-        runner: Runner,
-        models: ModelCatalog,
-    ) -> None:
-        self.repository = repository
-        self.sessions = sessions
-        self.settings = settings
-        self.runner = runner
-        self.models = models
+    repository: DocumentsRepository
+    sessions: async_sessionmaker[AsyncSession]
+    settings: DocumentsSettings
+    runner: Runner
+    models: ModelCatalog
 
     async def start(self, owner: str, document_id: str, request: AnalysisRequest) -> tuple[Analysis, bool]:
         """The analysis the request asks for, queued for the runner, or the same one made before.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 SUPPORTED = ("PDF", "DOCX", "plain text", "Markdown", "HTML", "CSV", "JSON")
@@ -49,6 +49,11 @@ class Limits:
     max_nesting_depth: int = 256
     chunk_tokens: int = 1500
     chunk_overlap_tokens: int = 150
+
+    @classmethod
+    def of(cls, settings: object) -> Limits:
+        """The limits the settings set: each from the setting of the same name."""
+        return cls(**{limit.name: getattr(settings, limit.name) for limit in fields(cls)})
 
 
 @dataclass

@@ -16,7 +16,7 @@ import json
 import os
 import signal
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import KW_ONLY, InitVar, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,22 +91,19 @@ def main() -> None:
 # ----------------------------------------------------------------------------- the parent's side
 
 
+@dataclass(eq=False)
 class Extractor:
     """The parent's side: at most ``concurrency`` children at once, each under the limits."""
 
-    def __init__(
-        self,
-        limits: Limits,
-        *,
-        memory_mb: int,
-        cpu_seconds: int,
-        timeout: float,
-        concurrency: int,
-    ) -> None:
-        self.limits = limits
-        self.memory_mb = memory_mb
-        self.cpu_seconds = cpu_seconds
-        self.timeout = timeout
+    limits: Limits
+    _: KW_ONLY
+    memory_mb: int
+    cpu_seconds: int
+    timeout: float
+    concurrency: InitVar[int]
+    _slots: asyncio.Semaphore = field(init=False, repr=False)
+
+    def __post_init__(self, concurrency: int) -> None:
         self._slots = asyncio.Semaphore(concurrency)
 
     async def extract(self, path: Path, name: str | None) -> ExtractionResult:
