@@ -68,24 +68,14 @@ class KeyService:
                 f"An account may hold {self.settings.api_keys_per_user} API keys; revoke one first.",
                 title="Conflict",
             )
-        key_id, key = new_key()
         now = time.time()
-        row = ApiKey(
-            id=key_id,
-            user_id=user_id,
-            name=spec.name,
-            key_hash=hash_of(key),
-            scopes=" ".join(spec.scopes or SCOPES),
-            created_at=now,
-            expires_at=None if spec.expires_in_days is None else now + spec.expires_in_days * 86_400,
-            budget_usd=spec.budget_usd,
-            rpm=spec.rpm,
-            tpm=spec.tpm,
-            spent_usd=0.0,
+        expires_at = None if spec.expires_in_days is None else now + spec.expires_in_days * 86_400
+        row, key = _new_row(
+            user_id, spec.name, " ".join(spec.scopes or SCOPES), expires_at, spec.budget_usd, spec.rpm, spec.tpm
         )
         self.repository.add(row)
         await self.repository.commit()
-        log.info("api key created: %s for %s", key_id, user_id)
+        log.info("api key created: %s for %s", row.id, user_id)
         return row, key
 
     async def listing(self, user_id: str) -> list[ApiKey]:
@@ -106,26 +96,12 @@ class KeyService:
         row = await self.repository.owned(user_id, key_id)
         if row is None:
             raise not_found()
-        new_id, key = new_key()
-        now = time.time()
-        fresh = ApiKey(
-            id=new_id,
-            user_id=user_id,
-            name=row.name,
-            key_hash=hash_of(key),
-            scopes=row.scopes,
-            created_at=now,
-            expires_at=row.expires_at,
-            budget_usd=row.budget_usd,
-            rpm=row.rpm,
-            tpm=row.tpm,
-            spent_usd=0.0,
-        )
-        row.revoked_at = now
+        fresh, key = _new_row(user_id, row.name, row.scopes, row.expires_at, row.budget_usd, row.rpm, row.tpm)
+        row.revoked_at = fresh.created_at
         self.repository.add(fresh)
         await self.repository.commit()
         await self.revoker.revoke("key", key_id)
-        log.info("api key rotated: %s -> %s", key_id, new_id)
+        log.info("api key rotated: %s -> %s", key_id, fresh.id)
         return fresh, key
 
     async def resolve(self, digest: str, address: str) -> KeyGrant:
@@ -149,3 +125,30 @@ class KeyService:
         for key_id, cost in spend.items():
             await self.repository.add_spend(key_id, cost, now)
         await self.repository.commit()
+
+
+def _new_row(
+    user_id: str,
+    name: str,
+    scopes: str,
+    expires_at: float | None,
+    budget_usd: float | None,
+    rpm: int | None,
+    tpm: int | None,
+) -> tuple[ApiKey, str]:
+    """A new key and its row (the row holds only the key's hash)."""
+    key_id, key = new_key()
+    row = ApiKey(
+        id=key_id,
+        user_id=user_id,
+        name=name,
+        key_hash=hash_of(key),
+        scopes=scopes,
+        created_at=time.time(),
+        expires_at=expires_at,
+        budget_usd=budget_usd,
+        rpm=rpm,
+        tpm=tpm,
+        spent_usd=0.0,
+    )
+    return row, key
