@@ -19,69 +19,51 @@ async def add_usage(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
 
 async def usage_per_model(session: AsyncSession, user_id: str, since: datetime) -> list[dict[str, Any]]:
     """Per model since ``since``: its requests, cached requests, tokens and cost (unrounded)."""
-    query = (
-        select(
-            UsageRecord.model,
-            func.count(),
-            func.sum(case((UsageRecord.cached, 1), else_=0)),
-            func.sum(UsageRecord.prompt_tokens),
-            func.sum(UsageRecord.completion_tokens),
-            func.sum(UsageRecord.cost_usd),
-        )
-        .where(UsageRecord.user_id == user_id, UsageRecord.created_at >= since)
-        .group_by(UsageRecord.model)
-    )
-    return [
-        {
-            "model": model,
-            "requests": int(count),
-            "cached": int(cached or 0),
-            "prompt_tokens": int(pt or 0),
-            "completion_tokens": int(ct or 0),
-            "cost_usd": float(cost or 0.0),
-        }
-        for model, count, cached, pt, ct, cost in (await session.execute(query)).all()
-    ]
+    return await _usage_by(session, user_id, since, UsageRecord.model, "model", cached=True)
 
 
 async def spent_since(session: AsyncSession, user_id: str, since: datetime) -> tuple[float | None, int | None]:
     """The user's cost and tokens since ``since`` (None for each when nothing was recorded)."""
-    query = select(
-        func.sum(UsageRecord.cost_usd), func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens)
-    ).where(UsageRecord.user_id == user_id, UsageRecord.created_at >= since)
-    cost, tokens = (await session.execute(query)).one()
-    return cost, tokens
+    return await _spent(session, UsageRecord.user_id == user_id, since)
 
 
 async def usage_per_key(session: AsyncSession, user_id: str, since: datetime) -> list[dict[str, Any]]:
     """Per API key (None: without one) since ``since``: requests, tokens and cost (unrounded)."""
-    query = (
-        select(
-            UsageRecord.key_id,
-            func.count(),
-            func.sum(UsageRecord.prompt_tokens),
-            func.sum(UsageRecord.completion_tokens),
-            func.sum(UsageRecord.cost_usd),
-        )
-        .where(UsageRecord.user_id == user_id, UsageRecord.created_at >= since)
-        .group_by(UsageRecord.key_id)
-    )
-    return [
-        {
-            "key_id": key_id,
-            "requests": int(count),
-            "prompt_tokens": int(pt or 0),
-            "completion_tokens": int(ct or 0),
-            "cost_usd": float(cost or 0.0),
-        }
-        for key_id, count, pt, ct, cost in (await session.execute(query)).all()
+    return await _usage_by(session, user_id, since, UsageRecord.key_id, "key_id", cached=False)
+
+
+async def _usage_by(
+    session: AsyncSession, user_id: str, since: datetime, column: Any, name: str, *, cached: bool
+) -> list[dict[str, Any]]:
+    """The user's usage since ``since`` grouped by ``column`` (answered under ``name``)."""
+    sums = [
+        func.count(),
+        func.sum(case((UsageRecord.cached, 1), else_=0)),
+        func.sum(UsageRecord.prompt_tokens),
+        func.sum(UsageRecord.completion_tokens),
+        func.sum(UsageRecord.cost_usd),
     ]
+    query = (
+        select(column, *sums).where(UsageRecord.user_id == user_id, UsageRecord.created_at >= since).group_by(column)
+    )
+    rows = []
+    for group, count, cached_count, pt, ct, cost in (await session.execute(query)).all():
+        row: dict[str, Any] = {name: group, "requests": int(count)}
+        if cached:
+            row["cached"] = int(cached_count or 0)
+        row |= {"prompt_tokens": int(pt or 0), "completion_tokens": int(ct or 0), "cost_usd": float(cost or 0.0)}
+        rows.append(row)
+    return rows
 
 
 async def key_spent_since(session: AsyncSession, key_id: str, since: datetime) -> tuple[float | None, int | None]:
     """An API key's cost and tokens since ``since`` (None for each when nothing was recorded)."""
+    return await _spent(session, UsageRecord.key_id == key_id, since)
+
+
+async def _spent(session: AsyncSession, whose: Any, since: datetime) -> tuple[float | None, int | None]:
     query = select(
         func.sum(UsageRecord.cost_usd), func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens)
-    ).where(UsageRecord.key_id == key_id, UsageRecord.created_at >= since)
+    ).where(whose, UsageRecord.created_at >= since)
     cost, tokens = (await session.execute(query)).one()
     return cost, tokens
