@@ -93,6 +93,29 @@ def web_services(blueprint: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def static_site(blueprint: dict[str, Any]) -> dict[str, Any]:
+    """render.yaml's static site (the web app in web/)."""
+    sites = [s for s in blueprint.get("services") or [] if s.get("runtime") == "static"]
+    if len(sites) != 1:
+        raise ValueError(f"render.yaml has {len(sites)} static sites, expected one (the web app)")
+    return sites[0]
+
+
+def site_headers(site: dict[str, Any], path: str = "/*") -> dict[str, str]:
+    """The headers a static site sends on every path (those set for ``path``)."""
+    return {h["name"]: h["value"] for h in site.get("headers") or [] if h["path"] == path}
+
+
+def parse_csp(policy: str) -> dict[str, list[str]]:
+    """A Content-Security-Policy as {directive: [sources]}."""
+    out: dict[str, list[str]] = {}
+    for part in policy.split(";"):
+        words = part.split()
+        if words:
+            out[words[0].lower()] = words[1:]
+    return out
+
+
 def service_folders() -> list[str]:
     """Every service in the tree: services/<name>/ with an ultrai_<name> package."""
     return sorted(p.parent.name for p in (ROOT / "services").glob("*/ultrai_*") if p.name == f"ultrai_{p.parent.name}")
