@@ -121,7 +121,9 @@ class CorsSettings(ServiceSettings):
     origins auth accepts its session cookie from (the two are set the same)."""
 
     # The frontend origins allowed, comma-separated.
-    cors_origins: CommaList = Field(default_factory=lambda: ["http://localhost:3000", "http://localhost:5173"])
+    cors_origins: CommaList = Field(
+        default_factory=lambda: ["http://localhost:3000", "http://localhost:5173", "http://127.0.0.1:5173"]
+    )
     # A regular expression an allowed origin may fully match instead (preview deployments).
     cors_origin_regex: str | None = None
 
