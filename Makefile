@@ -10,17 +10,29 @@ REQS := requirements-dev.txt shared/pyproject.toml shared/requirements.txt share
 SERVICES := $(foreach f,$(wildcard services/*/ultrai_*/migrate.py),$(word 2,$(subst /, ,$(f))))
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install dev test test-fast lint format bench migrate deploy-check audit clean
+# The npm projects: the web app, and what the browser tests inject into pages (axe-core). Installed
+# when npm is (a machine without Node runs the API alone; CI=true needs it: .ci/run checks).
+NPM := $(shell command -v npm 2>/dev/null)
+NPM_DIRS := $(patsubst %/package.json,%,$(wildcard web/package.json tests/browser/package.json))
+# npm rewrites node_modules/.package-lock.json on every install: newer than the lock file, up to date.
+NPM_STAMPS := $(if $(NPM),$(addsuffix /node_modules/.package-lock.json,$(NPM_DIRS)))
 
-## install: the virtual environment with every service's requirements and the test tools
-install: $(STAMP)
+.PHONY: install dev test test-fast test-web lint format bench migrate deploy-check audit clean
+
+## install: the virtual environment with every service's requirements and the test tools, and
+## `npm ci` of the web app (and of the browser tests' axe-core) when npm is installed
+install: $(STAMP) $(NPM_STAMPS)
 $(STAMP): $(REQS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $@
+%/node_modules/.package-lock.json: %/package-lock.json %/package.json
+	cd $* && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
-## dev: run the four services on 8000 (gateway), 8001 (auth), 8002 (documents), 8003 (llm)
+## dev: run the four services on 8000 (gateway), 8001 (auth), 8002 (documents), 8003 (llm), and the
+## web app on http://localhost:5173 (Vite's dev server) when Node 20+ is installed
 dev: install migrate
 	$(PY) -m tools.dev
 
@@ -31,26 +43,41 @@ migrate: install
 	    $(CURDIR)/$(PY) -m ultrai_$$s.migrate) || exit 1; \
 	done
 
-## deploy-check: each service built and started as Render does, in a brand-new virtual environment
-## (slow: four fresh installs; not part of `make test`). `make deploy-check CHECK=llm` checks one.
+## deploy-check: each service built and started as Render does, in a brand-new virtual environment,
+## and the web app built as Render's static site, with its bundle sizes (slow: fresh installs; not
+## part of `make test`). `make deploy-check CHECK=llm` checks one; CHECK=web the static site.
 deploy-check: install
 	$(PY) -m tools.deploy_check $(CHECK)
 
-## test: the whole suite (SQLite and in-process cache; PostgreSQL and Redis too when
-## TEST_DATABASE_URL and TEST_REDIS_URL are set), with line and branch coverage of shared/ and the
-## services (their own processes included); the figure is printed at the end
+## test: the whole suite: the web app's unit tests (Vitest) and its build (type check included), then
+## every Python test, the browser tests of the built app among them (SQLite and in-process cache;
+## PostgreSQL and Redis too when TEST_DATABASE_URL and TEST_REDIS_URL are set), with line and branch
+## coverage of shared/ and the services (their own processes included); the figure is printed at the end
 test: install
-	@rm -rf .coverage && mkdir -p .coverage
-	@$(PY) -m coverage run -m pytest $(PYTEST_ARGS); status=$$?; \
+	@$(MAKE) --no-print-directory test-web; web=$$?; \
+	  rm -rf .coverage && mkdir -p .coverage; \
+	  $(PY) -m coverage run -m pytest $(PYTEST_ARGS); status=$$?; \
 	  $(PY) -m coverage combine -q && $(PY) -m coverage report --sort=cover | tail -n 25; \
 	  echo "coverage: $$($(PY) -m coverage report --format=total)% of shared/ and the services (lines and branches)"; \
+	  if [ $$web -ne 0 ]; then echo "the web app's tests or build FAILED (above)"; exit $$web; fi; \
 	  exit $$status
+
+## test-web: the web app's unit tests (npm test: Vitest) and its production build (npm run build:
+## tsc, then vite build into web/dist); without npm it skips, and fails under CI=true
+test-web:
+	@if [ ! -f web/package.json ]; then exit 0; fi; \
+	if [ -z "$(NPM)" ]; then \
+	  if [ "$${CI:-}" = true ]; then echo "CI=true needs npm (Node.js 20+) for the web app's tests"; exit 1; fi; \
+	  echo "web app's tests skipped: npm is not installed (Node.js 20+)"; exit 0; \
+	fi; \
+	cd web && npm test && npm run build
 
 ## test-fast: the tests that start no process and need no server (well under a minute)
 FAST_TESTS := tests/shared tests/auth/test_keys.py tests/auth/test_passwords.py tests/auth/test_sessions.py \
 	tests/auth/test_throttle.py tests/gateway/test_cors.py tests/gateway/test_rate_limits.py \
 	tests/documents/test_parser_releases.py tests/deploy/test_compose.py tests/deploy/test_dockerfiles.py \
-	tests/deploy/test_env_example.py tests/deploy/test_render.py tests/deploy/test_requirements.py
+	tests/deploy/test_env_example.py tests/deploy/test_render.py tests/deploy/test_requirements.py \
+	tests/deploy/test_render_web.py tests/deploy/test_web_image.py tests/deploy/test_web_bundle.py tests/deploy/test_dev.py
 test-fast: install
 	$(PY) -m pytest -m "not e2e and not slow" $(FAST_TESTS) $(PYTEST_ARGS)
 
@@ -76,4 +103,4 @@ bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) data .deploy-check .coverage
+	rm -rf $(VENV) data .deploy-check .coverage web/node_modules web/dist tests/browser/node_modules

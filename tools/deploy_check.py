@@ -9,6 +9,10 @@ For each web service of render.yaml, in a copy of the work tree as a fresh clone
 4. its ``startCommand`` exactly as written, with ``PORT`` set and render.yaml's environment (generated
    values and private addresses replaced by local ones), until ``healthCheckPath`` answers 200.
 
+Then render.yaml's static site (the web app): its ``buildCommand`` (npm ci, npm run build) in the same
+copy, with its build environment (VITE_API_URL); the size of ``staticPublishPath`` and of what the first
+page downloads (tools/web_bundle.py) are printed. ``make deploy-check CHECK=web`` checks it alone.
+
 A network guard (an audit hook installed into the new environment by a ``.pth`` file) refuses every
 connection and name lookup that is not loopback and records it. The check fails when a service does
 not come up, when gateway, auth or documents install litellm, or when any service reaches the network
@@ -913,7 +917,9 @@ def table(results: list[Result]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("services", nargs="*", help="only these services (default: every one in render.yaml)")
+    parser.add_argument(
+        "services", nargs="*", help="only these services, or web for the static site (default: all of render.yaml)"
+    )
     parser.add_argument("--sqlite", action="store_true", help="use SQLite even when PostgreSQL answers")
     parser.add_argument(
         "--database-url",
@@ -929,7 +935,9 @@ def main(argv: list[str] | None = None) -> int:
 
     blueprint = load_yaml(BLUEPRINT)
     services = web_services(blueprint)
-    names = args.services or list(services)
+    names = args.services or [*services, "web"]
+    with_site = "web" in names
+    names = [n for n in names if n != "web"]
     unknown = [n for n in names if n not in services]
     if unknown:
         log(f"not in render.yaml: {', '.join(unknown)}")
@@ -969,8 +977,15 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:
                 log(f"could not drop {scratch[0]}: {exc}")
 
+    site_failures: list[str] = []
+    if with_site:
+        site_failures = check_site(static_site(blueprint), src, logs)
+
     log("")
-    log(table(results))
+    if results:
+        log(table(results))
+    if with_site:
+        log("web: " + ("FAILED: " + "; ".join(site_failures) if site_failures else "ok"))
     failed = [r for r in results if not r.ok]
     for r in failed:
         log(f"\n{r.name} FAILED:")
@@ -981,7 +996,37 @@ def main(argv: list[str] | None = None) -> int:
         if over:
             log(f"\nover a bar: {', '.join(over)}")
             return 1
-    return 1 if failed else 0
+    return 1 if failed or site_failures else 0
+
+
+def check_site(site: dict[str, Any], src: Path, logs: Path) -> list[str]:
+    """Build the static site as Render does; print the size of what it publishes. The failures."""
+    build_log = logs / "web.build.log"
+    build_log.unlink(missing_ok=True)
+    if not shutil.which("npm"):
+        return ["npm is not installed (Node.js 20+ and npm build the web app)"]
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", str(ROOT)),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "CI": "true",
+        **{k: os.environ[k] for k in ("npm_config_cache", "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE") if k in os.environ},
+        **{var["key"]: str(var["value"]) for var in site.get("envVars") or [] if "value" in var},
+    }
+    log(f"[web] {site['buildCommand']}  (VITE_API_URL={env.get('VITE_API_URL')})")
+    t0 = time.perf_counter()
+    rc = run_shell(site["buildCommand"], src, env, build_log, timeout=900)
+    took = time.perf_counter() - t0
+    if rc != 0:
+        return [f"buildCommand exited {rc}\n{tail(build_log)}"]
+    dist = src / site["staticPublishPath"]
+    if not (dist / "index.html").is_file():
+        return [f"{site['staticPublishPath']}/index.html was not built"]
+    from tools.web_bundle import measure
+
+    bundle = measure(dist)
+    log(f"[web] built in {took:.1f} s: {bundle.summary()}")
+    return []
 
 
 def check_service(

@@ -63,7 +63,9 @@ def test_blueprint_environment_shares_generated_secrets(blueprint: dict, web: di
     assert documents["AUTH_URL"] == "127.0.0.1:4321"
     assert documents["REDIS_URL"] == "redis://127.0.0.1:6379/0"
     assert "DATABASE_URL" not in documents  # no database placeholder: the embedded SQLite
-    assert "CORS_ORIGINS" not in dc.resolve_env(blueprint, web["gateway"], ph)  # sync: false
+    assert "OPENAI_API_KEY" not in dc.resolve_env(blueprint, web["llm"], ph)  # sync: false, no value given
+    ph.sync_values["OPENAI_API_KEY"] = "sk-placeholder"
+    assert dc.resolve_env(blueprint, web["llm"], ph)["OPENAI_API_KEY"] == "sk-placeholder"
 
 
 def test_report_marks_failures_and_bars() -> None:
