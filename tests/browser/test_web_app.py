@@ -1,0 +1,486 @@
+"""The web app (web/), built for production and served as Render serves it (SPA rewrite, render.yaml's
+headers and strict Content-Security-Policy), driven in Chromium against the real four services and
+the fake provider: sign-up, upload, analyses and their progress, a failing model, the synthesis,
+export, chat with stop, usage, sign-out, a session that outlives its access token in two tabs, an
+answer that is an XSS attempt, keyboard-only use, and an axe-core scan of every page.
+
+Pages are found by the accessible names the app promises (labels, roles, region names). Every test
+also checks that the page met no Content-Security-Policy violation, no script error and no dialog,
+and leaves a screenshot of its last screen in tests/browser/artifacts/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.browser import webapp
+from tests.browser.conftest import DOCUMENTS_ENV, LLM_ENV
+from tests.conftest import CI, running_stack, stack_env
+from tests.documents.conftest import make_pdf
+from tests.fakes.openai_server import FakeOpenAI
+from tests.support.users import PASSWORD, bearer, login, new_email, register
+from tests.support.waiting import eventually
+from tools.stack import Stack
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+ALPHA, BETA, WRITER, FAILING, CHAT = "web-alpha", "web-beta", "web-writer", "web-failing", "web-chat"
+MODELS = [ALPHA, BETA, WRITER, FAILING, CHAT]
+# Short-lived access tokens (the shortest auth allows) and no leeway: a test can outlive one.
+ACCESS_TTL = 60
+XSS = "<img src=x onerror=alert(1)>"
+# How long the app may take to show what the stack did (a hung page, not a slow machine).
+UI_TIMEOUT = 60_000
+
+
+# ---- the app, built and served -----------------------------------------------------------------
+@dataclass
+class App:
+    origin: str  # where the browser opens the app
+    api: str  # the gateway as the app calls it
+    stack: Stack
+
+    async def account(self) -> str:
+        """A new account made through the API (for tests of something other than sign-up)."""
+        async with httpx.AsyncClient(base_url=self.stack.url("gateway"), timeout=30) as client:
+            return await register(client, new_email("webapp"))
+
+    async def upload(self, email: str, name: str, data: bytes, mime: str = "application/pdf") -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=self.stack.url("gateway"), timeout=60) as client:
+            tokens = await login(client, email)
+            resp = await client.post(
+                "/api/v1/documents", files={"file": (name, data, mime)}, headers=bearer(tokens["access_token"])
+            )
+            assert resp.status_code == 201, resp.text
+            return resp.json()
+
+
+@pytest.fixture(scope="session")
+def web_ready(chromium: Path) -> None:
+    """npm, web/node_modules and axe-core: missing, the tests skip (fail under CI=true)."""
+    problem = webapp.missing_tools()
+    if problem:
+        if CI:
+            pytest.fail(f"CI=true needs the web app's browser tests to run: {problem}", pytrace=False)
+        pytest.skip(f"the web app's browser tests need {problem}")
+
+
+@pytest.fixture(scope="session")
+def app_site(web_ready: None) -> Iterator[webapp.AppSite]:
+    site = webapp.AppSite().start()
+    yield site
+    site.stop()
+
+
+@pytest.fixture(scope="session")
+async def app_stack(
+    app_site: webapp.AppSite, pg_databases, redis_url, fake_provider: FakeOpenAI
+) -> AsyncIterator[Stack]:
+    """The four services for the app: the gateway and auth allow the app's origin, llm answers from
+    the fake provider, access tokens last a minute."""
+
+    def models(workdir: Path) -> dict[str, str]:
+        return {"LLM_MODELS_FILE": str(fake_provider.models_file(workdir / "models.json", MODELS))}
+
+    env = {
+        **await stack_env(pg_databases, redis_url, "webapp"),
+        **LLM_ENV,
+        "CORS_ORIGINS": app_site.origin,
+        "ACCESS_TOKEN_TTL_SECONDS": str(ACCESS_TTL),
+        "JWT_LEEWAY_SECONDS": "0",
+    }
+    async with running_stack(env, per_service_env={"documents": DOCUMENTS_ENV}, files=models) as st:
+        # Each service fetches auth's keys on its first token check: wait for that here.
+        async with httpx.AsyncClient(base_url=st.url("gateway"), timeout=30) as client:
+            email = await register(client, new_email("webapp"))
+            token = (await login(client, email))["access_token"]
+            for path in ("/api/v1/documents", "/api/v1/llm/models"):
+                await eventually(
+                    lambda path=path: client.get(path, headers=bearer(token)),
+                    lambda resp: resp.status_code != 503,
+                    what=f"{path} checks tokens",
+                    timeout=30,
+                )
+        yield st
+
+
+@pytest.fixture(scope="session")
+def app(app_site: webapp.AppSite, app_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> App:
+    """The app built once for the session with VITE_API_URL naming the test gateway, then served."""
+    api = f"http://localhost:{app_stack.ports['gateway']}"
+    out = tmp_path_factory.mktemp("web")
+    app_site.root = webapp.build(out / "dist", api, out / "build.log")
+    app_site.headers = webapp.static_headers(api)
+    return App(app_site.origin, api, app_stack)
+
+
+# ---- a test's browser ----------------------------------------------------------------------------
+@dataclass
+class Browser:
+    """The test's browser context (conftest's: screenshots at the end) with the app's checks."""
+
+    app: App
+    context: Any
+    dialogs: list[str] = field(default_factory=list)
+    pages: list[Any] = field(default_factory=list)
+
+    async def open(self, path: str = "/") -> Any:
+        page = await self.context.new_page()
+        page.set_default_timeout(UI_TIMEOUT)
+        page.on("dialog", self._dialog)
+        self.pages.append(page)
+        await page.goto(self.app.origin + path)
+        return page
+
+    async def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(f"{dialog.type}: {dialog.message}")
+        await dialog.dismiss()
+
+    async def sign_in(self, email: str, path: str = "/signin") -> Any:
+        page = await self.open(path)
+        await page.get_by_label("Email").fill(email)
+        await page.get_by_label("Password").fill(PASSWORD)
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+        return page
+
+    async def accessible(self, page: Any, where: str) -> None:
+        """axe-core finds nothing serious or critical on the page as it is now."""
+        violations = await webapp.axe_violations(page)
+        assert not violations, webapp.describe_violations(where, violations)
+
+    async def clean(self) -> None:
+        """No dialog opened, and no page met a CSP violation or a script error."""
+        assert not self.dialogs, f"dialogs opened: {self.dialogs}"
+        for page in self.pages:
+            if page.is_closed():
+                continue
+            seen = await webapp.seen(page)
+            assert not seen["csp"], f"Content-Security-Policy violations on {page.url}: {seen['csp']}"
+            assert not seen["errors"], f"script errors on {page.url}: {seen['errors']}"
+
+
+@pytest.fixture
+async def ui(app: App, context: Any) -> Browser:
+    await webapp.watch(context)
+    return Browser(app, context)
+
+
+def expect(target: Any) -> Any:
+    from playwright.async_api import expect as playwright_expect
+
+    return playwright_expect(target)
+
+
+def region(page: Any, name: str) -> Any:
+    return page.get_by_role("region", name=name, exact=True)
+
+
+def status(page: Any, text: str) -> Any:
+    return page.get_by_role("status").filter(has_text=re.compile(rf"\b{text}\b")).first
+
+
+async def open_document(page: Any, name: str) -> None:
+    await page.get_by_role("link", name=name, exact=True).click()
+    await expect(page.get_by_role("button", name="Start analysis")).to_be_visible()
+
+
+async def choose_models(page: Any, *models: str) -> None:
+    for model in models:
+        await page.get_by_role("checkbox", name=model, exact=True).check()
+
+
+# Installed before an analysis starts: the order in which answers and the final status appear.
+PROGRESS_RECORDER = """([models, marker]) => {
+  const log = (window.__progress = []);
+  const note = (what) => { if (!log.includes(what)) log.push(what); };
+  const check = () => {
+    for (const m of models) {
+      const r = [...document.querySelectorAll("section[aria-label]")].find((s) => s.getAttribute("aria-label") === m);
+      if (r && r.textContent.includes(marker)) note(m);
+    }
+    for (const s of document.querySelectorAll("[role=status]")) {
+      if (/\\bCompleted\\b/.test(s.textContent)) note("Completed");
+      if (/\\bFailed\\b/.test(s.textContent)) note("Failed");
+    }
+  };
+  new MutationObserver(check).observe(document.body, { subtree: true, childList: true, characterData: true });
+}"""
+
+
+# ---- the flows -----------------------------------------------------------------------------------
+async def test_sign_up_sign_out_and_a_wrong_password(ui: Browser) -> None:
+    page = await ui.open("/")
+    # Signed out, / leads to sign-in.
+    await expect(page).to_have_url(re.compile(r"/signin"))
+    await expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    await ui.accessible(page, "sign-in page")
+
+    await page.goto(ui.app.origin + "/signup")
+    await expect(page.get_by_role("button", name="Create account")).to_be_visible()
+    await ui.accessible(page, "sign-up page")
+    email = new_email("webapp")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Create account").click()
+    # A new account is signed in and lands on its documents.
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    await expect(page).to_have_url(re.compile(r"/documents$"))
+    nav = page.get_by_role("navigation", name="Main")
+    for link in ("Documents", "Chat", "Usage", "API keys"):
+        await expect(nav.get_by_role("link", name=link, exact=True)).to_be_visible()
+    await ui.accessible(page, "documents page (empty)")
+
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page).to_have_url(re.compile(r"/signin"))
+    # The session is over, not just hidden: a reload of a signed-in page asks to sign in again.
+    await page.goto(ui.app.origin + "/documents")
+    await expect(page).to_have_url(re.compile(r"/signin"))
+    await expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(PASSWORD + "-not")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert")).to_be_visible()
+    await expect(page.get_by_role("button", name="Sign out")).to_have_count(0)
+    await ui.clean()
+
+
+async def test_upload_analyse_with_two_models_synthesis_export_usage(ui: Browser, fake_provider: FakeOpenAI) -> None:
+    # The second model answers a few seconds after the first: its answer arrives later.
+    fake_provider.behave(BETA, delay=3.0)
+    email = await ui.app.account()
+    page = await ui.sign_in(email)
+
+    pdf = make_pdf(["Quarterly report", "Revenue rose by a tenth; costs held steady."])
+    await page.get_by_label("Upload a document").set_input_files(
+        files=[{"name": "quarterly.pdf", "mimeType": "application/pdf", "buffer": pdf}]
+    )
+    await expect(page.get_by_role("link", name="quarterly.pdf", exact=True)).to_be_visible()
+    await ui.accessible(page, "documents page")
+
+    await open_document(page, "quarterly.pdf")
+    await ui.accessible(page, "document page")
+    await page.get_by_role("radio", name="Summary", exact=True).check()
+    await choose_models(page, ALPHA, BETA)
+    await page.get_by_label("Pattern").select_option(value="synthesis")
+    await page.get_by_label("Synthesis model").select_option(value=WRITER)
+    await page.evaluate(PROGRESS_RECORDER, [[ALPHA, BETA, "Synthesis"], "considered with care"])
+    await page.get_by_role("button", name="Start analysis").click()
+
+    await expect(page).to_have_url(re.compile(r"/documents/[^/]+/analyses/[^/]+$"))
+    await expect(status(page, "Completed")).to_be_visible()
+    await expect(region(page, ALPHA)).to_contain_text("considered with care")
+    await expect(region(page, BETA)).to_contain_text("considered with care")
+    await expect(region(page, "Synthesis")).to_contain_text(f"{WRITER} answers")
+    # Progress arrived as it happened: the first model's answer was on screen before the second's,
+    # and both before the analysis was complete.
+    order = await page.evaluate("() => window.__progress")
+    assert ALPHA in order and BETA in order and "Completed" in order, order
+    assert order.index(ALPHA) < order.index(BETA) < order.index("Completed"), order
+    await ui.accessible(page, "analysis page")
+
+    async with page.expect_download() as info:
+        await page.get_by_role("button", name="Export Markdown").click()
+    download = await info.value
+    assert download.suggested_filename.endswith(".md"), download.suggested_filename
+    markdown = Path(await download.path()).read_text(encoding="utf-8")
+    for text in (ALPHA, BETA, "considered with care", f"{WRITER} answers"):
+        assert text in markdown, f"{text!r} is not in the export:\n{markdown[:2000]}"
+
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name="Usage", exact=True).click()
+    await expect(page.get_by_role("heading", name="Usage", level=1)).to_be_visible()
+    await expect(page.get_by_text("Budget left").first).to_be_visible()
+    await ui.accessible(page, "usage page")
+
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    await ui.clean()
+
+
+async def test_a_failing_model_is_shown_failed_and_the_others_complete(
+    ui: Browser, app: App, fake_provider: FakeOpenAI
+) -> None:
+    fake_provider.behave(FAILING, status=500)
+    email = await app.account()
+    await app.upload(email, "memo.pdf", make_pdf(["A memo about the spring launch."]))
+    page = await ui.sign_in(email)
+    await open_document(page, "memo.pdf")
+    await page.get_by_role("radio", name="Summary", exact=True).check()
+    await choose_models(page, ALPHA, FAILING)
+    await page.get_by_label("Pattern").select_option(value="parallel")
+    await page.get_by_role("button", name="Start analysis").click()
+
+    await expect(status(page, "Completed")).to_be_visible()
+    await expect(region(page, ALPHA)).to_contain_text("considered with care")
+    await expect(region(page, FAILING)).to_contain_text("Failed")
+    await expect(region(page, FAILING)).not_to_contain_text("considered with care")
+    await ui.accessible(page, "analysis page with a failed model")
+    await ui.clean()
+
+
+async def test_an_answer_that_is_markup_is_shown_as_text(ui: Browser, app: App, fake_provider: FakeOpenAI) -> None:
+    fake_provider.behave(ALPHA, text=XSS)
+    fake_provider.behave(CHAT, text=XSS)
+    email = await app.account()
+    await app.upload(email, "plain.pdf", make_pdf(["Nothing to see here."]))
+    page = await ui.sign_in(email)
+    await open_document(page, "plain.pdf")
+    await page.get_by_role("radio", name="Summary", exact=True).check()
+    await choose_models(page, ALPHA)
+    await page.get_by_label("Pattern").select_option(value="parallel")
+    await page.get_by_role("button", name="Start analysis").click()
+    await expect(status(page, "Completed")).to_be_visible()
+    await expect(region(page, ALPHA)).to_contain_text(XSS)
+    assert await page.locator("img[src='x']").count() == 0
+
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name="Chat", exact=True).click()
+    await page.get_by_label("Model").select_option(value=CHAT)
+    await page.get_by_role("textbox", name="Message").fill("Say something.")
+    await page.get_by_role("button", name="Send").click()
+    await expect(page.get_by_role("main").get_by_text(XSS).first).to_be_visible()
+    assert await page.locator("img[src='x']").count() == 0
+    # Nothing ran: no alert() dialog, no script error.
+    await ui.clean()
+
+
+async def test_chat_streams_and_stops(ui: Browser, app: App, fake_provider: FakeOpenAI) -> None:
+    words = [f"word{i}" for i in range(60)]
+    fake_provider.behave(CHAT, text=" ".join(words), chunk_delay=0.25)
+    email = await app.account()
+    page = await ui.sign_in(email, "/signin?next=%2Fchat")
+    await expect(page).to_have_url(re.compile(r"/chat$"))
+    await ui.accessible(page, "chat page")
+    await page.get_by_label("Model").select_option(value=CHAT)
+    await page.get_by_role("textbox", name="Message").fill("Count slowly, please.")
+    await page.get_by_role("button", name="Send").click()
+
+    main = page.get_by_role("main")
+    await expect(main.get_by_text(re.compile(r"word0 word1 word2"))).to_be_visible()
+    await page.get_by_role("button", name="Stop").click()
+    # Stopped: the form is ready for another message, and the reply never reached its end.
+    await expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    await expect(page.get_by_role("button", name="Stop")).to_have_count(0)
+    assert await main.get_by_text(words[-1]).count() == 0
+    assert fake_provider.calls(CHAT), "the chat never reached the provider"
+    await ui.accessible(page, "chat page after a stop")
+    await ui.clean()
+
+
+async def test_two_tabs_outlive_their_access_tokens(ui: Browser, app: App) -> None:
+    email = await app.account()
+    issued: list[str] = []
+    refreshes: list[int] = []
+
+    async def on_response(resp: Any) -> None:
+        if resp.request.method != "POST":
+            return
+        if resp.url.endswith(("/api/v1/auth/login", "/api/v1/auth/refresh")):
+            if resp.url.endswith("/refresh"):
+                refreshes.append(resp.status)
+            if resp.ok:
+                issued.append((await resp.json())["access_token"])
+
+    ui.context.on("response", on_response)
+    first = await ui.sign_in(email)
+    # A second tab of the same browser has no token in memory: the refresh cookie signs it in.
+    second = await ui.open("/usage")
+    await expect(second.get_by_role("heading", name="Usage", level=1)).to_be_visible()
+    await expect(second.get_by_role("button", name="Sign out")).to_be_visible()
+    assert len(issued) >= 2, issued
+
+    # Wait until every token either tab holds has expired at the gateway.
+    async with httpx.AsyncClient(base_url=app.stack.url("gateway"), timeout=10) as client:
+        for token in list(issued):
+            await eventually(
+                lambda token=token: client.get("/api/v1/documents", headers=bearer(token)),
+                lambda resp: resp.status_code == 401,
+                what="the access token to expire",
+                timeout=ACCESS_TTL * 3,
+                interval=1.0,
+            )
+    before = len(refreshes)
+    # Both tabs call the API at once with expired tokens: each refreshes (one at a time; the cookie
+    # rotates) and carries on, neither is signed out.
+    nav = "navigation"
+    await asyncio.gather(
+        first.get_by_role(nav, name="Main").get_by_role("link", name="Usage", exact=True).click(),
+        second.get_by_role(nav, name="Main").get_by_role("link", name="Documents", exact=True).click(),
+    )
+    await expect(first.get_by_role("heading", name="Usage", level=1)).to_be_visible()
+    await expect(first.get_by_text("Budget left").first).to_be_visible()
+    await expect(second.get_by_role("heading", name="Documents", level=1)).to_be_visible()
+    await expect(second.get_by_role("heading", name="Your documents")).to_be_visible()
+    for page in (first, second):
+        assert "/signin" not in page.url, page.url
+        await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    new = refreshes[before:]
+    assert new and all(code == 200 for code in new), f"refreshes after expiry: {new}"
+    await ui.clean()
+
+
+async def test_keyboard_only_sign_in_and_analysis(ui: Browser, app: App) -> None:
+    email = await app.account()
+    await app.upload(email, "keys.pdf", make_pdf(["Typed with the keyboard only."]))
+    page = await ui.open("/signin")
+    await expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    await webapp.tab_to(page, webapp.labelled("Email"), "the Email field")
+    await page.keyboard.type(email)
+    await webapp.tab_to(page, webapp.labelled("Password"), "the Password field")
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+    await expect(page.get_by_role("link", name="keys.pdf", exact=True)).to_be_visible()
+    await webapp.tab_to(page, webapp.named("keys.pdf", "a"), "the document's link")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("button", name="Start analysis")).to_be_visible()
+    summary = await webapp.tab_to(page, lambda el: el["type"] == "radio", "the Kind radio group")
+    # Arrow keys move within a radio group; find Summary.
+    for _ in range(4):
+        if summary["label"] == "Summary":
+            break
+        await page.keyboard.press("ArrowDown")
+        summary = await webapp.focused(page) or {}
+    assert summary.get("label") == "Summary", summary
+    await page.keyboard.press("Space")
+    await webapp.tab_to(page, webapp.labelled(ALPHA), f"the {ALPHA} checkbox")
+    await page.keyboard.press("Space")
+    await expect(page.get_by_role("checkbox", name=ALPHA, exact=True)).to_be_checked()
+    await webapp.tab_to(page, webapp.named("Start analysis", "button"), "Start analysis")
+    await page.keyboard.press("Enter")
+
+    await expect(status(page, "Completed")).to_be_visible()
+    await expect(region(page, ALPHA)).to_contain_text("considered with care")
+    await ui.clean()
+
+
+async def test_every_page_passes_an_accessibility_scan(ui: Browser, app: App) -> None:
+    email = await app.account()
+    await app.upload(email, "scan.pdf", make_pdf(["A page to scan."]))
+    page = await ui.sign_in(email)
+    await ui.accessible(page, "documents page")
+    await open_document(page, "scan.pdf")
+    await ui.accessible(page, "document page")
+    await choose_models(page, ALPHA)
+    await page.get_by_label("Pattern").select_option(value="parallel")
+    await page.get_by_role("button", name="Start analysis").click()
+    await expect(status(page, "Completed")).to_be_visible()
+    await ui.accessible(page, "analysis page")
+    nav = page.get_by_role("navigation", name="Main")
+    for link, heading in (("Chat", "Chat"), ("Usage", "Usage"), ("API keys", "API keys")):
+        await nav.get_by_role("link", name=link, exact=True).click()
+        await expect(page.get_by_role("heading", name=heading, level=1)).to_be_visible()
+        await page.wait_for_load_state("networkidle")
+        await ui.accessible(page, f"{link} page")
+    await page.goto(app.origin + "/no/such/page")
+    await ui.accessible(page, "not-found page")
+    await ui.clean()
