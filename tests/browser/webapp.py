@@ -176,7 +176,8 @@ ACTIVE = """() => {
   if (!el || el === document.body) return null;
   const label = (el.labels && el.labels[0] && el.labels[0].textContent) || el.getAttribute("aria-label") || "";
   return { tag: el.tagName.toLowerCase(), type: el.getAttribute("type") || "", role: el.getAttribute("role") || "",
-           label: label.trim(), text: (el.textContent || "").trim().slice(0, 200), value: el.value ?? null };
+           label: label.trim(), text: (el.textContent || "").trim().slice(0, 200), value: el.value ?? null,
+           checked: typeof el.checked === "boolean" ? el.checked : null };
 }"""
 
 
