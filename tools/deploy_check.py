@@ -954,7 +954,8 @@ def main(argv: list[str] | None = None) -> int:
     for entry in services.values():
         ph.ports[entry["name"]] = free_port()
     scratch = None
-    if not args.sqlite:
+    # A scratch database only for Python services (the static site needs none).
+    if not args.sqlite and names:
         scratch = scratch_postgres(args.database_url)
         if scratch:
             ph.database_url = scratch[1]
