@@ -126,3 +126,20 @@ def test_csp_parser() -> None:
         "default-src": ["'self'"],
         "connect-src": ["'self'", "https://a.example"],
     }
+
+
+def site_of(host: str) -> str:
+    """The registrable domain (the "site" of SameSite) of a host; onrender.com is a public suffix."""
+    labels = host.split(".")
+    return ".".join(labels[-3:] if host.endswith(".onrender.com") else labels[-2:])
+
+
+def test_the_refresh_cookie_reaches_the_api_from_the_app(site: dict[str, Any], web: dict[str, dict[str, Any]]) -> None:
+    """Two onrender.com subdomains are two sites: a cookie set by the API reaches it from the app's
+    pages only when it is SameSite=None."""
+    app_host = urlsplit(onrender_url(site)).hostname or ""
+    api_host = urlsplit(env_value(site, "VITE_API_URL") or "").hostname or ""
+    assert site_of("ultrai-web.onrender.com") != site_of("ultrai-gateway.onrender.com")
+    assert site_of("app.example.com") == site_of("api.example.com")
+    if site_of(app_host) != site_of(api_host):
+        assert env_value(web["auth"], "REFRESH_COOKIE_SAMESITE") == "none"
