@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState } from "react";
+import { useEffect, useState } from "react";
 import { api } from "../api";
 import { followStream } from "../api/follow";
 import { ApiError, SignedOutError } from "../api/problem";
@@ -35,10 +35,9 @@ export function AnalysisPage({ documentId, analysisId }: { documentId: string; a
   const [streamError, setStreamError] = useState<unknown>(null);
   const [failure, setFailure] = useState<string | null>(null);
   const [docName, setDocName] = useState<string | null>(null);
-  const mounted = useRef(true);
-
   useEffect(() => {
-    mounted.current = true;
+    // Per run of this effect: a page left (or re-run) before its fetches answer opens no stream.
+    const mounted = { current: true };
     let follower: { close(): void } | null = null;
 
     const reload = async (): Promise<AnalysisOut | null> => {
@@ -58,7 +57,7 @@ export function AnalysisPage({ documentId, analysisId }: { documentId: string; a
 
     const start = async () => {
       const a = await reload();
-      if (!a || a.status === "completed" || a.status === "failed") return;
+      if (!mounted.current || !a || a.status === "completed" || a.status === "failed") return;
       follower = followStream({
         events: EVENTS,
         terminal: TERMINAL,
