@@ -176,6 +176,7 @@ export function ChatPage() {
                 {plain.map((m) => (
                   <option key={m.id} value={m.id} disabled={m.status === "cooling_down"}>
                     {m.id}
+                    {m.id.startsWith("demo/") ? " (demo)" : ""}
                     {m.status === "cooling_down" ? " (cooling down)" : ""}
                   </option>
                 ))}
