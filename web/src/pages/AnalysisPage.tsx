@@ -146,7 +146,7 @@ export function AnalysisPage({ documentId, analysisId }: { documentId: string; a
   return (
     <main id="main" className="main wide">
       <p className="breadcrumb">
-        <Link to="/documents">Documents</Link> / <Link to={`/documents/${encodeURIComponent(documentId)}`}>{docName ?? "Document"}</Link> /
+        <Link to={`/documents/${encodeURIComponent(documentId)}`}>Back to {docName ?? "the document"}</Link>
       </p>
       <h1 ref={heading} tabIndex={-1}>
         Analysis{analysis ? `: ${KIND_LABELS[analysis.kind] ?? analysis.kind}` : ""}
@@ -220,7 +220,7 @@ function isAfter(current: string | null, key: string): boolean {
 function ModelPanel({ title, row, finished, synthesis }: { title: string; row: Live; finished: boolean; synthesis?: boolean }) {
   const ok = row.status === "ok";
   const failed = row.status !== undefined && row.status !== "ok";
-  const state = ok ? "Answered" : failed ? "Failed" : row.phase === "waiting" ? "Waiting" : finished ? "No answer" : `Working${row.phase && row.phase !== "working" ? ` (${row.phase})` : ""}…`;
+  const state = ok ? "Answered" : failed ? "Error" : row.phase === "waiting" ? "Waiting" : finished ? "No answer" : `Working${row.phase && row.phase !== "working" ? ` (${row.phase})` : ""}…`;
   return (
     <section aria-label={title} className={`panel${synthesis ? " synthesis" : ""}${failed ? " failed" : ""}`}>
       <h2>
