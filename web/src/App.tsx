@@ -10,6 +10,7 @@ import { NotFoundPage } from "./pages/NotFoundPage";
 import { SignInPage, SignUpPage } from "./pages/SignInPage";
 import { UsagePage } from "./pages/UsagePage";
 import { clearDrafts } from "./drafts";
+import { safeNext } from "./next";
 import { Link, match, useRouter } from "./router";
 
 type AuthState = "unknown" | "in" | "out";
@@ -120,11 +121,4 @@ function route(path: string): ReactNode {
   if (match("/usage", path)) return <UsagePage />;
   if (match("/keys", path)) return <KeysPage />;
   return <NotFoundPage />;
-}
-
-/** Where to go after signing in: the `next` path when it is a path of this app, else /documents. */
-export function safeNext(search: string): string {
-  const next = new URLSearchParams(search).get("next");
-  if (next && next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/signin") && !next.startsWith("/signup")) return next;
-  return "/documents";
 }

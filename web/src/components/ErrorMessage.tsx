@@ -24,7 +24,7 @@ export function ErrorMessage({ error, onRetry }: Props) {
     reference = error.requestId;
     if (error.status === 429) heading = "Too many requests.";
     else if (error.status === 402) heading = "Budget spent.";
-    else if (error.status === 503 && /provider/i.test(error.problem.title ?? "")) heading = "No LLM provider is configured.";
+    else if (error.status === 503 && /provider/i.test(error.problem.title ?? "")) heading = /^no llm provider/i.test(text) ? "" : "No LLM provider is configured.";
     else if (error.status >= 500) heading = error.service ? `The ${error.service} service is unavailable.` : "The server could not answer.";
     else if (error.status === 413) heading = "Too large.";
     else if (error.status === 415) heading = "Unsupported file type.";

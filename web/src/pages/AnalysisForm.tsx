@@ -16,8 +16,8 @@ const KINDS: { value: Kind; label: string; hint: string }[] = [
 
 /** The ways an analysis can combine its models' answers (the documents API's synthesis_model). */
 const PATTERNS = [
-  { value: "synthesis", label: "Synthesis: one model combines the answers" },
-  { value: "parallel", label: "Side by side: the answers alone" },
+  { value: "synthesis", label: "Synthesis", hint: "The synthesis model combines the answers into one." },
+  { value: "parallel", label: "Side by side", hint: "The answers alone, with no synthesis." },
 ];
 
 export function isAvailable(model: ModelOut): boolean {
@@ -174,8 +174,7 @@ export function AnalysisForm({ documentId }: { documentId: string }) {
         {models === null && modelsError === null && <p>Loading models…</p>}
         {noProvider && (
           <div role="alert" className="alert">
-            <strong className="alert-heading">No LLM provider is configured. </strong>
-            {models?.detail ?? "Ask the operator to configure a provider."}
+            {models?.detail ?? "No LLM provider is configured: ask the operator to configure one."}
           </div>
         )}
         {models?.models.map((m) => {
@@ -205,13 +204,16 @@ export function AnalysisForm({ documentId }: { documentId: string }) {
       <div className="field-row">
         <div className="field">
           <label htmlFor="pattern">Pattern</label>
-          <select id="pattern" value={pattern} onChange={(e) => setPattern(e.target.value)}>
+          <select id="pattern" value={pattern} onChange={(e) => setPattern(e.target.value)} aria-describedby="pattern-hint">
             {PATTERNS.map((p) => (
               <option key={p.value} value={p.value}>
                 {p.label}
               </option>
             ))}
           </select>
+          <p id="pattern-hint" className="hint">
+            {PATTERNS.find((p) => p.value === pattern)?.hint}
+          </p>
         </div>
         <div className="field">
           <label htmlFor="synthesis-model">Synthesis model</label>

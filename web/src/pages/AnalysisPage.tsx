@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState } from "react";
+import { useEffect, useState } from "react";
 import { api } from "../api";
 import { followStream } from "../api/follow";
 import { ApiError, SignedOutError } from "../api/problem";
@@ -35,10 +35,9 @@ export function AnalysisPage({ documentId, analysisId }: { documentId: string; a
   const [streamError, setStreamError] = useState<unknown>(null);
   const [failure, setFailure] = useState<string | null>(null);
   const [docName, setDocName] = useState<string | null>(null);
-  const mounted = useRef(true);
-
   useEffect(() => {
-    mounted.current = true;
+    // Per run of this effect: a page left (or re-run) before its fetches answer opens no stream.
+    const mounted = { current: true };
     let follower: { close(): void } | null = null;
 
     const reload = async (): Promise<AnalysisOut | null> => {
@@ -58,7 +57,7 @@ export function AnalysisPage({ documentId, analysisId }: { documentId: string; a
 
     const start = async () => {
       const a = await reload();
-      if (!a || a.status === "completed" || a.status === "failed") return;
+      if (!mounted.current || !a || a.status === "completed" || a.status === "failed") return;
       follower = followStream({
         events: EVENTS,
         terminal: TERMINAL,
@@ -147,7 +146,7 @@ export function AnalysisPage({ documentId, analysisId }: { documentId: string; a
   return (
     <main id="main" className="main wide">
       <p className="breadcrumb">
-        <Link to="/documents">Documents</Link> / <Link to={`/documents/${encodeURIComponent(documentId)}`}>{docName ?? "Document"}</Link> /
+        <Link to={`/documents/${encodeURIComponent(documentId)}`}>Back to {docName ?? "the document"}</Link>
       </p>
       <h1 ref={heading} tabIndex={-1}>
         Analysis{analysis ? `: ${KIND_LABELS[analysis.kind] ?? analysis.kind}` : ""}
@@ -221,7 +220,7 @@ function isAfter(current: string | null, key: string): boolean {
 function ModelPanel({ title, row, finished, synthesis }: { title: string; row: Live; finished: boolean; synthesis?: boolean }) {
   const ok = row.status === "ok";
   const failed = row.status !== undefined && row.status !== "ok";
-  const state = ok ? "Answered" : failed ? "Failed" : row.phase === "waiting" ? "Waiting" : finished ? "No answer" : `Working${row.phase && row.phase !== "working" ? ` (${row.phase})` : ""}…`;
+  const state = ok ? "Answered" : failed ? "Error" : row.phase === "waiting" ? "Waiting" : finished ? "No answer" : `Working${row.phase && row.phase !== "working" ? ` (${row.phase})` : ""}…`;
   return (
     <section aria-label={title} className={`panel${synthesis ? " synthesis" : ""}${failed ? " failed" : ""}`}>
       <h2>

@@ -137,7 +137,8 @@ export function ChatPage() {
         {messages.length === 0 ? (
           <p className="hint">No messages yet.</p>
         ) : (
-          <ol role="log" aria-live="polite" aria-busy={streaming} className="messages">
+          <div role="log" aria-live="polite" aria-busy={streaming} aria-label="Messages">
+          <ol className="messages">
             {messages.map((m, i) => (
               <li key={i} className={`message ${m.role}`}>
                 <p className="who">{m.role === "user" ? "You" : m.model}</p>
@@ -151,6 +152,7 @@ export function ChatPage() {
               </li>
             ))}
           </ol>
+          </div>
         )}
       </section>
 
@@ -174,6 +176,7 @@ export function ChatPage() {
                 {plain.map((m) => (
                   <option key={m.id} value={m.id} disabled={m.status === "cooling_down"}>
                     {m.id}
+                    {m.id.startsWith("demo/") ? " (demo)" : ""}
                     {m.status === "cooling_down" ? " (cooling down)" : ""}
                   </option>
                 ))}

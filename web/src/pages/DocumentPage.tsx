@@ -43,9 +43,6 @@ export function DocumentPage({ id }: { id: string }) {
 
   return (
     <main id="main" className="main">
-      <p className="breadcrumb">
-        <Link to="/documents">Documents</Link> /
-      </p>
       <h1 ref={heading} tabIndex={-1}>
         {doc?.name ?? "Document"}
       </h1>

@@ -4,7 +4,7 @@ import { ApiError } from "../api/problem";
 import { ErrorMessage } from "../components/ErrorMessage";
 import { useDraft, usePageHeading } from "../hooks";
 import { Link, useRouter } from "../router";
-import { safeNext } from "../App";
+import { safeNext } from "../next";
 
 function AuthForm({ mode }: { mode: "signin" | "signup" }) {
   const signUp = mode === "signup";
