@@ -225,6 +225,18 @@ PROGRESS_RECORDER = """([models, marker]) => {
 }"""
 
 
+# Installed before an upload: whether a progress bar named "Upload progress" was ever on the page.
+UPLOAD_PROGRESS_RECORDER = """() => {
+  window.__uploadProgressSeen = false;
+  const check = () => {
+    for (const el of document.querySelectorAll("progress, [role=progressbar]")) {
+      if (el.getAttribute("aria-label") === "Upload progress") window.__uploadProgressSeen = true;
+    }
+  };
+  new MutationObserver(check).observe(document.body, { subtree: true, childList: true, attributes: true });
+}"""
+
+
 # ---- the flows -----------------------------------------------------------------------------------
 async def test_sign_up_sign_out_and_a_wrong_password(ui: Browser) -> None:
     page = await ui.open("/")
@@ -270,10 +282,13 @@ async def test_upload_analyse_with_two_models_synthesis_export_usage(ui: Browser
     page = await ui.sign_in(email)
 
     pdf = make_pdf(["Quarterly report", "Revenue rose by a tenth; costs held steady."])
+    await page.evaluate(UPLOAD_PROGRESS_RECORDER)
     await page.get_by_label("Upload a document").set_input_files(
         files=[{"name": "quarterly.pdf", "mimeType": "application/pdf", "buffer": pdf}]
     )
     await expect(page.get_by_role("link", name="quarterly.pdf", exact=True).first).to_be_visible()
+    # The upload showed its progress bar while it ran.
+    assert await page.evaluate("() => window.__uploadProgressSeen") is True
     await ui.accessible(page, "documents page")
 
     await open_document(page, "quarterly.pdf")
@@ -330,9 +345,29 @@ async def test_a_failing_model_is_shown_failed_and_the_others_complete(
 
     await expect(status(page, "Completed")).to_be_visible()
     await expect(region(page, ALPHA)).to_contain_text("considered with care")
-    await expect(region(page, FAILING)).to_contain_text("Failed")
+    # The contract names no word for a failed model's badge: "Failed" or "Error".
+    await expect(region(page, FAILING)).to_contain_text(re.compile(r"Failed|Error"))
     await expect(region(page, FAILING)).not_to_contain_text("considered with care")
     await ui.accessible(page, "analysis page with a failed model")
+    await ui.clean()
+
+
+async def test_delete_asks_for_confirmation(ui: Browser, app: App) -> None:
+    email = await app.account()
+    await app.upload(email, "keep.pdf", make_pdf(["Keep me."]))
+    await app.upload(email, "drop.pdf", make_pdf(["Drop me."]))
+    page = await ui.sign_in(email)
+    item = page.get_by_role("listitem").filter(has=page.get_by_role("link", name="drop.pdf", exact=True))
+    await item.get_by_role("button", name="Delete").click()
+    dialog = page.get_by_role("dialog")
+    await expect(dialog).to_be_visible()
+    await ui.accessible(page, "delete confirmation")
+    await dialog.get_by_role("button", name="Delete document").click()
+    await expect(page.get_by_role("link", name="drop.pdf", exact=True)).to_have_count(0)
+    await expect(page.get_by_role("link", name="keep.pdf", exact=True).first).to_be_visible()
+    await page.reload()
+    await expect(page.get_by_role("link", name="keep.pdf", exact=True).first).to_be_visible()
+    await expect(page.get_by_role("link", name="drop.pdf", exact=True)).to_have_count(0)
     await ui.clean()
 
 
