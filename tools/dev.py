@@ -123,6 +123,8 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    # The children run in sessions of their own: a closed terminal must stop them through us.
+    signal.signal(signal.SIGHUP, stop)
     streams = {p.stdout.fileno(): name for name, p in procs.items() if p.stdout}
     buffers = {fd: b"" for fd in streams}
     while not stopping:
