@@ -4,13 +4,20 @@ render.yaml's static site, calling the gateway the gateway itself allows."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from tools import deploy_check as dc
+from tools.stack import free_port
 
 DOCKERFILE = dc.ROOT / "web" / "Dockerfile"
 NGINX = dc.ROOT / "web" / "nginx.conf.template"
@@ -85,3 +92,68 @@ def test_dockerignore_keeps_web_build_state_out() -> None:
     ignored = {line.strip() for line in (dc.ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"}
     assert {"web/node_modules", "web/dist"} <= ignored
     assert not {p for p in ignored if p.strip("/") in ("web", "web/src", "web/package.json")}
+
+
+NGINX_MAIN = """worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 64; }}
+http {{
+  include /etc/nginx/mime.types;
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  include {dir}/default.conf;
+}}
+"""
+
+
+@pytest.mark.e2e
+def test_nginx_serves_the_app_with_the_fallback_and_headers(tmp_path: Path, blueprint: dict[str, Any]) -> None:
+    """The template as the image's nginx fills it in, run by this machine's nginx (skipped without
+    one): every route is index.html, a missing asset is a 404, and the headers are render.yaml's."""
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx is None:
+        pytest.skip("nginx is not installed (apt-get install nginx-light)")
+    root = tmp_path / "html"
+    (root / "assets").mkdir(parents=True)
+    (root / "index.html").write_text("<!doctype html><title>app</title>")
+    (root / "assets" / "index-abc.js").write_text("export const a = 1;\n" * 100)
+    port, api = free_port(), "http://localhost:8000"
+    conf = NGINX.read_text(encoding="utf-8").replace("${PORT}", str(port)).replace("${API_URL}", api)
+    (tmp_path / "default.conf").write_text(conf.replace("root /usr/share/nginx/html;", f"root {root};"))
+    # Started as root, nginx's workers would run as nobody, who cannot read pytest's folders.
+    user = "user root root;\n" if os.geteuid() == 0 else ""
+    (tmp_path / "nginx.conf").write_text(user + NGINX_MAIN.format(dir=tmp_path))
+    args = [nginx, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path), "-g", "daemon off;"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                httpx.get(base + "/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else proc.returncode
+                assert time.monotonic() < deadline, "nginx did not answer"
+                time.sleep(0.05)
+        site = dc.static_site(blueprint)
+        gateway = next(v["value"] for v in site["envVars"] if v["key"] == "VITE_API_URL")
+        expected = {k: v.replace(gateway, api) for k, v in dc.site_headers(site).items()}
+        for path in ("/", "/documents/abc/analyses/def", "/chat?x=1"):
+            resp = httpx.get(base + path)
+            assert resp.status_code == 200 and "<title>app</title>" in resp.text, path
+            for name, value in expected.items():
+                assert resp.headers.get(name) == value, (path, name)
+        asset = httpx.get(base + "/assets/index-abc.js", headers={"Accept-Encoding": "gzip"})
+        assert asset.status_code == 200 and asset.headers["content-encoding"] == "gzip"
+        assert "max-age=31536000" in asset.headers["cache-control"]
+        assert asset.headers["content-security-policy"] == expected["Content-Security-Policy"]
+        assert httpx.get(base + "/assets/missing.js").status_code == 404
+    finally:
+        proc.terminate()
+        proc.wait(10)
