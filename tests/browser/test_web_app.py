@@ -131,14 +131,22 @@ class Browser:
     context: Any
     dialogs: list[str] = field(default_factory=list)
     pages: list[Any] = field(default_factory=list)
+    # Across navigations too (the page's own record starts again with each document).
+    problems: list[str] = field(default_factory=list)
 
     async def open(self, path: str = "/") -> Any:
         page = await self.context.new_page()
         page.set_default_timeout(UI_TIMEOUT)
         page.on("dialog", self._dialog)
+        page.on("pageerror", lambda exc: self.problems.append(f"script error: {exc}"))
+        page.on("console", self._console)
         self.pages.append(page)
         await page.goto(self.app.origin + path)
         return page
+
+    def _console(self, msg: Any) -> None:
+        if msg.type == "error" and "Content Security Policy" in msg.text:
+            self.problems.append(f"CSP: {msg.text}")
 
     async def _dialog(self, dialog: Any) -> None:
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
@@ -160,6 +168,7 @@ class Browser:
     async def clean(self) -> None:
         """No dialog opened, and no page met a CSP violation or a script error."""
         assert not self.dialogs, f"dialogs opened: {self.dialogs}"
+        assert not self.problems, "\n".join(self.problems)
         for page in self.pages:
             if page.is_closed():
                 continue
