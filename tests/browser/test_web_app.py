@@ -36,6 +36,8 @@ ALPHA, BETA, WRITER, FAILING, CHAT = "web-alpha", "web-beta", "web-writer", "web
 MODELS = [ALPHA, BETA, WRITER, FAILING, CHAT]
 # Short-lived access tokens (the shortest auth allows) and no leeway: a test can outlive one.
 ACCESS_TTL = 60
+# Each account's daily token allowance: far above what a flow spends, spent at once by the 429 test.
+TOKENS_PER_DAY = 1_000_000
 XSS = "<img src=x onerror=alert(1)>"
 # How long the app may take to show what the stack did (a hung page, not a slow machine).
 UI_TIMEOUT = 60_000
@@ -96,6 +98,7 @@ async def app_stack(
         "CORS_ORIGINS": app_site.origin,
         "ACCESS_TOKEN_TTL_SECONDS": str(ACCESS_TTL),
         "JWT_LEEWAY_SECONDS": "0",
+        "LLM_BUDGET_TOKENS_PER_DAY": str(TOKENS_PER_DAY),
     }
     async with running_stack(env, per_service_env={"documents": DOCUMENTS_ENV}, files=models) as st:
         # Each service fetches auth's keys on its first token check: wait for that here.
@@ -426,6 +429,35 @@ async def test_chat_streams_and_stops(ui: Browser, app: App, fake_provider: Fake
     assert await main.get_by_text(words[-1]).count() == 0
     assert fake_provider.calls(CHAT), "the chat never reached the provider"
     await ui.accessible(page, "chat page after a stop")
+    await ui.clean()
+
+
+async def test_a_spent_allowance_is_a_429_counting_down(ui: Browser, app: App, fake_provider: FakeOpenAI) -> None:
+    # One answer that reports more tokens than the day's allowance: the next request is a 429.
+    fake_provider.behave(CHAT, text="That was expensive.", prompt_tokens=TOKENS_PER_DAY + 1)
+    email = await app.account()
+    page = await ui.sign_in(email, "/signin?next=%2Fchat")
+    await page.get_by_label("Model").select_option(value=CHAT)
+    await page.get_by_role("textbox", name="Message").fill("First question.")
+    await page.get_by_role("button", name="Send").click()
+    main = page.get_by_role("main")
+    await expect(main.get_by_text("That was expensive.")).to_be_visible()
+    await page.get_by_role("textbox", name="Message").fill("Second question.")
+    await page.get_by_role("button", name="Send").click()
+
+    alert = page.get_by_role("alert").filter(has_text=re.compile(r"Try again in \d+ s"))
+    await expect(alert).to_be_visible()
+    first = int(re.search(r"Try again in (\d+) s", await alert.inner_text()).group(1))  # type: ignore[union-attr]
+    # The allowance renews at midnight UTC: Retry-After is the seconds until then.
+    assert 0 < first <= 86_401, first
+    # It counts down.
+    await page.wait_for_function(
+        """(first) => [...document.querySelectorAll("[role=alert]")].some((a) => {
+             const m = /Try again in (\\d+) s/.exec(a.textContent); return m && +m[1] < first; })""",
+        arg=first,
+    )
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name="Usage", exact=True).click()
+    await expect(page.get_by_text("Budget left").first).to_be_visible()
     await ui.clean()
 
 
