@@ -1,0 +1,107 @@
+import { useState, type FormEvent } from "react";
+import { session } from "../api";
+import { ApiError } from "../api/problem";
+import { ErrorMessage } from "../components/ErrorMessage";
+import { useDraft, usePageHeading } from "../hooks";
+import { Link, useRouter } from "../router";
+import { safeNext } from "../next";
+
+function AuthForm({ mode }: { mode: "signin" | "signup" }) {
+  const signUp = mode === "signup";
+  const title = signUp ? "Create your account" : "Sign in to UltrAI";
+  const heading = usePageHeading(signUp ? "Create account" : "Sign in");
+  const { search, navigate } = useRouter();
+  // The email is kept as a draft; the password never leaves memory.
+  const [email, setEmail] = useDraft("auth-email", "");
+  const [password, setPassword] = useState("");
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const sessionEnded = new URLSearchParams(search).has("next");
+
+  const submit = async (event: FormEvent) => {
+    event.preventDefault();
+    setError(null);
+    setBusy(true);
+    try {
+      if (signUp) await session.register(email.trim(), password);
+      await session.login(email.trim(), password);
+      navigate(safeNext(search), { replace: true });
+    } catch (err) {
+      setError(err);
+      setBusy(false);
+    }
+  };
+
+  const fieldErrors = error instanceof ApiError ? error.fieldErrors : [];
+  const errorFor = (name: string) => fieldErrors.find((e) => e.field.endsWith(name))?.message;
+
+  return (
+    <main id="main" className="main narrow">
+      <h1 ref={heading} tabIndex={-1}>
+        {title}
+      </h1>
+      {sessionEnded && !signUp && <p className="note">Sign in to continue where you left off; what you typed is kept.</p>}
+      <form onSubmit={submit} className="form" noValidate>
+        <div className="field">
+          <label htmlFor="email">Email</label>
+          <input
+            id="email"
+            type="email"
+            autoComplete={signUp ? "email" : "username"}
+            required
+            value={email}
+            onChange={(e) => setEmail(e.target.value)}
+            aria-invalid={errorFor("email") ? true : undefined}
+            aria-describedby={errorFor("email") ? "email-error" : undefined}
+          />
+          {errorFor("email") && (
+            <p id="email-error" className="field-error">
+              {errorFor("email")}
+            </p>
+          )}
+        </div>
+        <div className="field">
+          <label htmlFor="password">Password</label>
+          <input
+            id="password"
+            type="password"
+            autoComplete={signUp ? "new-password" : "current-password"}
+            required
+            value={password}
+            onChange={(e) => setPassword(e.target.value)}
+            aria-invalid={errorFor("password") ? true : undefined}
+            aria-describedby={errorFor("password") ? "password-error" : undefined}
+          />
+          {errorFor("password") && (
+            <p id="password-error" className="field-error">
+              {errorFor("password")}
+            </p>
+          )}
+        </div>
+        {error !== null && <ErrorMessage error={error} />}
+        <button type="submit" disabled={busy}>
+          {signUp ? "Create account" : "Sign in"}
+        </button>
+      </form>
+      <p>
+        {signUp ? (
+          <>
+            Have an account? <Link to={`/signin${search}`}>Sign in instead</Link>
+          </>
+        ) : (
+          <>
+            New to UltrAI? <Link to={`/signup${search}`}>Create an account</Link>
+          </>
+        )}
+      </p>
+    </main>
+  );
+}
+
+export function SignInPage() {
+  return <AuthForm key="signin" mode="signin" />;
+}
+
+export function SignUpPage() {
+  return <AuthForm key="signup" mode="signup" />;
+}
