@@ -17,6 +17,7 @@ from openai import AsyncOpenAI
 from tests.conftest import running_stack, stack_env
 from tests.fakes.openai_server import FakeOpenAI
 from tests.llm.conftest import LLM_ENV, MODELS, write_models_file
+from tests.support.keys import new_key as make_key
 from tests.support.users import bearer, new_access_token
 from tests.support.waiting import eventually
 from tools.stack import Stack
@@ -39,10 +40,7 @@ async def keys_stack(pg_databases, redis_url, fake_provider: FakeOpenAI) -> Asyn
 
 
 async def new_key(stack: Stack, token: str, **body: object) -> dict:
-    async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=30) as client:
-        resp = await client.post(KEYS, json={"name": "test", **body}, headers=bearer(token))
-    assert resp.status_code == 201, resp.text
-    return resp.json()
+    return await make_key(stack.url("gateway"), token, **body)
 
 
 def sdk(stack: Stack, key: str) -> AsyncOpenAI:
