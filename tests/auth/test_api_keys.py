@@ -181,3 +181,37 @@ async def test_the_hash_at_rest_is_not_a_key(auth_client) -> None:
         finally:
             await resolver.aclose()
         assert (await client.get(KEYS, headers=bearer(stored))).status_code == 401
+
+
+async def test_a_key_by_id_is_granted_only_for_its_user_while_it_lives(auth_client) -> None:
+    """What a service acting for a user with the user's key asks (``KeyResolver.resolve_id``)."""
+    async with auth_client() as client:
+        me, other = await account(client), await account(client)
+        user = (await client.get("/api/v1/auth/me", headers=me)).json()["id"]
+        stranger = (await client.get("/api/v1/auth/me", headers=other)).json()["id"]
+        made = (await client.post(KEYS, json={"name": "i", "scopes": ["llm"], "rpm": 7}, headers=me)).json()
+        resolver = resolver_for(client, api_key_cache_seconds=0)
+        try:
+            grant = await resolver.resolve_id(made["id"], user)
+            assert (grant.key_id, grant.user_id, grant.scopes, grant.rpm) == (made["id"], user, ("llm",), 7)
+            # Another user's key, an unknown id, a malformed one: the one refusal of an invalid key.
+            for user_id, key_id in ((stranger, made["id"]), (user, "a" * 12), (user, "../../me")):
+                with pytest.raises(ProblemError) as info:
+                    await resolver.resolve_id(key_id, user_id)
+                assert (info.value.status, info.value.detail) == (401, INVALID_KEY)
+            # The endpoint wants the internal secret.
+            body = {"key_id": made["id"], "user_id": user}
+            resp = await client.post(f"{KEYS}/grant", json=body, headers=me)
+            assert resp.status_code == 401 and "rpm" not in resp.text
+            # Revoked, or the account deleted: refused.
+            assert (await client.delete(f"{KEYS}/{made['id']}", headers=me)).status_code == 204
+            with pytest.raises(ProblemError):
+                await resolver.resolve_id(made["id"], user)
+            other_key = (await client.post(KEYS, json={"name": "j"}, headers=other)).json()
+            assert (await resolver.resolve_id(other_key["id"], stranger)).key_id == other_key["id"]
+            resp = await client.request("DELETE", "/api/v1/auth/me", json={"password": PASSWORD}, headers=other)
+            assert resp.status_code == 204
+            with pytest.raises(ProblemError):
+                await resolver.resolve_id(other_key["id"], stranger)
+        finally:
+            await resolver.aclose()

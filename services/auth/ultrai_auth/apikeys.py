@@ -120,6 +120,14 @@ class KeyService:
         await self.repository.commit()
         return grant
 
+    async def grant(self, key_id: str, user_id: str) -> KeyGrant:
+        """The grant of the user's live, unexpired key ``key_id`` (for a service that acts with the
+        key a user presented to another service); the same 401 as any invalid key otherwise."""
+        row = await self.repository.owned(user_id, key_id)
+        if row is None or (row.expires_at is not None and row.expires_at <= time.time()):
+            raise invalid_key()
+        return grant_of(row)
+
     async def add_spend(self, spend: dict[str, float]) -> None:
         now = time.time()
         for key_id, cost in spend.items():
