@@ -215,3 +215,36 @@ async def test_a_key_by_id_is_granted_only_for_its_user_while_it_lives(auth_clie
                 await resolver.resolve_id(other_key["id"], stranger)
         finally:
             await resolver.aclose()
+
+
+async def test_resolution_is_a_read_and_records_last_use_to_the_minute(auth_client) -> None:
+    """A resolution writes the key's last use only when the recorded one is a minute old or more
+    (a write on every resolution was most of a cold resolution's cost)."""
+    async with auth_client() as client:
+        me = await account(client)
+        made = (await client.post(KEYS, json={"name": "m"}, headers=me)).json()
+        resolver = resolver_for(client, api_key_cache_seconds=0)
+
+        async def last_used() -> float | None:
+            async with client.app.state.db.sessions() as session:  # type: ignore[attr-defined]
+                query = select(ApiKey.last_used_at).where(ApiKey.id == made["id"])
+                return (await session.execute(query)).scalar_one()
+
+        async def set_last_used(value: float) -> None:
+            async with client.app.state.db.sessions() as session:  # type: ignore[attr-defined]
+                await session.execute(update(ApiKey).where(ApiKey.id == made["id"]).values(last_used_at=value))
+                await session.commit()
+
+        try:
+            await resolver.resolve(made["key"], "198.51.100.1")
+            first = await last_used()
+            assert first is not None
+            recent = time.time() - 30
+            await set_last_used(recent)
+            await resolver.resolve(made["key"], "198.51.100.1")
+            assert await last_used() == recent  # within the minute: not written again
+            await set_last_used(time.time() - 61)
+            await resolver.resolve(made["key"], "198.51.100.1")
+            assert (await last_used() or 0) > time.time() - 5
+        finally:
+            await resolver.aclose()
