@@ -55,7 +55,7 @@ Analyses = Annotated[AnalysisService, Depends(get_analyses)]
 
 
 # ---- the caller and the request ---------------------------------------------------------------
-def get_key(principal: CurrentPrincipal) -> KeyGrant | None:
+async def get_key(principal: CurrentPrincipal) -> KeyGrant | None:
     """The API key the request was made with; None for an access token."""
     return principal.key
 
