@@ -14,7 +14,7 @@ import httpx
 
 from shared.client import ServiceClient
 from shared.health import Check, CheckResult
-from shared.tokens import ON_BEHALF_HEADER, ServiceTokenSource
+from shared.tokens import ON_BEHALF_HEADER, ON_BEHALF_KEY_HEADER, ServiceTokenSource
 from ultrai_documents.settings import DocumentsSettings
 
 MODELS_PATH = "/api/v1/llm/models"
@@ -89,6 +89,21 @@ class ModelCatalog:
         return self._windows
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Whom the llm service is asked for: the user, and the API key the user acted with (by id;
+    None for an access token), so the calls are counted and limited as the key's."""
+
+    user_id: str
+    key_id: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        headers = {ON_BEHALF_HEADER: self.user_id}
+        if self.key_id is not None:
+            headers[ON_BEHALF_KEY_HEADER] = self.key_id
+        return headers
+
+
 @dataclass
 class Usage:
     """Tokens and cost of the requests made for one answer, as the llm service reports them."""
@@ -111,14 +126,21 @@ class Usage:
 
 
 async def ask(
-    llm: ServiceClient, owner: str, model: str, prompt: str, context: list[str], *, read_seconds: float, usage: Usage
+    llm: ServiceClient,
+    caller: Caller,
+    model: str,
+    prompt: str,
+    context: list[str],
+    *,
+    read_seconds: float,
+    usage: Usage,
 ) -> str:
-    """One model's answer to ``prompt`` over ``context``, asked for ``owner`` and awaited up to
+    """One model's answer to ``prompt`` over ``context``, asked for ``caller`` and awaited up to
     ``read_seconds``; its tokens and cost are added to ``usage`` (also when the model failed).
     Raises LLMError with the reason."""
     body = {"prompt": prompt, "context": context, "models": [model], "pattern": "parallel", "stream": False}
     try:
-        resp = await llm.post(ORCHESTRATE_PATH, json=body, headers={ON_BEHALF_HEADER: owner}, timeout=read_seconds)
+        resp = await llm.post(ORCHESTRATE_PATH, json=body, headers=caller.headers(), timeout=read_seconds)
     except httpx.HTTPError as exc:
         raise LLMError(f"the llm service could not be reached ({type(exc).__name__})") from None
     except RuntimeError as exc:  # no service token (auth unreachable or refused)

@@ -87,6 +87,9 @@ class Plan:
     started: float = field(default_factory=time.perf_counter)
     # Set by ``cancel``: no call starts after it; the calls under way finish and are recorded.
     cancelled: bool = False
+    # Awaited before each stage after the first; what it raises ends the run (a WebSocket checks
+    # that its credential has not been revoked meanwhile).
+    before_stage: Callable[[], Awaitable[None]] | None = None
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -182,6 +185,7 @@ class Orchestrator:
         ok = [(m, r) for m, r in answered if r.ok]
         finals = {m.name: r.text or "" for m, r in ok}
         if plan.pattern == "peer_review" and len(ok) >= 2 and not plan.cancelled:
+            await self._before_stage(plan)
             reviews = await self._review_stage(plan, ok, emit)
             results.extend(reviews)
             for review in reviews:
@@ -191,8 +195,18 @@ class Orchestrator:
             plan.stages_left -= 1
         synthesis = None
         if plan.synthesis is not None and not plan.cancelled:
+            await self._before_stage(plan)
             synthesis = await self._synthesis_stage(plan, plan.synthesis, list(finals.values()), emit)
         return self._answer(plan, results, synthesis)
+
+    @staticmethod
+    async def _before_stage(plan: Plan) -> None:
+        if plan.before_stage is not None:
+            try:
+                await plan.before_stage()
+            except ProblemError:
+                plan.cancel()  # no call starts after it
+                raise
 
     async def _answer_stage(self, plan: Plan, emit: Emit | None) -> list[tuple[ModelPlan, CallResult]]:
         """Every model's answer; a 502 when none of them answered."""
