@@ -72,9 +72,10 @@ class Orchestrator:
         self.record = record
 
     def default_models(self) -> list[str]:
-        names = self.engine.catalog.names()
-        chosen = [m for m in self.settings.llm_default_models if m in self.engine.catalog.specs]
-        return chosen or names[:3]
+        """LLM_DEFAULT_MODELS, or the first three models: real ones when there are any, else demo ones."""
+        catalog = self.engine.catalog
+        chosen = [m for m in self.settings.llm_default_models if m in catalog.specs]
+        return chosen or (catalog.real_names() or catalog.names())[:3]
 
     # ---- plan: everything that can be refused is refused here -----------------------------------
     async def plan(self, req: OrchestrateRequest, user_id: str, endpoint: str = "orchestrate") -> Plan:

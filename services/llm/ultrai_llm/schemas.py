@@ -89,6 +89,8 @@ class ModelOut(BaseModel):
     context_window: int | None
     max_output_tokens: int | None = None
     source: str | None = None
+    # An offline demo model (``demo/*``): it answers from the text it is given, without a language model.
+    demo: bool
 
 
 class ModelsResponse(BaseModel):
