@@ -155,6 +155,17 @@ class KeyUsageRow(BaseModel):
     cost_usd: float
 
 
+class DailyUsageRow(BaseModel):
+    """Usage of one model on one UTC day."""
+
+    day: str = Field(description="The UTC day, YYYY-MM-DD")
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
 class UsageResponse(BaseModel):
     user_id: str
     since: str
@@ -162,3 +173,5 @@ class UsageResponse(BaseModel):
     total: UsageTotals
     budget: dict[str, Any]
     keys: list[KeyUsageRow] = []
+    # Per UTC day and model, oldest day first.
+    daily: list[DailyUsageRow] = []
