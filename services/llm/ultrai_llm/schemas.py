@@ -89,8 +89,9 @@ class ModelOut(BaseModel):
     context_window: int | None
     max_output_tokens: int | None = None
     source: str | None = None
-    # An offline demo model (``demo/*``): it answers from the text it is given, without a language model.
-    demo: bool
+    demo: bool = Field(
+        description="An offline demo model (demo/*): it answers from the text it is given, without a language model"
+    )
 
 
 class ModelsResponse(BaseModel):
