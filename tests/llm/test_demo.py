@@ -5,6 +5,7 @@ answers, the orchestration patterns and a document analysis on them alone."""
 from __future__ import annotations
 
 import json
+import random
 
 import httpx
 import pytest
@@ -188,6 +189,36 @@ async def test_peer_review_and_synthesis_of_demo_models():
     assert answer["synthesis"]["text"] == "Jane Doe retired in 1990; her son John Doe now runs the company."
     assert answer["usage"]["cost_usd"] == 0 and answer["usage"]["completion_tokens"] > 0
     assert len(recorded) == 5 and all(r.ok and r.prompt_tokens > 0 for r in recorded)
+
+
+def test_any_conversation_gets_a_non_empty_answer():
+    """Messy input of every kind (no words, labels without text, templates inside templates, parts
+    lists, no content): always an answer, the same one each time."""
+    from ultrai_llm.demo.text import KINDS, answer
+    from ultrai_llm.prompts import REVIEW_INSTRUCTION, SYNTHESIS_INSTRUCTION
+
+    fragments = [
+        "", " ", "?", "...", "a", "A b. C d.", "[1] ", "[Answer from x]\n", "Answer 1:\n", "Question:", "Task: ",
+        "Key terms: x.", "Revised answer:", "- ", "# Title", "naïve café — 東京 ünïcödé.", "x" * 3000, "1. 2. 3.",
+        '"field"', "JSON", "{", '{"a": 1}', "\n\n", "Why?", "<context>", "</context>", REPORT,
+    ]  # fmt: skip
+    rng = random.Random(20261130)
+    for _ in range(300):
+        messages = []
+        for _ in range(rng.randint(1, 4)):
+            text = "".join(rng.choice(fragments) for _ in range(rng.randint(0, 6)))
+            shape = rng.random()
+            if shape < 0.15:
+                text = question_text(text, [rng.choice(fragments), text])
+            elif shape < 0.25:
+                text = SYNTHESIS_INSTRUCTION.format(question=text, answers=rng.choice(fragments))
+            elif shape < 0.3:
+                text = REVIEW_INSTRUCTION.format(others=text)
+            content = rng.choice([text, [{"type": "text", "text": text}], None])
+            messages.append({"role": rng.choice(["system", "user", "assistant", "user"]), "content": content})
+        for kind in KINDS:
+            first = answer(kind, f"demo/{kind}", messages)
+            assert first.strip() and first == answer(kind, f"demo/{kind}", messages), messages
 
 
 # ---- through the service, next to real models (the llm stack) -----------------------------------

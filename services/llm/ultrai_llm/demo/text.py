@@ -271,9 +271,11 @@ def relatedness(found: list[Sentence], asked: set[str]) -> dict[int, float]:
     return {s.position: sum(idf[t] for t in s.terms & asked) * (1 + 0.5 * (s.support - 1)) for s in found}
 
 
-def best(found: list[Sentence], scores: dict[int, float], k: int, floor: float = 0.0) -> list[Sentence]:
-    """The ``k`` best-scoring sentences (earlier first on ties) scoring above ``floor``, in text order."""
-    ranked = sorted((s for s in found if scores[s.position] > floor), key=lambda s: (-scores[s.position], s.position))
+def best(found: list[Sentence], scores: dict[int, float], k: int, floor: float | None = None) -> list[Sentence]:
+    """The ``k`` best-scoring sentences (earlier first on ties), scoring above ``floor`` when one is
+    given, in text order."""
+    kept = [s for s in found if floor is None or scores[s.position] > floor]
+    ranked = sorted(kept, key=lambda s: (-scores[s.position], s.position))
     return sorted(ranked[:k], key=lambda s: s.position)
 
 
@@ -322,7 +324,8 @@ def outline(found: list[Sentence], sources: int) -> str:
             if top and top[0].text not in lines:
                 lines.append(top[0].text)
     bullets = "\n".join(f"- {line}" for line in lines)
-    return f"Key terms: {', '.join(key_terms(found))}.\n\n{bullets}"
+    words = key_terms(found)
+    return f"Key terms: {', '.join(words)}.\n\n{bullets}" if words else bullets
 
 
 def asked_fields(ask: str) -> list[str] | None:
@@ -361,7 +364,7 @@ def extract_fields(found: list[Sentence], fields: list[str], reading: Reading) -
             continue
         asked = set(terms(name))
         scores = relatedness(found, asked) if asked else {}
-        top = best(found, scores, 1) if scores else []
+        top = best(found, scores, 1, floor=0.0) if scores else []
         values[name] = top[0].text if top else None
     return json.dumps(values, ensure_ascii=False, indent=2)
 
