@@ -10,10 +10,12 @@ import random
 import httpx
 import pytest
 
+from shared.client import ServiceClient
 from shared.kv import KeyValue
 from tests.llm.conftest import keys_fetched, parse_sse, settings, unique
 from tests.support.users import new_access_token
 from tests.support.waiting import eventually
+from ultrai_documents.llm import ModelCatalog
 from ultrai_llm.cache import ResponseCache
 from ultrai_llm.catalog import CatalogError, build_catalog
 from ultrai_llm.engine import CallResult, Engine
@@ -317,6 +319,18 @@ async def test_usage_rows_and_the_cache(gateway):
     assert after_today["requests"] == before_today["requests"] + 2
 
 
+async def test_the_documents_service_leaves_demo_models_out_of_its_defaults(llm_stack, token):
+    async def bearer() -> str:
+        return token
+
+    client = ServiceClient("llm", llm_stack.url("llm"), token=bearer)
+    try:
+        names = await ModelCatalog(client).available()
+    finally:
+        await client.aclose()
+    assert "alpha" in names and not [n for n in names if n.startswith("demo/")]
+
+
 # ---- demo models alone (the shared stack: no provider configured) -------------------------------
 async def test_demo_models_alone_health_listing_and_defaults(stack):
     async with httpx.AsyncClient(timeout=30) as client:
@@ -345,23 +359,31 @@ async def test_a_document_analysis_on_demo_models(stack):
     async with httpx.AsyncClient(base_url=stack.url("gateway"), headers=headers, timeout=60) as client:
         r = await client.post("/api/v1/documents", files={"file": ("acme.txt", REPORT.encode(), "text/plain")})
         assert r.status_code == 201, r.text
+        analyses = f"/api/v1/documents/{r.json()['id']}/analyses"
+
+        async def analysed(body: dict) -> dict:
+            r = await client.post(analyses, json=body)
+            assert r.status_code == 202, r.text
+
+            async def analysis() -> dict:
+                return (await client.get(r.headers["location"])).json()
+
+            finished = ("completed", "failed")
+            final = await eventually(analysis, lambda a: a["status"] in finished, what="the analysis", timeout=60)
+            assert final["status"] == "completed", final
+            return final
+
         body = {
             "kind": "qa",
             "question": "How many people does Acme employ?",
             "models": ["demo/extract", "demo/brief"],
             "synthesis_model": "demo/extract",
         }
-        r = await client.post(f"/api/v1/documents/{r.json()['id']}/analyses", json=body)
-        assert r.status_code == 202, r.text
-        url = r.headers["location"]
-
-        async def analysis() -> dict:
-            return (await client.get(url)).json()
-
-        finished = ("completed", "failed")
-        final = await eventually(analysis, lambda a: a["status"] in finished, what="the analysis", timeout=60)
-    assert final["status"] == "completed", final
-    result = final["result"]
-    assert {m["model"]: m["status"] for m in result["models"]} == {"demo/extract": "ok", "demo/brief": "ok"}
-    assert result["answer"] == "Acme employs 240 people across three factories."
-    assert final["prompt_tokens"] > 0 and final["cost_usd"] == 0
+        final = await analysed(body)
+        result = final["result"]
+        assert {m["model"]: m["status"] for m in result["models"]} == {"demo/extract": "ok", "demo/brief": "ok"}
+        assert result["answer"] == "Acme employs 240 people across three factories."
+        assert final["prompt_tokens"] > 0 and final["cost_usd"] == 0
+        # No models named, and only demo models offered: the analysis runs on them.
+        summary = await analysed({"kind": "summary"})
+        assert [m["model"] for m in summary["result"]["models"]] == DEMO
