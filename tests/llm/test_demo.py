@@ -102,6 +102,13 @@ async def test_extract_answers_with_the_sentence_about_the_question():
     assert result.prompt_tokens > 50 and result.completion_tokens == 8 and result.cost_usd == 0
 
 
+async def test_earlier_turns_of_a_chat_are_read_without_their_roles():
+    # How an ultrai/* virtual model passes a chat's earlier turns to the models: as context.
+    context = [f"user: {REPORT}", "assistant: Noted."]
+    result = await ask(demo_engine(), "demo/extract", "Who founded Acme?", context, use_cache=False)
+    assert result.text == "Acme Corporation was founded in 1952 by Jane Doe in Springfield."
+
+
 async def test_answers_are_deterministic_and_differ_by_model():
     engine = demo_engine()
     texts = {}

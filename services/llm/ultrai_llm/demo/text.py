@@ -40,6 +40,8 @@ _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=[^a-z\s])|(?<=[.!?…][\"'”’)\]])\s+(?=[^a-z\s])")
 _BULLET = re.compile(r"^(?:[-*•]|\d{1,3}[.)])\s+")
 _LABEL = re.compile(r"^\[(?:\d+|Part \d+|Answer from [^\]\n]*)\]\s*")
+# The earlier turns of a chat, as context of a virtual ultrai/* model ("user: ...").
+_ROLE = re.compile(r"^(?:user|assistant|tool): ")
 _OWN_LINES = re.compile(r"^(?:Key terms|Critique):", re.IGNORECASE)
 _HEADING = re.compile(r"^Revised answer:\s*", re.IGNORECASE)
 _MARKER = re.compile(r"(?:^|\s)(?:Question|Task|Instruction):\s*")
@@ -100,7 +102,7 @@ def cut_to_tokens(text: str, limit: int) -> str:
 
 # ---- sentences --------------------------------------------------------------------------------
 def _clean(sentence: str) -> str:
-    sentence = _HEADING.sub("", _LABEL.sub("", _BULLET.sub("", sentence.strip()))).strip()
+    sentence = _HEADING.sub("", _ROLE.sub("", _LABEL.sub("", _BULLET.sub("", sentence.strip())))).strip()
     if len(sentence) > MAX_SENTENCE_CHARS:
         sentence = sentence[:MAX_SENTENCE_CHARS].rsplit(" ", 1)[0] + " …"
     return sentence
