@@ -67,10 +67,13 @@ class ModelCatalog:
         return models
 
     async def available(self) -> list[str]:
-        """The names of the models the llm service does not report unavailable; none when it
-        cannot be asked."""
+        """The names of the models the llm service does not report unavailable, leaving out its
+        offline demo models (``demo: true``) unless they are all it has; none when it cannot be
+        asked."""
         try:
-            return [m["name"] for m in await self._models() if m.get("status", "available") != "unavailable"]
+            models = [m for m in await self._models() if m.get("status", "available") != "unavailable"]
+            real = [m for m in models if not m.get("demo")]
+            return [m["name"] for m in real or models]
         except _UNREADABLE:
             return []
 

@@ -89,6 +89,9 @@ class ModelOut(BaseModel):
     context_window: int | None
     max_output_tokens: int | None = None
     source: str | None = None
+    demo: bool = Field(
+        description="An offline demo model (demo/*): it answers from the text it is given, without a language model"
+    )
 
 
 class ModelsResponse(BaseModel):
@@ -153,6 +156,17 @@ class KeyUsageRow(BaseModel):
     cost_usd: float
 
 
+class DailyUsageRow(BaseModel):
+    """Usage of one model on one UTC day."""
+
+    day: str = Field(description="The UTC day, YYYY-MM-DD")
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
 class UsageResponse(BaseModel):
     user_id: str
     since: str
@@ -160,3 +174,5 @@ class UsageResponse(BaseModel):
     total: UsageTotals
     budget: dict[str, Any]
     keys: list[KeyUsageRow] = []
+    # Per UTC day and model, oldest day first.
+    daily: list[DailyUsageRow] = []

@@ -108,7 +108,8 @@ class AnalysisService:
         return analysis, False
 
     async def _default_models(self) -> list[str]:
-        """ANALYSIS_DEFAULT_MODELS, or the first models the llm service has available."""
+        """ANALYSIS_DEFAULT_MODELS, or the first models the llm service has available (its demo
+        models only when it has no other)."""
         if self.settings.analysis_default_models:
             return list(self.settings.analysis_default_models)
         names = await self.models.available()
