@@ -38,12 +38,14 @@ from shared.settings import ServiceSettings
 KEY_PREFIX = "uai_"
 KEY_RESOLVE_PATH = "/api/v1/auth/keys/resolve"
 KEY_SPEND_PATH = "/api/v1/auth/keys/spend"
+KEY_GRANT_PATH = "/api/v1/auth/keys/grant"
 SCOPES = ("llm", "documents:read", "documents:write")
 INVALID_KEY = "The API key is not valid."
 KEY_ID_LENGTH = 12
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _KEY = re.compile(r"^uai_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
+_KEY_ID = re.compile(r"^[a-z0-9]{12}$")
 CACHE_NAMESPACE = "apikeys"
 # Where a service behind the gateway may take the client's address from X-Forwarded-For.
 PRIVATE_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
@@ -69,6 +71,10 @@ def is_api_key(token: str) -> bool:
 
 def well_formed(key: str) -> bool:
     return _KEY.match(key) is not None
+
+
+def valid_key_id(value: str) -> bool:
+    return _KEY_ID.match(value) is not None
 
 
 def valid_hash(value: str) -> bool:
@@ -181,8 +187,22 @@ class KeyResolver:
         digest = key_hash(key)
         grant = await self._cached(digest)
         if grant is None:
-            grant = await self._fetch_once(digest, address)
+            grant = await self._fetch_once(digest, KEY_RESOLVE_PATH, {"hash": digest, "address": address})
         if grant.expired():
+            raise invalid_key()
+        return grant
+
+    async def resolve_id(self, key_id: str, user_id: str) -> KeyGrant:
+        """The grant of the key with id ``key_id`` of user ``user_id``, for a service that acts with
+        the key a user presented elsewhere (documents calling llm): same cache, same expiry check,
+        and a 401 unless the key is a live key of that user."""
+        if not valid_key_id(key_id):
+            raise invalid_key()
+        name = f"id:{key_id}"
+        grant = await self._cached(name)
+        if grant is None:
+            grant = await self._fetch_once(name, KEY_GRANT_PATH, {"key_id": key_id, "user_id": user_id})
+        if grant.user_id != user_id or grant.expired():
             raise invalid_key()
         return grant
 
@@ -215,15 +235,16 @@ class KeyResolver:
             self._local.clear()
         self._local[digest] = (time.monotonic() + self.ttl, grant)
 
-    async def _fetch_once(self, digest: str, address: str) -> KeyGrant:
-        """One request to auth per key at a time, however many requests wait for it."""
+    async def _fetch_once(self, digest: str, path: str, body: dict[str, str]) -> KeyGrant:
+        """One request to auth per key at a time, however many requests wait for it; the grant is
+        cached under ``digest``."""
         waiting = self._inflight.get(digest)
         if waiting is not None:
             return await asyncio.shield(waiting)
         future: asyncio.Future[KeyGrant] = asyncio.get_running_loop().create_future()
         self._inflight[digest] = future
         try:
-            grant = await self._fetch(digest, address)
+            grant = await self._fetch(digest, path, body)
             future.set_result(grant)
             return grant
         except BaseException as exc:
@@ -233,13 +254,9 @@ class KeyResolver:
         finally:
             self._inflight.pop(digest, None)
 
-    async def _fetch(self, digest: str, address: str) -> KeyGrant:
+    async def _fetch(self, digest: str, path: str, body: dict[str, str]) -> KeyGrant:
         try:
-            resp = await self._http.post(
-                KEY_RESOLVE_PATH,
-                json={"hash": digest, "address": address},
-                headers={"Authorization": f"Bearer {self._secret}"},
-            )
+            resp = await self._http.post(path, json=body, headers={"Authorization": f"Bearer {self._secret}"})
         except httpx.HTTPError:
             raise ProblemError(
                 503, "API keys cannot be checked right now; try again shortly.", headers={"Retry-After": "2"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from http import HTTPStatus
 from pathlib import Path
@@ -100,12 +100,13 @@ def create_app(
     return app
 
 
-def state_dependency(name: str, kind: type[T]) -> Callable[[Request], T]:
+def state_dependency(name: str, kind: type[T]) -> Callable[[Request], Awaitable[T]]:
     """A dependency that gives ``app.state.<name>`` (what ``create_app`` or the lifespan put there) as
     a ``kind``, for a service's ``deps.py``:
     ``Settings = Annotated[AuthSettings, Depends(state_dependency("settings", AuthSettings))]``."""
 
-    def dependency(request: Request) -> T:
+    # A coroutine: FastAPI runs a plain function dependency in a worker thread, a hop per request.
+    async def dependency(request: Request) -> T:
         value: T = getattr(request.app.state, name)
         return value
 

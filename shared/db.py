@@ -156,7 +156,7 @@ class Repository:
         self.session = session
 
     @classmethod
-    def on_request(cls, session: DbSession) -> Self:
+    async def on_request(cls, session: DbSession) -> Self:
         """As a dependency (``Depends(AuthRepository.on_request)``): the repository on the request's
         database session."""
         return cls(session)

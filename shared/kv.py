@@ -5,10 +5,11 @@ stops answering, operations fall back to process memory at once, and Redis is tr
 short interval, so the service uses it again by itself when it is back. A Redis failure never fails
 a request.
 
-Busy is not down: the connection pool is bounded (REDIS_MAX_CONNECTIONS) and a call waits for a free
-connection up to REDIS_POOL_TIMEOUT. A call that still finds none raises ``RedisBusy`` in the strict
-operations (``mget_strict``), and is a cache miss in the others; either way the store does not
-switch to process memory, which would silently make shared state per process.
+Busy or slow is not down: the connection pool is bounded (REDIS_MAX_CONNECTIONS) and a call waits for
+a free connection up to REDIS_POOL_TIMEOUT, then for the answer up to REDIS_TIMEOUT. A call that
+finds no connection, or no answer in time, raises ``RedisBusy`` in the strict operations
+(``mget_strict``), and is a cache miss in the others; either way the store does not switch to
+process memory, which would silently make shared state per process.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections import OrderedDict
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.health import Check, CheckResult
 from shared.metrics import KV_BUSY, KV_FALLBACK
@@ -38,7 +40,8 @@ class StoreUnavailable(Exception):
 
 
 class RedisBusy(StoreUnavailable):
-    """Every pooled connection stayed in use for the whole bounded wait."""
+    """Every pooled connection stayed in use for the whole bounded wait, or Redis did not answer in
+    time."""
 
 
 def pool_exhausted(exc: BaseException) -> bool:
@@ -46,6 +49,13 @@ def pool_exhausted(exc: BaseException) -> bool:
     if isinstance(exc, MaxConnectionsError):
         return True
     return isinstance(exc, RedisConnectionError) and str(exc) == "No connection available."
+
+
+def store_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` says Redis is there but busy or slow (no free pooled connection within
+    REDIS_POOL_TIMEOUT, or no answer within REDIS_TIMEOUT), rather than gone (refused, reset).
+    A decision that needs Redis cannot be made now; it must not be made from process memory."""
+    return pool_exhausted(exc) or isinstance(exc, RedisTimeoutError | TimeoutError)
 
 
 def waiting_pool(url: str, *, timeout: float, max_connections: int, pool_timeout: float) -> BlockingConnectionPool:
@@ -160,8 +170,8 @@ class KeyValue:
         return self.redis is not None and time.monotonic() < self._down_until
 
     async def _failed(self, exc: BaseException) -> None:
-        if pool_exhausted(exc):
-            # Busy, not down: this call gets no answer, the next one tries Redis again.
+        if store_busy(exc):
+            # Busy or slow, not down: this call gets no answer, the next one tries Redis again.
             KV_BUSY.labels(self.service).inc()
             return
         if time.monotonic() >= self._down_until:
@@ -181,7 +191,7 @@ class KeyValue:
                 return value.encode() if isinstance(value, str) else value
             except REDIS_ERRORS as exc:
                 await self._failed(exc)
-                if pool_exhausted(exc):
+                if store_busy(exc):
                     return None
         return self.local.get(name)
 
@@ -196,7 +206,7 @@ class KeyValue:
             values = await redis.mget([self.key(name) for name in names])
         except REDIS_ERRORS as exc:
             await self._failed(exc)
-            if pool_exhausted(exc):
+            if store_busy(exc):
                 raise RedisBusy(str(exc)) from None
             raise StoreUnavailable(type(exc).__name__) from None
         return [v.encode() if isinstance(v, str) else v for v in values]
@@ -212,7 +222,7 @@ class KeyValue:
                 return
             except REDIS_ERRORS as exc:
                 await self._failed(exc)
-                if pool_exhausted(exc):
+                if store_busy(exc):
                     if strict:
                         raise RedisBusy(str(exc)) from None
                     return

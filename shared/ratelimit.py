@@ -2,9 +2,12 @@
 
 The Redis storage is the redis-py asyncio client (``implementation="redispy"``), so a check never
 blocks the event loop. The moving-window strategy is exact (one Lua script on Redis, atomic across
-instances), so no burst of twice the limit is allowed around a window boundary. When Redis stops
-answering, checks fall back at once to an in-process moving window (per instance) and Redis is
-tried again after a short interval; a Redis outage never fails a request.
+instances), so no burst of twice the limit is allowed around a window boundary. When Redis is gone
+(refused, reset), checks fall back at once to an in-process moving window (per instance) and Redis
+is tried again after a short interval, so an outage fails no request. When Redis is there but busy
+or slow (no pooled connection, or no answer within REDIS_TIMEOUT), the check is a 503 with
+Retry-After: a limit is never guessed from one process's memory while other instances count in
+Redis.
 
 Keys live under ``<REDIS_KEY_PREFIX>:ratelimit:``.
 """
@@ -24,7 +27,7 @@ from limits.errors import StorageError
 from redis.asyncio import Redis
 
 from shared.errors import ProblemError
-from shared.kv import REDIS_ERRORS, drop_connections, pool_exhausted, waiting_pool
+from shared.kv import REDIS_ERRORS, drop_connections, store_busy, waiting_pool
 from shared.metrics import KV_BUSY, KV_FALLBACK
 from shared.settings import ServiceSettings
 
@@ -90,8 +93,8 @@ class RateLimiter:
 
     async def _failed(self, exc: BaseException) -> None:
         cause = exc.storage_error if isinstance(exc, StorageError) else exc
-        if pool_exhausted(cause):
-            # Busy, not down: the decision cannot be made now, and a limit is not guessed.
+        if store_busy(cause):
+            # Busy or slow, not down: the decision cannot be made now, and a limit is not guessed.
             KV_BUSY.labels(self.service).inc()
             raise ProblemError(
                 503,
@@ -146,7 +149,7 @@ class RateLimiter:
             try:
                 await limiter.clear(item, *identifiers)
             except _STORAGE_ERRORS as exc:
-                if not pool_exhausted(exc.storage_error if isinstance(exc, StorageError) else exc):
+                if not store_busy(exc.storage_error if isinstance(exc, StorageError) else exc):
                     await self._failed(exc)  # a busy pool only leaves the counter to expire
 
     async def close(self) -> None:

@@ -39,6 +39,7 @@ import httpx
 import jwt
 from fastapi import Depends, Request
 from jwt.algorithms import OKPAlgorithm
+from starlette.requests import HTTPConnection
 
 from shared.apikeys import KeyGrant, KeyResolver, current_key, invalid_key, is_api_key, key_address, required_scope
 from shared.errors import ProblemError
@@ -57,6 +58,9 @@ JWKS_PATH = "/.well-known/jwks.json"
 SERVICE_TOKEN_PATH = "/api/v1/auth/service-token"  # noqa: S105 (a path)
 REVOCATIONS_PATH = "/api/v1/auth/revocations"
 ON_BEHALF_HEADER = "x-on-behalf-of"
+# With a service token and X-On-Behalf-Of only: the id of the API key the user acted with, so the
+# call is counted and limited as the key's. Any other caller's header is ignored.
+ON_BEHALF_KEY_HEADER = "x-on-behalf-of-key"
 
 MAX_TOKEN_LENGTH = 8192
 # With no signing key at all, how often a request may ask auth for the keys again.
@@ -545,22 +549,52 @@ class TokenVerifier:
                 pass  # keep the last list until it is too old to vouch for (then: 503)
             self._polled_at = time.monotonic()
 
-    async def verify_key(self, key: str, request: Request) -> Principal:
-        """The principal of an API key allowed to make ``request`` here: resolved (cached briefly),
-        not expired, not revoked (checked like a token's, on every request), and with the scope the
-        request needs (403 otherwise). Every other refusal is the same 401."""
+    async def authenticate(self, token: str, connection: HTTPConnection) -> Principal:
+        """The user of an access token or an API key presented on ``connection`` (an HTTP request, or
+        a WebSocket whose token came in its first message): the one check every route, the edge
+        and every socket make of a user's credential."""
+        if is_api_key(token):
+            return await self.verify_key(token, connection)
+        claims = await self.verify(token, "access")
+        return Principal(claims["sub"], "user", claims)
+
+    async def verify_key(self, key: str, connection: HTTPConnection) -> Principal:
+        """The principal of an API key allowed to make this request (or open this socket) here:
+        resolved (cached briefly), not expired, not revoked (checked like a token's, on every
+        request), and with the scope the request needs (403 otherwise). Every other refusal is the
+        same 401."""
         if self.keys is None:
             raise unauthorized("An API key cannot be used here; use an access token.")
-        grant = await self.keys.resolve(key, key_address(request.scope, self.settings))
+        grant = await self.keys.resolve(key, key_address(connection.scope, self.settings))
+        return await self._granted(grant, connection)
+
+    async def on_behalf_key(self, key_id: str, user_id: str, connection: HTTPConnection) -> Principal:
+        """The principal of a service acting for ``user_id`` with the user's API key ``key_id`` (the
+        key a request to that service was made with): the key is resolved by its id, must be the
+        user's, live, unexpired and unrevoked, and hold the scope this request needs here."""
+        if self.keys is None:
+            raise unauthorized("An API key cannot be used here; use an access token.")
+        grant = await self.keys.resolve_id(key_id, user_id)
+        return await self._granted(grant, connection)
+
+    async def _granted(self, grant: KeyGrant, connection: HTTPConnection) -> Principal:
         claims = grant.claims()
         if await self._is_revoked(claims):
             raise invalid_key()
-        needed = required_scope(self.service, request.method, request.url.path)
+        # A WebSocket has no method: it is held to the scope of a write (for the llm, "llm").
+        method = str(connection.scope.get("method") or "WEBSOCKET")
+        needed = required_scope(self.service, method, connection.url.path)
         if needed is None:
             raise unauthorized("An API key cannot be used here; use an access token.")
         if needed not in grant.scopes:
             raise ProblemError(403, f"This API key does not have the {needed} scope.", title="Forbidden")
         return Principal(grant.user_id, "user", claims, key=grant)
+
+    async def still_valid(self, principal: Principal) -> None:
+        """Raise the 401 a new request would get when the principal's token or key has been
+        revoked since it was verified (what a long-lived socket checks before starting more work)."""
+        if await self._is_revoked(principal.claims):
+            raise invalid_key() if principal.key is not None else unauthorized("The token has been revoked.")
 
     async def _read_revocations(self) -> dict[str, Any]:
         if self._revocation_source is not None:
@@ -582,25 +616,28 @@ def _verifier(request: Request) -> TokenVerifier:
 
 
 async def current_user(request: Request) -> Principal:
-    """A user access token; or a service token for this service with ``X-On-Behalf-Of: <user id>``."""
+    """A user's access token or API key; or a service token for this service with
+    ``X-On-Behalf-Of: <user id>`` (and, when the user acted with an API key,
+    ``X-On-Behalf-Of-Key: <key id>``: the call is then the key's, counted and limited as such)."""
     token = bearer_token(request)
     if token is None:
         raise unauthorized()
     verifier = _verifier(request)
-    if is_api_key(token):
-        principal = await verifier.verify_key(token, request)
-        current_key.set(principal.key)
-        request.state.principal = principal
-        return principal
-    if unverified_header(token).get("typ") == SERVICE_TYP:
+    if not is_api_key(token) and unverified_header(token).get("typ") == SERVICE_TYP:
         claims = await verifier.verify(token, "service")
         on_behalf = request.headers.get(ON_BEHALF_HEADER)
         if not on_behalf or not _USER_ID.match(on_behalf):
             raise unauthorized("A service token needs X-On-Behalf-Of to act for a user.")
-        principal = Principal(on_behalf, "user", claims, service=claims["sub"].removeprefix("service:"))
+        service = claims["sub"].removeprefix("service:")
+        key_id = request.headers.get(ON_BEHALF_KEY_HEADER)
+        if key_id is not None:
+            principal = await verifier.on_behalf_key(key_id, on_behalf, request)
+            principal.service = service  # the claims stay the key's: revocation is checked on them
+        else:
+            principal = Principal(on_behalf, "user", claims, service=service)
     else:
-        claims = await verifier.verify(token, "access")
-        principal = Principal(claims["sub"], "user", claims)
+        principal = await verifier.authenticate(token, request)
+    current_key.set(principal.key)
     request.state.principal = principal
     return principal
 

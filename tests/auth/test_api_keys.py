@@ -181,3 +181,70 @@ async def test_the_hash_at_rest_is_not_a_key(auth_client) -> None:
         finally:
             await resolver.aclose()
         assert (await client.get(KEYS, headers=bearer(stored))).status_code == 401
+
+
+async def test_a_key_by_id_is_granted_only_for_its_user_while_it_lives(auth_client) -> None:
+    """What a service acting for a user with the user's key asks (``KeyResolver.resolve_id``)."""
+    async with auth_client() as client:
+        me, other = await account(client), await account(client)
+        user = (await client.get("/api/v1/auth/me", headers=me)).json()["id"]
+        stranger = (await client.get("/api/v1/auth/me", headers=other)).json()["id"]
+        made = (await client.post(KEYS, json={"name": "i", "scopes": ["llm"], "rpm": 7}, headers=me)).json()
+        resolver = resolver_for(client, api_key_cache_seconds=0)
+        try:
+            grant = await resolver.resolve_id(made["id"], user)
+            assert (grant.key_id, grant.user_id, grant.scopes, grant.rpm) == (made["id"], user, ("llm",), 7)
+            # Another user's key, an unknown id, a malformed one: the one refusal of an invalid key.
+            for user_id, key_id in ((stranger, made["id"]), (user, "a" * 12), (user, "../../me")):
+                with pytest.raises(ProblemError) as info:
+                    await resolver.resolve_id(key_id, user_id)
+                assert (info.value.status, info.value.detail) == (401, INVALID_KEY)
+            # The endpoint wants the internal secret.
+            body = {"key_id": made["id"], "user_id": user}
+            resp = await client.post(f"{KEYS}/grant", json=body, headers=me)
+            assert resp.status_code == 401 and "rpm" not in resp.text
+            # Revoked, or the account deleted: refused.
+            assert (await client.delete(f"{KEYS}/{made['id']}", headers=me)).status_code == 204
+            with pytest.raises(ProblemError):
+                await resolver.resolve_id(made["id"], user)
+            other_key = (await client.post(KEYS, json={"name": "j"}, headers=other)).json()
+            assert (await resolver.resolve_id(other_key["id"], stranger)).key_id == other_key["id"]
+            resp = await client.request("DELETE", "/api/v1/auth/me", json={"password": PASSWORD}, headers=other)
+            assert resp.status_code == 204
+            with pytest.raises(ProblemError):
+                await resolver.resolve_id(other_key["id"], stranger)
+        finally:
+            await resolver.aclose()
+
+
+async def test_resolution_is_a_read_and_records_last_use_to_the_minute(auth_client) -> None:
+    """A resolution writes the key's last use only when the recorded one is a minute old or more
+    (a write on every resolution was most of a cold resolution's cost)."""
+    async with auth_client() as client:
+        me = await account(client)
+        made = (await client.post(KEYS, json={"name": "m"}, headers=me)).json()
+        resolver = resolver_for(client, api_key_cache_seconds=0)
+
+        async def last_used() -> float | None:
+            async with client.app.state.db.sessions() as session:  # type: ignore[attr-defined]
+                query = select(ApiKey.last_used_at).where(ApiKey.id == made["id"])
+                return (await session.execute(query)).scalar_one()
+
+        async def set_last_used(value: float) -> None:
+            async with client.app.state.db.sessions() as session:  # type: ignore[attr-defined]
+                await session.execute(update(ApiKey).where(ApiKey.id == made["id"]).values(last_used_at=value))
+                await session.commit()
+
+        try:
+            await resolver.resolve(made["key"], "198.51.100.1")
+            first = await last_used()
+            assert first is not None
+            recent = time.time() - 30
+            await set_last_used(recent)
+            await resolver.resolve(made["key"], "198.51.100.1")
+            assert await last_used() == recent  # within the minute: not written again
+            await set_last_used(time.time() - 61)
+            await resolver.resolve(made["key"], "198.51.100.1")
+            assert (await last_used() or 0) > time.time() - 5
+        finally:
+            await resolver.aclose()

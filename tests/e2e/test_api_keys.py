@@ -17,6 +17,7 @@ from openai import AsyncOpenAI
 from tests.conftest import running_stack, stack_env
 from tests.fakes.openai_server import FakeOpenAI
 from tests.llm.conftest import LLM_ENV, MODELS, write_models_file
+from tests.support.keys import new_key as make_key
 from tests.support.users import bearer, new_access_token
 from tests.support.waiting import eventually
 from tools.stack import Stack
@@ -39,10 +40,7 @@ async def keys_stack(pg_databases, redis_url, fake_provider: FakeOpenAI) -> Asyn
 
 
 async def new_key(stack: Stack, token: str, **body: object) -> dict:
-    async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=30) as client:
-        resp = await client.post(KEYS, json={"name": "test", **body}, headers=bearer(token))
-    assert resp.status_code == 201, resp.text
-    return resp.json()
+    return await make_key(stack.url("gateway"), token, **body)
 
 
 def sdk(stack: Stack, key: str) -> AsyncOpenAI:
@@ -189,3 +187,164 @@ async def test_a_wrong_or_hashed_key_gets_the_same_401_everywhere(keys_stack: St
                 answers.append(resp.json()["title"])
             assert len(set(answers)) == 1
     assert wrong not in logs(keys_stack)
+
+
+# ---- analyses started with a key: their llm calls are the key's ----------------------------------
+
+DOCS = "/api/v1/documents"
+
+
+async def upload(gw: httpx.AsyncClient, credential: str) -> str:
+    text = f"A memo about the move to the new office ({uuid.uuid4().hex}).".encode()
+    resp = await gw.post(DOCS, headers=bearer(credential), files={"file": ("memo.txt", text, "text/plain")})
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["id"])
+
+
+async def analysed(gw: httpx.AsyncClient, credential: str, document_id: str, **body: object) -> dict:
+    """Start an analysis and wait for its end; the analysis as finally read."""
+    resp = await gw.post(f"{DOCS}/{document_id}/analyses", json={"kind": "summary", **body}, headers=bearer(credential))
+    assert resp.status_code == 202, resp.text
+    url = resp.headers["location"]
+
+    async def read() -> dict:
+        return (await gw.get(url, headers=bearer(credential))).json()
+
+    return await eventually(
+        read, lambda a: a["status"] in ("completed", "failed"), what="the analysis' end", timeout=30
+    )
+
+
+async def usage_of(gw: httpx.AsyncClient, token: str) -> dict:
+    keys = (await gw.get("/api/v1/llm/usage", headers=bearer(token))).json()["keys"]
+    return {row["key_id"]: row for row in keys}
+
+
+async def test_an_analysis_started_with_a_key_is_the_keys_recorded_and_held_to_its_budget(
+    keys_stack: Stack, fake_provider
+) -> None:
+    token = await new_access_token(keys_stack.url("gateway"), "analysis-key")
+    made = await new_key(keys_stack, token, budget_usd=0.000001)  # every scope
+    key = made["key"]
+    fake_provider.behave("priced", text="The office moves on Friday.")
+    async with httpx.AsyncClient(base_url=keys_stack.url("gateway"), timeout=30) as gw:
+        document_id = await upload(gw, key)
+        first = await analysed(gw, key, document_id, models=["priced"])
+        assert first["status"] == "completed", first
+        # The analysis' llm call is recorded under the key (and so reported to the key's spend).
+        per_key = await eventually(
+            lambda: usage_of(gw, token), lambda u: made["id"] in u, what="the analysis' call under the key"
+        )
+        assert per_key[made["id"]]["requests"] == 1 and per_key[made["id"]]["cost_usd"] > 0
+        entry = await eventually(
+            lambda: gw.get(KEYS, headers=bearer(token)),
+            lambda r: r.json()["keys"][0]["spent_usd"] > 0,
+            what="the key's spend in its list",
+        )
+        assert entry.json()["keys"][0]["id"] == made["id"]
+
+        # The key's budget is spent: the next analysis with it is refused by llm before any call.
+        calls = len(fake_provider.calls("priced"))
+        second = await analysed(gw, key, document_id, models=["priced"], fresh=True)
+        assert second["status"] == "failed"
+        assert "402" in second["error"] and "budget" in second["error"]
+        assert len(fake_provider.calls("priced")) == calls
+        # The owner's own token is not held to the key's budget.
+        third = await analysed(gw, token, document_id, models=["priced"], fresh=True)
+        assert third["status"] == "completed", third
+        assert (await usage_of(gw, token))[made["id"]]["requests"] == 1
+    assert key not in logs(keys_stack)
+
+
+async def test_starting_an_analysis_with_a_key_needs_the_llm_scope(keys_stack: Stack, fake_provider) -> None:
+    token = await new_access_token(keys_stack.url("gateway"), "analysis-scope")
+    key = (await new_key(keys_stack, token, scopes=["documents:read", "documents:write"]))["key"]
+    async with httpx.AsyncClient(timeout=30) as http:
+        gw = httpx.AsyncClient(base_url=keys_stack.url("gateway"), timeout=30)
+        async with gw:
+            document_id = await upload(gw, key)
+        for base in (keys_stack.url("gateway"), keys_stack.url("documents")):
+            resp = await http.post(
+                f"{base}{DOCS}/{document_id}/analyses",
+                json={"kind": "summary", "models": ["alpha"]},
+                headers=bearer(key),
+            )
+            assert resp.status_code == 403, resp.text
+            assert resp.headers["content-type"].startswith("application/problem+json")
+            assert "llm scope" in resp.json()["detail"]
+            listed = await http.get(f"{base}{DOCS}/{document_id}/analyses", headers=bearer(key))
+            assert listed.status_code == 200 and listed.json() == []
+    assert fake_provider.calls("alpha") == []
+
+
+async def service_token(stack: Stack) -> str:
+    """A service token from documents to llm, as documents obtains one (the stack's development
+    INTERNAL_TOKEN_SECRET)."""
+    from shared.settings import DEV_INTERNAL_TOKEN_SECRET
+
+    async with httpx.AsyncClient(base_url=stack.url("auth"), timeout=30) as client:
+        resp = await client.post(
+            "/api/v1/auth/service-token",
+            json={"service": "documents", "audience": "llm"},
+            headers=bearer(DEV_INTERNAL_TOKEN_SECRET),
+        )
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["access_token"])
+
+
+def user_of(token: str) -> str:
+    import jwt
+
+    return str(jwt.decode(token, options={"verify_signature": False})["sub"])
+
+
+async def test_only_a_service_acting_for_the_keys_user_can_name_a_key(keys_stack: Stack, fake_provider) -> None:
+    owner = await new_access_token(keys_stack.url("gateway"), "key-owner")
+    other = await new_access_token(keys_stack.url("gateway"), "key-other")
+    made = await new_key(keys_stack, owner, scopes=["llm"], rpm=1)
+    body = {"models": ["alpha"], "pattern": "parallel"}
+    path = keys_stack.url("llm") + "/api/v1/llm/orchestrate"
+    service = await service_token(keys_stack)
+    async with (
+        httpx.AsyncClient(timeout=30) as http,
+        httpx.AsyncClient(base_url=keys_stack.url("gateway"), timeout=30) as gw,
+    ):
+        # A user's own token cannot claim a key: the header is not read, the call is the user's
+        # (not counted under the key, not held to its rpm of 1).
+        for credential in (owner, other):
+            for _ in range(2):
+                resp = await http.post(
+                    path,
+                    json={**body, "prompt": prompt()},
+                    headers={**bearer(credential), "X-On-Behalf-Of": user_of(owner), "X-On-Behalf-Of-Key": made["id"]},
+                )
+                assert resp.status_code == 200, resp.text
+        assert made["id"] not in await usage_of(gw, owner)
+        assert made["id"] not in await usage_of(gw, other)
+
+        # A service naming another user's key, or a malformed id: the 401 of an invalid key.
+        for acting_for, key_id in (
+            (user_of(other), made["id"]),
+            (user_of(owner), "../../keys"),
+            (user_of(owner), "a" * 12),
+        ):
+            resp = await http.post(
+                path,
+                json={**body, "prompt": prompt()},
+                headers={**bearer(service), "X-On-Behalf-Of": acting_for, "X-On-Behalf-Of-Key": key_id},
+            )
+            assert resp.status_code == 401, resp.text
+        # A service acting for the key's user: the call is the key's, held to its rpm.
+        acting = {**bearer(service), "X-On-Behalf-Of": user_of(owner), "X-On-Behalf-Of-Key": made["id"]}
+        assert (await http.post(path, json={**body, "prompt": prompt()}, headers=acting)).status_code == 200
+        limited = await http.post(path, json={**body, "prompt": prompt()}, headers=acting)
+        assert limited.status_code == 429 and "API key" in limited.json()["detail"]
+        assert (await usage_of(gw, owner))[made["id"]]["requests"] == 1
+
+        # Revoked: refused for the service too, like the key itself.
+        assert (await gw.delete(f"{KEYS}/{made['id']}", headers=bearer(owner))).status_code == 204
+
+        async def status() -> int:
+            return (await http.post(path, json={**body, "prompt": prompt()}, headers=acting)).status_code
+
+        await eventually(status, lambda s: s == 401, what="llm refusing the revoked key for a service", timeout=5)

@@ -13,6 +13,7 @@ It stands in for every external LLM provider in tests and benchmarks, so the rea
         fake.base_url                          # "http://127.0.0.1:PORT/v1", the api_base to configure
         fake.models_file(path, ["model-a", "model-b"])  # a litellm Router model_list for LLM_MODELS_FILE
         fake.requests                          # every chat request received (model, body, headers)
+        gate = fake.hold("model-e")            # answers only once gate.set() is called (any thread)
 
 ``fails=N`` makes only the next N requests for that model fail (with ``status``), then it answers
 normally: what a retry should overcome. Models with no behaviour set answer at once with a text
@@ -96,6 +97,7 @@ class FakeOpenAI:
         self.api_key = api_key  # when set, requests must carry it as the bearer token
         self.behaviours: dict[str, Behaviour] = {}
         self.requests: list[Received] = []
+        self.gates: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -126,10 +128,21 @@ class FakeOpenAI:
             self.behaviours[model] = behaviour
         return behaviour
 
+    def hold(self, model: str) -> threading.Event:
+        """From now on, requests for ``model`` are received and then held until the returned event
+        is set (after its behaviour's delay, before its answer)."""
+        gate = threading.Event()
+        with self._lock:
+            self.gates[model] = gate
+        return gate
+
     def reset(self) -> None:
         with self._lock:
             self.behaviours.clear()
             self.requests.clear()
+            for gate in self.gates.values():
+                gate.set()
+            self.gates.clear()
 
     def calls(self, model: str | None = None) -> list[Received]:
         with self._lock:
@@ -209,6 +222,7 @@ class FakeOpenAI:
         with self._lock:
             self.requests.append(Received(model, body, dict(request.headers)))
             behaviour = self.behaviours.get(model, Behaviour())
+            gate = self.gates.get(model)
             failing = behaviour.status is not None and (behaviour.fails is None or behaviour.fails > 0)
             if failing and behaviour.fails is not None:
                 behaviour.fails -= 1
@@ -216,6 +230,8 @@ class FakeOpenAI:
             await asyncio.sleep(3600)
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)
+        while gate is not None and not gate.is_set():
+            await asyncio.sleep(0.01)
         if failing:
             headers = {"Retry-After": str(behaviour.retry_after)} if behaviour.retry_after is not None else None
             kind = "rate_limit_error" if behaviour.status == 429 else "server_error"

@@ -9,6 +9,7 @@ import asyncio
 import pytest
 import uvloop
 
+from shared.errors import ProblemError
 from shared.kv import KeyValue
 from shared.ratelimit import RateLimiter
 from tests.conftest import TEST_REDIS_URL, redis_prefix
@@ -59,3 +60,49 @@ def test_rate_limiter_survives_a_dropped_connection_on_uvloop(proxy, fault: str)
         return [first.allowed] + [d.allowed for d in after] + [d.allowed for d in back]
 
     assert uvloop.run(scenario()) == [True] * 8 + [False]
+
+
+def test_slow_redis_makes_rate_limits_refuse_not_turn_per_process(proxy) -> None:
+    """A Redis that answers later than REDIS_TIMEOUT is busy, not gone: a limit that cannot be
+    checked is a 503 with Retry-After, never an in-process guess (which would let every instance
+    allow the whole limit again)."""
+
+    async def scenario() -> tuple[list[int], list[bool], int]:
+        limiter = RateLimiter(proxy.url_for(TEST_REDIS_URL), prefix=redis_prefix("slow"), timeout=0.2)
+        first = [(await limiter.hit("3/minute", "t", "a")).allowed for _ in range(3)]
+        proxy.set("latency", latency=0.6)
+        refused = []
+        for _ in range(3):
+            try:
+                await limiter.hit("3/minute", "t", "a")
+            except ProblemError as exc:
+                refused.append(exc.status)
+        proxy.set("pass")
+        await asyncio.sleep(0.7)  # replies that were late have arrived (and been dropped)
+        again = await limiter.hit("3/minute", "t", "a")
+        await limiter.close()
+        return refused, first, int(again.allowed)
+
+    refused, first, again = uvloop.run(scenario())
+    assert first == [True, True, True]
+    assert refused == [503, 503, 503]
+    assert again == 0  # the limit was reached in Redis and is still reached: nothing was forgotten
+
+
+def test_slow_redis_is_a_cache_miss_not_a_switch_to_process_memory(proxy) -> None:
+    async def scenario() -> tuple[bytes | None, bool, bytes | None]:
+        kv = KeyValue(proxy.url_for(TEST_REDIS_URL), service="t", prefix=redis_prefix("slow"), timeout=0.2)
+        await kv.set("k", "v")
+        proxy.set("latency", latency=0.6)
+        during = await kv.get("k")
+        down = kv.down
+        proxy.set("pass")
+        await asyncio.sleep(0.7)
+        after = await kv.get("k")
+        await kv.close()
+        return during, down, after
+
+    during, down, after = uvloop.run(scenario())
+    assert during is None
+    assert down is False
+    assert after == b"v"

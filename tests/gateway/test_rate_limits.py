@@ -14,9 +14,10 @@ from ultrai_gateway.settings import GatewaySettings
 DEAD = "http://127.0.0.1:9"
 
 
-def gateway(redis_url: str | None = None, prefix: str | None = None, per_minute: int = 5, hops: int = 0):
+def gateway(redis_url: str | None = None, prefix: str | None = None, per_minute: int = 5, hops: int = 0, **settings):
     return build(
         GatewaySettings(
+            **settings,
             auth_url=DEAD,
             documents_url=DEAD,
             llm_url=DEAD,
@@ -72,11 +73,15 @@ async def test_concurrent_burst_across_two_instances_sharing_redis_allows_at_mos
         pytest.skip("TEST_REDIS_URL not set")
     prefix = redis_prefix("gw-shared")
     limit = 10
-    one, two = gateway(redis_url, prefix, per_minute=limit), gateway(redis_url, prefix, per_minute=limit)
+    # Atomicity is under test here, not a loaded machine: Redis gets time to answer. (A Redis slower
+    # than REDIS_TIMEOUT makes the check a 503, tests/faults/test_redis_client_errors.py.)
+    one, two = (gateway(redis_url, prefix, per_minute=limit, redis_timeout=5.0) for _ in range(2))
     async with asgi_client(one) as c1, asgi_client(two) as c2:
         responses = await asyncio.gather(*(c.post("/api/v1/auth/login", json={}) for c in [c1, c2] * (limit * 5 // 2)))
-    allowed = sum(r.status_code != 429 for r in responses)
-    assert allowed == limit
+    busy = sum(r.status_code == 503 and "rate limiter is busy" in r.json()["detail"] for r in responses)
+    passed = sum("auth service is unavailable" in r.json()["detail"] for r in responses)  # reached the upstream
+    assert passed <= limit
+    assert passed == limit or busy > 0
 
 
 async def test_redis_down_falls_back_in_process_without_errors() -> None:

@@ -17,6 +17,7 @@ from tests.conftest import running_stack, stack_env
 from tests.fakes.openai_server import FakeOpenAI
 from tests.support.users import new_access_token
 from tools.stack import Stack
+from ultrai_llm.settings import LlmSettings
 
 # Every model the llm stack knows; each test uses its own, so the fake's behaviours do not collide.
 MODELS = [
@@ -58,6 +59,13 @@ def write_models_file(fake_provider: FakeOpenAI, path: Path, models: list[str]) 
         entries.append(entry)
     path.write_text(json.dumps({"model_list": entries, "router_settings": {"fallbacks": [{"primary": ["backup"]}]}}))
     return path
+
+
+def settings(**values) -> LlmSettings:
+    """The llm service's settings for a test: provider keys unset explicitly, so the machine's
+    environment does not leak into the test, and the demo models off unless a test is about them."""
+    keys = {k: None for k in ("openai", "anthropic", "gemini", "groq", "mistral", "cohere", "deepseek", "openrouter")}
+    return LlmSettings(**{**{f"{k}_api_key": v for k, v in keys.items()}, "llm_demo_models": False, **values})
 
 
 LLM_ENV = {

@@ -196,9 +196,11 @@ async def test_budgets_refuse_when_spent(make_stack, fake_provider: FakeOpenAI, 
         assert r.status_code == 429 and "tokens" in r.json()["detail"]
 
 
-async def test_no_provider_configured(stack):
+async def test_no_provider_configured(make_stack):
     if any(os.environ.get(k) for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "LLM_MODELS_FILE")):
         pytest.skip("a provider is configured in this environment")
+    # Nothing at all: no provider, and the demo models (on by default in tests) turned off.
+    stack = await make_stack(("auth", "llm", "gateway"), {"LLM_DEMO_MODELS": "false"})
     async with httpx.AsyncClient(timeout=30) as client:
         health = (await client.get(f"{stack.url('llm')}/health")).json()
         assert health["status"] == "warn"

@@ -145,3 +145,15 @@ async def test_streamed_usage_comes_last_only_when_asked(gateway, fake_provider:
         )
         assert all("usage" not in c and c["choices"] for c in chunks)
         assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize(
+    "extra", [{"seed": -1}, {"max_tokens": 1_000_001}, {"max_completion_tokens": 1_000_001}], ids=str
+)
+async def test_parameters_out_of_range_are_a_422_not_a_500(gateway, extra: dict):
+    """The chat body is held to the bounds of the parameters it becomes (a seed the provider cannot
+    take, more output tokens than any model has), found by the fuzzer as a 500."""
+    body = {"model": "sdk", "messages": [{"role": "user", "content": unique()}], **extra}
+    r = await gateway.post("/v1/chat/completions", json=body)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")

@@ -17,7 +17,8 @@ from websockets.frames import Close
 
 from tests.fakes.openai_server import FakeOpenAI
 from tests.llm.conftest import unique
-from tests.support.users import new_access_token
+from tests.support.keys import new_key, revoke_key
+from tests.support.users import bearer, new_access_token
 from tests.support.waiting import eventually
 from tools.stack import Stack
 
@@ -173,3 +174,114 @@ async def test_the_gateway_holds_an_account_slot_per_socket(llm_stack: Stack, fa
 
     # The closed sockets gave their slots back.
     await eventually(one_more, lambda first_event: first_event == "stage", what="a slot free again")
+
+
+# ---- API keys on the socket ----------------------------------------------------------------------
+
+
+async def key_usage(stack: Stack, token: str, key_id: str) -> int:
+    """Requests recorded under the key, as the account's usage lists them."""
+    async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=30) as client:
+        usage = (await client.get("/api/v1/llm/usage", headers=bearer(token))).json()
+    return {row["key_id"]: row for row in usage["keys"]}.get(key_id, {"requests": 0})["requests"]
+
+
+@pytest.mark.parametrize("service", ["llm", "gateway"])
+async def test_an_api_key_with_the_llm_scope_runs_and_its_calls_are_the_keys(
+    llm_stack: Stack, fake_provider: FakeOpenAI, service: str
+):
+    token = await new_access_token(llm_stack.url("gateway"), "ws-key")
+    made = await new_key(llm_stack.url("gateway"), token, scopes=["llm"])
+    fake_provider.behave("stream-a", text="with a key")
+    request = {"prompt": unique(), "models": ["stream-a"], "pattern": "parallel"}
+    events, close = await orchestrate(ws_url(llm_stack, service), {"token": made["key"], "request": request})
+    assert close.code == 1000, close
+    assert events[-1]["event"] == "done" and events[-1]["results"][0]["text"] == "with a key"
+    # Recorded under the key, as an HTTP call made with it would be.
+    assert await key_usage(llm_stack, token, made["id"]) == 1
+
+
+@pytest.mark.parametrize("service", ["llm", "gateway"])
+async def test_a_key_without_the_llm_scope_gets_the_http_refusal_as_4403(
+    llm_stack: Stack, fake_provider: FakeOpenAI, service: str
+):
+    token = await new_access_token(llm_stack.url("gateway"), "ws-scope")
+    key = (await new_key(llm_stack.url("gateway"), token, scopes=["documents:read"]))["key"]
+    request = {"prompt": unique(), "models": ["alpha"], "pattern": "parallel"}
+    async with httpx.AsyncClient(base_url=llm_stack.url(service), timeout=30) as client:
+        http = await client.post("/api/v1/llm/orchestrate", json=request, headers=bearer(key))
+    assert http.status_code == 403
+    events, close = await orchestrate(ws_url(llm_stack, service), {"token": key, "request": request})
+    assert close.code == 4403 and close.reason == http.json()["detail"]
+    if service == "llm":  # the service sends the problem first; the gateway only closes
+        assert [e["event"] for e in events] == ["error"] and events[0]["status"] == 403
+    assert key not in json.dumps(events) + close.reason
+    assert fake_provider.calls("alpha") == []
+
+
+@pytest.mark.parametrize("service", ["llm", "gateway"])
+async def test_a_keys_rpm_holds_for_sockets(llm_stack: Stack, fake_provider: FakeOpenAI, service: str):
+    token = await new_access_token(llm_stack.url("gateway"), "ws-rpm")
+    key = (await new_key(llm_stack.url("gateway"), token, scopes=["llm"], rpm=1))["key"]
+    url = ws_url(llm_stack, service)
+    request = {"prompt": unique(), "models": ["gamma"], "pattern": "parallel"}
+    _, close = await orchestrate(url, {"token": key, "request": request})
+    assert close.code == 1000
+    request["prompt"] = unique()
+    events, close = await orchestrate(url, {"token": key, "request": request})
+    assert close.code == 4429, close
+    assert events[-1]["event"] == "error" and events[-1]["status"] == 429
+    assert len(fake_provider.calls("gamma")) == 1
+
+
+@pytest.mark.parametrize("service", ["llm", "gateway"])
+async def test_a_revoked_key_is_refused_on_a_new_socket(llm_stack: Stack, fake_provider: FakeOpenAI, service: str):
+    token = await new_access_token(llm_stack.url("gateway"), "ws-revoked")
+    made = await new_key(llm_stack.url("gateway"), token, scopes=["llm"])
+    url = ws_url(llm_stack, service)
+
+    async def close_code() -> int:
+        request = {"prompt": unique(), "models": ["delta"], "pattern": "parallel"}
+        _, close = await orchestrate(url, {"token": made["key"], "request": request})
+        return close.code
+
+    assert await close_code() == 1000
+    await revoke_key(llm_stack.url("gateway"), token, made["id"])
+    await eventually(close_code, lambda code: code == 4401, what="the revoked key refused", timeout=5)
+    calls = len(fake_provider.calls("delta"))
+    assert await close_code() == 4401
+    assert len(fake_provider.calls("delta")) == calls
+
+
+async def test_a_key_revoked_mid_run_starts_no_further_stage(llm_stack: Stack, fake_provider: FakeOpenAI):
+    """The answer stage under way finishes (and counts under the key); the synthesis never starts
+    once the revocation has reached the service, and the socket ends with 4401."""
+    token = await new_access_token(llm_stack.url("gateway"), "ws-mid-run")
+    made = await new_key(llm_stack.url("gateway"), token, scopes=["llm"])
+    fake_provider.behave("epsilon", text="first")
+    gate = fake_provider.hold("stream-b")  # still answering when the key is revoked
+    fake_provider.behave("writer", text="never written")
+
+    async def revoke_after_the_first_result(ws: ClientConnection, event: dict) -> None:
+        if event["event"] == "result" and event["model"] == "epsilon":
+            await revoke_key(llm_stack.url("gateway"), token, made["id"])
+
+            async def status() -> int:  # the llm service has learned of the revocation
+                async with httpx.AsyncClient(base_url=llm_stack.url("llm"), timeout=30) as client:
+                    return (await client.get("/api/v1/llm/models", headers=bearer(made["key"]))).status_code
+
+            await eventually(status, lambda s: s == 401, what="llm refusing the revoked key", timeout=5)
+            gate.set()
+
+    request = {"prompt": unique(), "models": ["epsilon", "stream-b"], "synthesis_model": "writer"}
+    events, close = await orchestrate(
+        ws_url(llm_stack, "gateway"), {"token": made["key"], "request": request}, revoke_after_the_first_result
+    )
+    assert close.code == 4401, close
+    names = [e["event"] for e in events]
+    assert names[-1] == "error" and events[-1]["status"] == 401 and "done" not in names
+    assert {e["model"] for e in events if e["event"] == "result"} == {"epsilon", "stream-b"}
+    assert [e["stage"] for e in events if e["event"] == "stage"] == ["answer"]
+    assert fake_provider.calls("writer") == []
+    # Both answers were made with the key and count under it.
+    await eventually(lambda: key_usage(llm_stack, token, made["id"]), lambda n: n == 2, what="both calls recorded")

@@ -12,16 +12,9 @@ import pytest
 
 from shared.settings import DEV_INTERNAL_TOKEN_SECRET
 from tests.fakes.openai_server import FakeOpenAI
-from tests.llm.conftest import unique
+from tests.llm.conftest import settings, unique
 from tools.stack import ROOT, SERVICES, service_env
 from ultrai_llm.catalog import CatalogError, build_catalog
-from ultrai_llm.settings import LlmSettings
-
-
-def settings(**values) -> LlmSettings:
-    # Provider keys unset explicitly, so the machine's environment does not leak into the test.
-    keys = {k: None for k in ("openai", "anthropic", "gemini", "groq", "mistral", "cohere", "deepseek", "openrouter")}
-    return LlmSettings(**{**{f"{k}_api_key": v for k, v in keys.items()}, **values})
 
 
 def test_provider_keys_offer_default_models_with_their_limits():

@@ -24,6 +24,9 @@ from ultrai_auth.throttle import too_many
 
 log = logging.getLogger("ultrai_auth")
 
+# How stale a key's recorded last use may be before a resolution writes it again.
+LAST_USED_PRECISION_SECONDS = 60.0
+
 
 @dataclass(frozen=True)
 class KeySpec:
@@ -115,10 +118,23 @@ class KeyService:
         if row is None or (row.expires_at is not None and row.expires_at <= now):
             await self.limiter.hit(rate, "apikey-fail", address)
             raise invalid_key()
-        row.last_used_at = now
         grant = grant_of(row)
-        await self.repository.commit()
+        # Last use to the minute: a resolution is a read, and writes only when the recorded last use
+        # is older than that (a write per resolution was most of its cost).
+        if row.last_used_at is None or now - row.last_used_at >= LAST_USED_PRECISION_SECONDS:
+            row.last_used_at = now
+            await self.repository.commit()
+        else:
+            await self.repository.release()
         return grant
+
+    async def grant(self, key_id: str, user_id: str) -> KeyGrant:
+        """The grant of the user's live, unexpired key ``key_id`` (for a service that acts with the
+        key a user presented to another service); the same 401 as any invalid key otherwise."""
+        row = await self.repository.owned(user_id, key_id)
+        if row is None or (row.expires_at is not None and row.expires_at <= time.time()):
+            raise invalid_key()
+        return grant_of(row)
 
     async def add_spend(self, spend: dict[str, float]) -> None:
         now = time.time()

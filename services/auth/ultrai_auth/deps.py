@@ -114,7 +114,7 @@ async def authenticated_user(principal: CurrentPrincipal, sessions: Sessions) ->
 CurrentUser = Annotated[User, Depends(authenticated_user)]
 
 
-def require_internal_caller(request: Request, settings: Settings) -> None:
+async def require_internal_caller(request: Request, settings: Settings) -> None:
     """Only callers holding INTERNAL_TOKEN_SECRET (as a Bearer token) get through."""
     token = bearer_token(request) or ""
     expected = settings.internal_token_secret.get_secret_value()
@@ -123,7 +123,7 @@ def require_internal_caller(request: Request, settings: Settings) -> None:
 
 
 # ---- API keys ---------------------------------------------------------------------------------
-def get_keys(
+async def get_keys(
     repository: Annotated[KeyRepository, Depends(KeyRepository.on_request)],
     revoker: Revocations,
     limiter: Limiter,

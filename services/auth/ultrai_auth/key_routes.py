@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Response
 from shared.errors import problem_responses
 from ultrai_auth.apikeys import KeySpec
 from ultrai_auth.deps import CurrentUser, Keys, require_internal_caller
-from ultrai_auth.key_schemas import KeyCreate, KeyGrantOut, KeyInfo, KeyList, KeyResolve, KeySpend, NewKey
+from ultrai_auth.key_schemas import KeyCreate, KeyGrantOut, KeyInfo, KeyList, KeyOfUser, KeyResolve, KeySpend, NewKey
 from ultrai_auth.routes import PREFIX
 
 router = APIRouter(prefix=f"{PREFIX}/keys", tags=["keys"])
@@ -77,6 +77,17 @@ async def rotate_key(key_id: str, user: CurrentUser, keys: Keys) -> NewKey:
 )
 async def resolve_key(body: KeyResolve, keys: Keys) -> dict[str, Any]:
     return (await keys.resolve(body.hash, body.address)).to_json()
+
+
+@router.post(
+    "/grant",
+    response_model=KeyGrantOut,
+    summary="What a user's key allows, by its id (internal; Bearer INTERNAL_TOKEN_SECRET)",
+    responses=problem_responses(401, 422),
+    dependencies=[Depends(require_internal_caller)],
+)
+async def key_grant(body: KeyOfUser, keys: Keys) -> dict[str, Any]:
+    return (await keys.grant(body.key_id, body.user_id)).to_json()
 
 
 @router.post(

@@ -73,6 +73,15 @@ class KeyResolve(BaseModel):
     address: str = Field(max_length=64)
 
 
+class KeyOfUser(BaseModel):
+    """A key named by its id, as a service acting for its user names it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_id: str = Field(pattern=r"^[a-z0-9]{12}$")
+    user_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+
 class KeyGrantOut(BaseModel):
     key_id: str
     user_id: str

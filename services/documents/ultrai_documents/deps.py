@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.apikeys import KeyGrant
 from shared.app import state_dependency
 from shared.db import database_of
 from shared.tokens import CurrentPrincipal, current_user, unauthorized
@@ -54,6 +55,11 @@ Analyses = Annotated[AnalysisService, Depends(get_analyses)]
 
 
 # ---- the caller and the request ---------------------------------------------------------------
+async def get_key(principal: CurrentPrincipal) -> KeyGrant | None:
+    """The API key the request was made with; None for an access token."""
+    return principal.key
+
+
 def get_owner(principal: CurrentPrincipal) -> str:
     """The user the request acts for (with a user's token, or a service's on behalf of one)."""
     if principal.user_id is None:
@@ -86,5 +92,6 @@ def get_last_event_id(request: Request) -> int:
 
 
 Owner = Annotated[str, Depends(get_owner)]
+CallerKey = Annotated[KeyGrant | None, Depends(get_key)]
 StreamOwner = Annotated[str, Depends(get_stream_owner)]
 LastEventId = Annotated[int, Depends(get_last_event_id)]

@@ -14,7 +14,7 @@ import httpx
 
 from shared.client import ServiceClient
 from shared.health import Check, CheckResult
-from shared.tokens import ON_BEHALF_HEADER, ServiceTokenSource
+from shared.tokens import ON_BEHALF_HEADER, ON_BEHALF_KEY_HEADER, ServiceTokenSource
 from ultrai_documents.settings import DocumentsSettings
 
 MODELS_PATH = "/api/v1/llm/models"
@@ -67,10 +67,13 @@ class ModelCatalog:
         return models
 
     async def available(self) -> list[str]:
-        """The names of the models the llm service does not report unavailable; none when it
-        cannot be asked."""
+        """The names of the models the llm service does not report unavailable, leaving out its
+        offline demo models (``demo: true``) unless they are all it has; none when it cannot be
+        asked."""
         try:
-            return [m["name"] for m in await self._models() if m.get("status", "available") != "unavailable"]
+            models = [m for m in await self._models() if m.get("status", "available") != "unavailable"]
+            real = [m for m in models if not m.get("demo")]
+            return [m["name"] for m in real or models]
         except _UNREADABLE:
             return []
 
@@ -87,6 +90,21 @@ class ModelCatalog:
         except _UNREADABLE:
             pass  # the last windows stand; asked again next time
         return self._windows
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Whom the llm service is asked for: the user, and the API key the user acted with (by id;
+    None for an access token), so the calls are counted and limited as the key's."""
+
+    user_id: str
+    key_id: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        headers = {ON_BEHALF_HEADER: self.user_id}
+        if self.key_id is not None:
+            headers[ON_BEHALF_KEY_HEADER] = self.key_id
+        return headers
 
 
 @dataclass
@@ -111,14 +129,21 @@ class Usage:
 
 
 async def ask(
-    llm: ServiceClient, owner: str, model: str, prompt: str, context: list[str], *, read_seconds: float, usage: Usage
+    llm: ServiceClient,
+    caller: Caller,
+    model: str,
+    prompt: str,
+    context: list[str],
+    *,
+    read_seconds: float,
+    usage: Usage,
 ) -> str:
-    """One model's answer to ``prompt`` over ``context``, asked for ``owner`` and awaited up to
+    """One model's answer to ``prompt`` over ``context``, asked for ``caller`` and awaited up to
     ``read_seconds``; its tokens and cost are added to ``usage`` (also when the model failed).
     Raises LLMError with the reason."""
     body = {"prompt": prompt, "context": context, "models": [model], "pattern": "parallel", "stream": False}
     try:
-        resp = await llm.post(ORCHESTRATE_PATH, json=body, headers={ON_BEHALF_HEADER: owner}, timeout=read_seconds)
+        resp = await llm.post(ORCHESTRATE_PATH, json=body, headers=caller.headers(), timeout=read_seconds)
     except httpx.HTTPError as exc:
         raise LLMError(f"the llm service could not be reached ({type(exc).__name__})") from None
     except RuntimeError as exc:  # no service token (auth unreachable or refused)

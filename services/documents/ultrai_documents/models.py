@@ -112,6 +112,8 @@ class Analysis(DocumentsBase):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     document_id: Mapped[str] = mapped_column(String(32), ForeignKey("documents.id", ondelete="CASCADE"), nullable=False)
     owner_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    # The API key the analysis was started with (its llm calls are counted and limited as the key's).
+    key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
     kind: Mapped[str] = mapped_column(String(16), nullable=False)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     params_hash: Mapped[str] = mapped_column(String(64), nullable=False)

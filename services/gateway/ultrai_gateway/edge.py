@@ -17,7 +17,6 @@ import re
 
 from fastapi import Request
 
-from shared.apikeys import is_api_key
 from shared.tokens import TokenVerifier, bearer_token, unauthorized
 
 PUBLIC_PATHS = frozenset(
@@ -63,8 +62,5 @@ async def check_edge(request: Request, verifier: TokenVerifier, prefixes: tuple[
     token = bearer_token(request)
     if token is None:
         raise unauthorized()
-    if is_api_key(token):  # an API key: resolved, revocation- and scope-checked like at a service
-        principal = await verifier.verify_key(token, request)
-        return principal.user_id
-    claims = await verifier.verify(token, "access")
-    return str(claims["sub"])
+    # An API key is resolved, revocation- and scope-checked as at a service.
+    return (await verifier.authenticate(token, request)).user_id

@@ -20,7 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from shared.errors import ProblemError
-from shared.kv import REDIS_ERRORS, KeyValue, pool_exhausted
+from shared.kv import REDIS_ERRORS, KeyValue, store_busy
 
 log = logging.getLogger("ultrai_gateway.slots")
 
@@ -67,7 +67,7 @@ class StreamSlots:
             try:
                 taken = await redis.eval(_TAKE, 1, self._key(user), now, now + LEASE_SECONDS, member, self.cap)
             except REDIS_ERRORS as exc:
-                if pool_exhausted(exc):
+                if store_busy(exc):
                     raise ProblemError(
                         503,
                         "The gateway cannot count open streams right now; retry shortly.",

@@ -7,11 +7,14 @@ the service's own connection pool). What a proxied request passes, a socket pass
   (429, counted like an HTTP request), the service refusing the upgrade (its status) or being down
   (503);
 - with the edge token check on, the first message must be a JSON text message with the caller's
-  access token in ``"token"`` (browsers cannot set headers on a WebSocket, and a token never goes in
-  a URL): the gateway verifies it before it connects to the service, takes one of the account's
-  slots for long-lived requests (``slots.StreamSlots``, as uploads and event streams do) and passes
-  the message on unchanged. A missing or invalid token closes the socket with 4401, no slot left
-  4429; the service is never contacted. Subprotocols are then not negotiated.
+  access token or API key in ``"token"`` (browsers cannot set headers on a WebSocket, and a token
+  never goes in a URL): the gateway checks it as it checks an HTTP request's
+  (``TokenVerifier.authenticate``: a key resolved, not revoked, with the scope of the path, ``llm``
+  under ``/api/v1/llm``) before it connects to the service, takes one of the account's slots for
+  long-lived requests (``slots.StreamSlots``, as uploads and event streams do) and passes the
+  message on unchanged. A missing or invalid token or key closes the socket with 4401, a key
+  without the scope 4403, no slot left 4429; the service is never contacted. Subprotocols are then
+  not negotiated.
 
 Then messages pass both ways as they come, text as text and binary as binary, in order. A close from
 either side reaches the other with its code and reason; a side that vanishes without a close frame
@@ -224,8 +227,9 @@ class PassThrough:
         try:
             if not isinstance(token, str) or not token:
                 raise ProblemError(401, "The first message must carry a valid access token in 'token'.")
-            claims = await self.gateway.verifier.verify(token, "access")
-            self.slot = await self.gateway.slots.take(str(claims["sub"]))
+            # As the edge check of an HTTP request: an access token, or an API key with its scope.
+            principal = await self.gateway.verifier.authenticate(token, self.client)
+            self.slot = await self.gateway.slots.take(str(principal.user_id))
         except ProblemError as exc:
             await self._close_client(close_code(exc.status), exc.detail or exc.title)
             return None

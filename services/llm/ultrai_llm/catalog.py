@@ -14,17 +14,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ultrai_llm.demo.provider import CONTEXT_WINDOW, MAX_OUTPUT_TOKENS, PROVIDER, model_names
 from ultrai_llm.engine_setup import litellm
 from ultrai_llm.settings import PROVIDER_DEFAULTS, LlmSettings
 
 log = logging.getLogger("ultrai_llm.catalog")
 
 VIRTUAL_PREFIX = "ultrai/"
+DEMO_PREFIX = "demo/"
 PATTERNS = ("parallel", "peer_review", "synthesis")
 NO_PROVIDER_HINT = (
     "No LLM provider is configured: set OPENAI_API_KEY (or ANTHROPIC_API_KEY, GEMINI_API_KEY, GROQ_API_KEY, "
     "MISTRAL_API_KEY, COHERE_API_KEY, DEEPSEEK_API_KEY, OPENROUTER_API_KEY), or LLM_MODELS_FILE for a local "
     "or self-hosted OpenAI-compatible server."
+)
+DEMO_ONLY_HINT = (
+    "Only the offline demo models (demo/*) are configured: they answer from the text they are given, "
+    "without a language model. For real models set OPENAI_API_KEY (or ANTHROPIC_API_KEY, GEMINI_API_KEY, "
+    "GROQ_API_KEY, MISTRAL_API_KEY, COHERE_API_KEY, DEEPSEEK_API_KEY, OPENROUTER_API_KEY), or LLM_MODELS_FILE."
 )
 
 
@@ -37,7 +44,7 @@ class ModelSpec:
     name: str
     provider: str
     litellm_model: str
-    source: str  # "env" or "file"
+    source: str  # "env", "file" or "demo"
     deployments: int = 1
     context_window: int | None = None
     max_output_tokens: int | None = None
@@ -55,7 +62,12 @@ class ModelSpec:
             "context_window": self.context_window,
             "max_output_tokens": self.max_output_tokens,
             "source": self.source,
+            "demo": self.demo,
         }
+
+    @property
+    def demo(self) -> bool:
+        return self.source == "demo"
 
 
 @dataclass
@@ -68,8 +80,16 @@ class Catalog:
     def empty(self) -> bool:
         return not self.specs
 
+    @property
+    def demo_only(self) -> bool:
+        """Models are offered, and every one of them is a demo model."""
+        return not self.empty and all(spec.demo for spec in self.specs.values())
+
     def names(self) -> list[str]:
         return list(self.specs)
+
+    def real_names(self) -> list[str]:
+        return [name for name, spec in self.specs.items() if not spec.demo]
 
 
 def _model_data(model: str) -> dict[str, Any]:
@@ -139,8 +159,9 @@ def read_models_file(path: Path) -> tuple[list[dict[str, Any]], dict[str, list[s
         params = entry.get("litellm_params")
         if not isinstance(params, dict) or not isinstance(params.get("model"), str):
             raise CatalogError(f"LLM_MODELS_FILE entry {i} ({entry['model_name']}): litellm_params.model is missing")
-        if entry["model_name"].startswith(VIRTUAL_PREFIX):
-            raise CatalogError(f"LLM_MODELS_FILE entry {i}: names starting with {VIRTUAL_PREFIX} are reserved")
+        for reserved in (VIRTUAL_PREFIX, DEMO_PREFIX):
+            if entry["model_name"].startswith(reserved):
+                raise CatalogError(f"LLM_MODELS_FILE entry {i}: names starting with {reserved} are reserved")
         entries.append(entry)
     return entries, fallbacks
 
@@ -173,6 +194,8 @@ def build_catalog(settings: LlmSettings) -> Catalog:
             else:
                 catalog.specs[name] = _model_spec(name, params, info, "file")
             catalog.model_list.append({"model_name": name, "litellm_params": params, "model_info": info})
+    if settings.demo_models:
+        add_demo_models(catalog)
     fallbacks.update(settings.llm_fallbacks)
     for model, others in fallbacks.items():
         unknown = [m for m in [model, *others] if m not in catalog.specs]
@@ -180,6 +203,22 @@ def build_catalog(settings: LlmSettings) -> Catalog:
             raise CatalogError(f"fallbacks name unknown models: {', '.join(unknown)}")
         catalog.fallbacks.append({model: list(others)})
     return catalog
+
+
+def add_demo_models(catalog: Catalog) -> None:
+    """The offline demo models, after the real ones (so that defaults pick real models first)."""
+    for name in model_names():
+        info = {"max_input_tokens": CONTEXT_WINDOW, "max_output_tokens": MAX_OUTPUT_TOKENS}
+        params = {"model": name, "custom_llm_provider": PROVIDER}
+        catalog.model_list.append({"model_name": name, "litellm_params": params, "model_info": info})
+        catalog.specs[name] = ModelSpec(
+            name=name,
+            provider=PROVIDER,
+            litellm_model=name,
+            source="demo",
+            context_window=CONTEXT_WINDOW,
+            max_output_tokens=MAX_OUTPUT_TOKENS,
+        )
 
 
 def load_catalog(settings: LlmSettings, service: str) -> Catalog:

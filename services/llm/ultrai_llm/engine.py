@@ -17,6 +17,7 @@ from shared.errors import ProblemError
 from shared.metrics import UPSTREAM_ERRORS
 from ultrai_llm.cache import ResponseCache, cache_key
 from ultrai_llm.catalog import NO_PROVIDER_HINT, Catalog, ModelSpec
+from ultrai_llm.demo.provider import register as register_demo_provider
 from ultrai_llm.engine_setup import Router, litellm
 from ultrai_llm.schemas import ModelParams
 from ultrai_llm.settings import LlmSettings
@@ -122,6 +123,8 @@ class Engine:
         self.catalog = catalog
         self.cache = cache
         self.router: Router | None = None
+        if any(spec.demo for spec in catalog.specs.values()):
+            register_demo_provider()
         if not catalog.empty:
             self.router = Router(
                 model_list=catalog.model_list,

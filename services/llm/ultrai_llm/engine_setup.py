@@ -13,7 +13,9 @@ os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 os.environ.setdefault("LITELLM_LOG", "ERROR")
 
 import litellm
+from litellm.llms.custom_llm import CustomLLM
 from litellm.router import Router
+from litellm.types.utils import Usage
 
 litellm.suppress_debug_info = True
 litellm.telemetry = False
@@ -21,4 +23,4 @@ litellm.drop_params = True
 # Not re-exported by litellm's typed package, but the attribute its code reads.
 litellm.set_verbose = False  # type: ignore[attr-defined]
 
-__all__ = ["Router", "litellm"]
+__all__ = ["CustomLLM", "Router", "Usage", "litellm"]

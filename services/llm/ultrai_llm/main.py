@@ -26,10 +26,10 @@ SERVICE = "llm"
 MIGRATIONS = Path(__file__).parent / "migrations"
 DIRECTORY = {
     PREFIX: "this directory",
-    f"{PREFIX}/models": "GET: the configured models with provider, status and context window",
+    f"{PREFIX}/models": "GET: the configured models with provider, status, context window and demo flag",
     f"{PREFIX}/orchestrate": "POST: one prompt to several models (parallel, peer_review, synthesis); SSE with stream",
     f"{PREFIX}/orchestrate/ws": "WebSocket: the same as JSON messages, cancellable; the token in the first",
-    f"{PREFIX}/usage": "GET: your tokens and cost per model and per API key, and your budget",
+    f"{PREFIX}/usage": "GET: your tokens and cost per model, per API key and per day, and your budget",
     "/v1/chat/completions": "POST: OpenAI-compatible chat completions (virtual models ultrai/<pattern>)",
     "/v1/models": "GET: OpenAI-compatible model list",
 }

@@ -17,7 +17,6 @@ answer says ``"status": "cancelled"``.
 from __future__ import annotations
 
 import asyncio
-import string
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -26,39 +25,13 @@ from typing import Any
 
 from shared.errors import ProblemError
 from ultrai_llm.engine import CallResult, Engine, Messages
+from ultrai_llm.prompts import REVIEW_INSTRUCTION, SYNTHESIS_INSTRUCTION, labelled, question_text, with_system
 from ultrai_llm.schemas import ModelParams, OrchestrateRequest
 from ultrai_llm.settings import LlmSettings
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 # Records a finished call's usage: (user id, endpoint, results).
 Record = Callable[[str, str, list[CallResult]], None]
-
-REVIEW_INSTRUCTION = (
-    "Other expert models answered the same question. Their answers, anonymised:\n\n{others}\n\n"
-    "Critique these answers and your own: point out errors, omissions and disagreements. "
-    "Then write your revised answer under the heading 'Revised answer:'."
-)
-SYNTHESIS_INSTRUCTION = (
-    "{question}\n\nSeveral expert models answered this question. Their answers, anonymised:\n\n{answers}\n\n"
-    "Write the single best answer: keep what they get right, resolve their disagreements and correct "
-    "their errors. Answer the question directly, without mentioning the other answers."
-)
-
-
-def question_text(prompt: str, context: list[str] | None) -> str:
-    if not context:
-        return prompt
-    chunks = "\n\n".join(f"[{i}] {chunk}" for i, chunk in enumerate(context, 1))
-    return f"Use the following context to answer.\n\n<context>\n{chunks}\n</context>\n\nQuestion: {prompt}"
-
-
-def with_system(system_prompt: str | None, messages: Messages) -> Messages:
-    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + messages
-
-
-def labelled(answers: list[str], numbered: bool = False) -> str:
-    labels = [str(i) for i in range(1, len(answers) + 1)] if numbered else list(string.ascii_uppercase)
-    return "\n\n".join(f"Answer {labels[i % len(labels)]}:\n{text}" for i, text in enumerate(answers))
 
 
 @dataclass
@@ -87,6 +60,9 @@ class Plan:
     started: float = field(default_factory=time.perf_counter)
     # Set by ``cancel``: no call starts after it; the calls under way finish and are recorded.
     cancelled: bool = False
+    # Awaited before each stage after the first; what it raises ends the run (a WebSocket checks
+    # that its credential has not been revoked meanwhile).
+    before_stage: Callable[[], Awaitable[None]] | None = None
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -99,9 +75,10 @@ class Orchestrator:
         self.record = record
 
     def default_models(self) -> list[str]:
-        names = self.engine.catalog.names()
-        chosen = [m for m in self.settings.llm_default_models if m in self.engine.catalog.specs]
-        return chosen or names[:3]
+        """LLM_DEFAULT_MODELS, or the first three models: real ones when there are any, else demo ones."""
+        catalog = self.engine.catalog
+        chosen = [m for m in self.settings.llm_default_models if m in catalog.specs]
+        return chosen or (catalog.real_names() or catalog.names())[:3]
 
     # ---- plan: everything that can be refused is refused here -----------------------------------
     async def plan(self, req: OrchestrateRequest, user_id: str, endpoint: str = "orchestrate") -> Plan:
@@ -182,6 +159,7 @@ class Orchestrator:
         ok = [(m, r) for m, r in answered if r.ok]
         finals = {m.name: r.text or "" for m, r in ok}
         if plan.pattern == "peer_review" and len(ok) >= 2 and not plan.cancelled:
+            await self._before_stage(plan)
             reviews = await self._review_stage(plan, ok, emit)
             results.extend(reviews)
             for review in reviews:
@@ -191,8 +169,18 @@ class Orchestrator:
             plan.stages_left -= 1
         synthesis = None
         if plan.synthesis is not None and not plan.cancelled:
+            await self._before_stage(plan)
             synthesis = await self._synthesis_stage(plan, plan.synthesis, list(finals.values()), emit)
         return self._answer(plan, results, synthesis)
+
+    @staticmethod
+    async def _before_stage(plan: Plan) -> None:
+        if plan.before_stage is not None:
+            try:
+                await plan.before_stage()
+            except ProblemError:
+                plan.cancel()  # no call starts after it
+                raise
 
     async def _answer_stage(self, plan: Plan, emit: Emit | None) -> list[tuple[ModelPlan, CallResult]]:
         """Every model's answer; a 502 when none of them answered."""

@@ -19,7 +19,7 @@ async def add_usage(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
 
 async def usage_per_model(session: AsyncSession, user_id: str, since: datetime) -> list[dict[str, Any]]:
     """Per model since ``since``: its requests, cached requests, tokens and cost (unrounded)."""
-    return await _usage_by(session, user_id, since, UsageRecord.model, "model", cached=True)
+    return await _usage_by(session, user_id, since, {"model": UsageRecord.model}, cached=True)
 
 
 async def spent_since(session: AsyncSession, user_id: str, since: datetime) -> tuple[float | None, int | None]:
@@ -29,13 +29,30 @@ async def spent_since(session: AsyncSession, user_id: str, since: datetime) -> t
 
 async def usage_per_key(session: AsyncSession, user_id: str, since: datetime) -> list[dict[str, Any]]:
     """Per API key (None: without one) since ``since``: requests, tokens and cost (unrounded)."""
-    return await _usage_by(session, user_id, since, UsageRecord.key_id, "key_id", cached=False)
+    return await _usage_by(session, user_id, since, {"key_id": UsageRecord.key_id}, cached=False)
+
+
+async def usage_per_day(session: AsyncSession, user_id: str, since: datetime) -> list[dict[str, Any]]:
+    """Per UTC day ("YYYY-MM-DD") and model since ``since``, oldest first: requests, tokens and cost
+    (unrounded)."""
+    groups = {"day": _utc_day(session, UsageRecord.created_at), "model": UsageRecord.model}
+    return await _usage_by(session, user_id, since, groups, cached=False)
+
+
+def _utc_day(session: AsyncSession, column: Any) -> Any:
+    """The UTC calendar day of a timestamp column as "YYYY-MM-DD". PostgreSQL converts the stored
+    instant to UTC; SQLite stores the UTC time written (``datetime.now(UTC)``) as text."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+    return func.strftime("%Y-%m-%d", column)
 
 
 async def _usage_by(
-    session: AsyncSession, user_id: str, since: datetime, column: Any, name: str, *, cached: bool
+    session: AsyncSession, user_id: str, since: datetime, groups: dict[str, Any], *, cached: bool
 ) -> list[dict[str, Any]]:
-    """The user's usage since ``since`` grouped by ``column`` (answered under ``name``)."""
+    """The user's usage since ``since`` grouped by the ``groups`` columns (answered under their
+    names), in the order of those columns."""
+    columns = list(groups.values())
     sums = [
         func.count(),
         func.sum(case((UsageRecord.cached, 1), else_=0)),
@@ -44,11 +61,16 @@ async def _usage_by(
         func.sum(UsageRecord.cost_usd),
     ]
     query = (
-        select(column, *sums).where(UsageRecord.user_id == user_id, UsageRecord.created_at >= since).group_by(column)
+        select(*columns, *sums)
+        .where(UsageRecord.user_id == user_id, UsageRecord.created_at >= since)
+        .group_by(*columns)
+        .order_by(*columns)
     )
     rows = []
-    for group, count, cached_count, pt, ct, cost in (await session.execute(query)).all():
-        row: dict[str, Any] = {name: group, "requests": int(count)}
+    for values in (await session.execute(query)).all():
+        count, cached_count, pt, ct, cost = values[len(columns) :]
+        row: dict[str, Any] = dict(zip(groups, values[: len(columns)], strict=True))
+        row["requests"] = int(count)
         if cached:
             row["cached"] = int(cached_count or 0)
         row |= {"prompt_tokens": int(pt or 0), "completion_tokens": int(ct or 0), "cost_usd": float(cost or 0.0)}

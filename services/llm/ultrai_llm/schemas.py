@@ -10,15 +10,20 @@ Pattern = Literal["parallel", "peer_review", "synthesis"]
 Stage = Literal["answer", "review", "synthesis"]
 
 
+# Bounds shared by the orchestration's parameters and the OpenAI-compatible body that becomes them.
+MAX_OUTPUT_TOKENS = 1_000_000
+MAX_SEED = 2**63 - 1
+
+
 class ModelParams(BaseModel):
     """Per-model parameters; ``max_tokens`` is checked against the model's output limit."""
 
     model_config = ConfigDict(extra="forbid")
 
     temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_OUTPUT_TOKENS)
     top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     system_prompt: str | None = Field(None, max_length=100_000)
 
     def provider_kwargs(self) -> dict[str, Any]:
@@ -89,6 +94,9 @@ class ModelOut(BaseModel):
     context_window: int | None
     max_output_tokens: int | None = None
     source: str | None = None
+    demo: bool = Field(
+        description="An offline demo model (demo/*): it answers from the text it is given, without a language model"
+    )
 
 
 class ModelsResponse(BaseModel):
@@ -114,10 +122,10 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_OUTPUT_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_OUTPUT_TOKENS)
     top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     n: int = Field(1, ge=1, le=1)
     user: str | None = None
     # Extensions (the SDK's extra_body): bypass the cache; the models of a virtual ultrai/* model.
@@ -153,6 +161,17 @@ class KeyUsageRow(BaseModel):
     cost_usd: float
 
 
+class DailyUsageRow(BaseModel):
+    """Usage of one model on one UTC day."""
+
+    day: str = Field(description="The UTC day, YYYY-MM-DD")
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
 class UsageResponse(BaseModel):
     user_id: str
     since: str
@@ -160,3 +179,5 @@ class UsageResponse(BaseModel):
     total: UsageTotals
     budget: dict[str, Any]
     keys: list[KeyUsageRow] = []
+    # Per UTC day and model, oldest day first.
+    daily: list[DailyUsageRow] = []

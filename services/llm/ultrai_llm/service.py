@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.health import Check, CheckResult
-from ultrai_llm.catalog import NO_PROVIDER_HINT
+from ultrai_llm.catalog import DEMO_ONLY_HINT, NO_PROVIDER_HINT
 from ultrai_llm.engine import Engine
 from ultrai_llm.orchestrate import Orchestrator
 from ultrai_llm.usage import UsageStore
@@ -22,7 +22,8 @@ class Llm:
 
 
 def providers_check(llm: Llm) -> Check:
-    """No provider configured, or models that litellm has cooled down after failures: ``warn``.
+    """No provider configured, only the demo models, or models that litellm has cooled down after
+    failures: ``warn``.
     No provider is called: their state is what the calls themselves have shown."""
     engine = llm.engine
     catalog = engine.catalog
@@ -32,6 +33,8 @@ def providers_check(llm: Llm) -> Check:
             return CheckResult("warn", NO_PROVIDER_HINT)
         providers = sorted({s.provider for s in catalog.specs.values()})
         extra = {"models": len(catalog.specs), "providers": providers}
+        if catalog.demo_only:
+            return CheckResult("warn", DEMO_ONLY_HINT, extra)
         cooling = [m["name"] for m in await engine.model_statuses() if m["status"] == "cooling_down"]
         if cooling:
             return CheckResult("warn", f"cooling down after failures: {', '.join(cooling)}", extra)

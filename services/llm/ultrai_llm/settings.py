@@ -43,6 +43,10 @@ class LlmSettings(DatabaseSettings):
     # Fallbacks between models: JSON {"model": ["other", ...]} (litellm Router fallbacks).
     llm_fallbacks: dict[str, list[str]] = Field(default_factory=dict)
 
+    # The offline demo models (demo/extract, demo/brief, demo/outline): true or false; unset: on
+    # when ENVIRONMENT is development or test, off in staging and production.
+    llm_demo_models: bool | None = None
+
     llm_timeout: float = Field(60.0, gt=0, le=600)  # per model and stage
     llm_budget_seconds: float = Field(180.0, gt=0, le=1800)  # a whole orchestration
     llm_num_retries: int = Field(2, ge=0, le=10)
@@ -66,9 +70,9 @@ class LlmSettings(DatabaseSettings):
             value = json.loads(value) if value.strip() else {}
         return value
 
-    @field_validator("llm_models_file", mode="before")
+    @field_validator("llm_models_file", "llm_demo_models", mode="before")
     @classmethod
-    def _empty_path(cls, value: Any) -> Any:
+    def _blank_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
             return None
         return value
@@ -88,3 +92,11 @@ class LlmSettings(DatabaseSettings):
             if secret is not None and secret.get_secret_value().strip():
                 keys[provider] = secret.get_secret_value().strip()
         return keys
+
+    @property
+    def demo_models(self) -> bool:
+        """Whether the demo models are offered: LLM_DEMO_MODELS, or by default outside staging and
+        production."""
+        if self.llm_demo_models is not None:
+            return self.llm_demo_models
+        return not self.is_production

@@ -2,8 +2,10 @@
 ``POST /api/v1/llm/orchestrate`` as JSON messages, and a way for the client to cancel.
 
 1. The client's first message (within FIRST_MESSAGE_SECONDS) is
-   ``{"token": <access token>, "request": <the body of POST /api/v1/llm/orchestrate>}``: the token
-   never goes in the URL. The token is verified first, then the request, as the HTTP route does
+   ``{"token": <access token or API key>, "request": <the body of POST /api/v1/llm/orchestrate>}``:
+   the token never goes in the URL. The token is checked first, as an HTTP request's is
+   (``TokenVerifier.authenticate``: an API key needs the ``llm`` scope, and its calls are recorded
+   and limited as the key's: rpm, tpm and budget), then the request, as the HTTP route does
    (``stream`` is ignored: a socket always streams).
 2. The service sends each event as ``{"event": <the SSE event name>, ...its data}``: ``stage``,
    ``delta`` and ``result`` while it runs, then ``done`` (the answer, as the POST answers it).
@@ -14,8 +16,13 @@
    sent first as an ``error`` event (the problem+json body the HTTP route would answer), then the
    socket is closed with 4000 + that HTTP status: 4401 for a missing or invalid token, 4400 for a
    first message that is not a JSON object, 4422 for a request that does not fit the schema (its
-   ``errors`` listed), 4402/4413/4429/4503 as over HTTP, 4502 when every model failed, 4408 when
+   ``errors`` listed), 4403 for an API key without the ``llm`` scope, 4402/4413/4429/4503 as over
+   HTTP, 4502 when every model failed, 4408 when
    the first message did not come in time.
+5. Revocation: a revoked token or key is refused on a new socket (4401). On an open socket the
+   credential is checked again before each stage after the first (review, synthesis): once the
+   revocation has reached this service no further call starts; the calls under way finish (and are
+   recorded), their results have been sent, and the run ends with an ``error`` event (401) and 4401.
 
 A client that goes away stops the run, as an SSE client that goes away does.
 """
@@ -33,6 +40,7 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from shared.apikeys import current_key
 from shared.context import request_id_var
 from shared.errors import ProblemError
 from shared.tokens import TokenVerifier, unauthorized
@@ -110,14 +118,23 @@ async def start(websocket: WebSocket, llm: Llm, verifier: TokenVerifier) -> Plan
         raise ProblemError(400, 'The first message must be a JSON object: {"token": ..., "request": {...}}.')
     token = first.get("token")
     if not isinstance(token, str) or not token:
-        raise unauthorized("The first message needs the access token in 'token'.")
-    user_id = str((await verifier.verify(token, "access"))["sub"])
+        raise unauthorized("The first message needs the access token or API key in 'token'.")
+    # The check an HTTP request's credential gets (an API key: resolved, not revoked, with "llm").
+    principal = await verifier.authenticate(token, websocket)
+    user_id = str(principal.user_id)
+    # The run's calls are the key's (recorded and limited per key): the run's task inherits this.
+    current_key.set(principal.key)
     try:
         body = OrchestrateRequest.model_validate(first.get("request"))
     except ValidationError as exc:
         raise validation_problem(exc) from None
     plan = await llm.orchestrator.plan(body, user_id)
     await llm.usage.check_budget(user_id)
+
+    async def still_allowed() -> None:
+        await verifier.still_valid(principal)
+
+    plan.before_stage = still_allowed
     return plan
 
 

@@ -24,7 +24,14 @@ from shared.errors import ProblemError
 from shared.ratelimit import RateLimiter
 from ultrai_llm.engine import CallResult
 from ultrai_llm.key_limits import check_rpm, check_spent
-from ultrai_llm.repository import add_usage, key_spent_since, spent_since, usage_per_key, usage_per_model
+from ultrai_llm.repository import (
+    add_usage,
+    key_spent_since,
+    spent_since,
+    usage_per_day,
+    usage_per_key,
+    usage_per_model,
+)
 from ultrai_llm.settings import LlmSettings
 
 log = logging.getLogger("ultrai_llm.usage")
@@ -171,7 +178,12 @@ class UsageStore:
             "completion_tokens": sum(e["completion_tokens"] for e in models),
             "cost_usd": round(sum(e["cost_usd"] for e in models), 8),
         }
-        return {"models": models, "total": total, "keys": await self._per_key(user_id, since)}
+        return {
+            "models": models,
+            "total": total,
+            "keys": await self._per_key(user_id, since),
+            "daily": await self._per_day(user_id, since),
+        }
 
     async def _per_key(self, user_id: str, since: datetime) -> list[dict[str, Any]]:
         async with self._lock, self.db.sessions() as session:
@@ -190,6 +202,33 @@ class UsageStore:
         for entry in per_key.values():
             entry["cost_usd"] = round(entry["cost_usd"], 8)
         return sorted(per_key.values(), key=lambda e: e["key_id"] or "")
+
+    async def _per_day(self, user_id: str, since: datetime) -> list[dict[str, Any]]:
+        """Requests, tokens and cost per UTC day and model, oldest day first."""
+        async with self._lock, self.db.sessions() as session:
+            stored = await usage_per_day(session, user_id, since)
+            buffered = self._buffered(user_id, since)
+        per_day = {(entry["day"], entry["model"]): entry for entry in stored}
+        for row in buffered:
+            day = row["created_at"].astimezone(UTC).strftime("%Y-%m-%d")
+            entry = per_day.setdefault(
+                (day, row["model"]),
+                {
+                    "day": day,
+                    "model": row["model"],
+                    "requests": 0,
+                    "prompt_tokens": 0,
+                    "completion_tokens": 0,
+                    "cost_usd": 0.0,
+                },
+            )
+            entry["requests"] += 1
+            entry["prompt_tokens"] += row["prompt_tokens"]
+            entry["completion_tokens"] += row["completion_tokens"]
+            entry["cost_usd"] += row["cost_usd"]
+        for entry in per_day.values():
+            entry["cost_usd"] = round(entry["cost_usd"], 8)
+        return [per_day[k] for k in sorted(per_day)]
 
     async def key_spent_since(self, key_id: str, since: datetime) -> tuple[float, int]:
         async with self._lock, self.db.sessions() as session:

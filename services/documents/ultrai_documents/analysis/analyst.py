@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.client import ServiceClient
 from ultrai_documents.analysis.prompts import notes_prompt, part_prompt, synthesis_prompt, task_text
 from ultrai_documents.extraction.chunking import estimate_tokens
-from ultrai_documents.llm import LLMError, ModelCatalog, Usage, ask
+from ultrai_documents.llm import Caller, LLMError, ModelCatalog, Usage, ask
 from ultrai_documents.models import utcnow
 from ultrai_documents.repository import DocumentsRepository
 from ultrai_documents.settings import DocumentsSettings
@@ -40,6 +40,7 @@ class _Job:
     analysis_id: str
     document_id: str
     owner: str
+    key_id: str | None  # the API key it was started with: its llm calls are the key's
     params: dict[str, Any]
     token_count: int
     chunk_count: int
@@ -100,7 +101,8 @@ class Analyst:
         models: list[str] = job.params["models"]
         task = task_text(job.params)
         await self.event(analysis_id, "stage", {"stage": "models", "models": models}, stage="models")
-        results = await asyncio.gather(*(self._model(analysis_id, job.owner, m, task, parts) for m in models))
+        caller = Caller(job.owner, job.key_id)
+        results = await asyncio.gather(*(self._model(analysis_id, caller, m, task, parts) for m in models))
         ok = [r for r in results if r["status"] == "ok"]
         synthesis = None
         if ok and job.params.get("synthesis_model"):
@@ -142,7 +144,15 @@ class Analyst:
             doc = await repository.document(analysis.document_id) if analysis is not None else None
             if analysis is None or doc is None:
                 return None
-            return _Job(analysis_id, doc.id, analysis.owner_id, analysis.params, doc.token_count, doc.chunk_count)
+            return _Job(
+                analysis_id,
+                doc.id,
+                analysis.owner_id,
+                analysis.key_id,
+                analysis.params,
+                doc.token_count,
+                doc.chunk_count,
+            )
 
     async def _document_parts(self, job: _Job) -> tuple[list[str], bool]:
         """The text the models read: whole, or its chunks when it is longer than the context
@@ -169,17 +179,17 @@ class Analyst:
             **_usage_columns(usage),
         )
 
-    async def _model(self, analysis_id: str, owner: str, model: str, task: str, parts: list[str]) -> ModelResult:
+    async def _model(self, analysis_id: str, caller: Caller, model: str, task: str, parts: list[str]) -> ModelResult:
         """One model's answer for the whole document (through map-reduce when in parts)."""
         started = time.perf_counter()
         usage = Usage()
         try:
             if len(parts) == 1:
-                text = await self._ask(owner, model, task, [parts[0]], usage)
+                text = await self._ask(caller, model, task, [parts[0]], usage)
             else:
-                notes = await self._map(owner, model, task, parts, usage)
+                notes = await self._map(caller, model, task, parts, usage)
                 await self.event(analysis_id, "progress", {"model": model, "stage": "map", "parts": len(parts)})
-                text = await self._reduce(owner, model, task, notes, usage)
+                text = await self._reduce(caller, model, task, notes, usage)
             result: ModelResult = {"model": model, "status": "ok", "text": text, "error": None}
         except LLMError as exc:
             result = {"model": model, "status": "error", "text": None, "error": str(exc)}
@@ -200,17 +210,17 @@ class Analyst:
             budget = min(budget, max(min(known) // 2, 100))
         return budget
 
-    async def _map(self, owner: str, model: str, task: str, parts: list[str], usage: Usage) -> list[str]:
+    async def _map(self, caller: Caller, model: str, task: str, parts: list[str], usage: Usage) -> list[str]:
         """Notes on each part, ANALYSIS_CONCURRENCY parts at a time."""
         slots = asyncio.Semaphore(self.settings.analysis_concurrency)
 
         async def one(index: int, part: str) -> str:
             async with slots:
-                return await self._ask(owner, model, part_prompt(task, index, len(parts)), [part], usage)
+                return await self._ask(caller, model, part_prompt(task, index, len(parts)), [part], usage)
 
         return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(parts))))
 
-    async def _reduce(self, owner: str, model: str, task: str, notes: list[str], usage: Usage) -> str:
+    async def _reduce(self, caller: Caller, model: str, task: str, notes: list[str], usage: Usage) -> str:
         """The notes combined into one answer, in rounds of groups that fit the context budget."""
         budget = self.settings.analysis_context_tokens
         while True:
@@ -225,7 +235,7 @@ class Analyst:
                 size += tokens
             prompt = notes_prompt(task)
             combined = [
-                await self._ask(owner, model, prompt, [f"[Part {i + 1}]\n{n}" for i, n in enumerate(g)], usage)
+                await self._ask(caller, model, prompt, [f"[Part {i + 1}]\n{n}" for i, n in enumerate(g)], usage)
                 for g in groups
             ]
             if len(combined) == 1:
@@ -240,7 +250,7 @@ class Analyst:
         usage = Usage()
         context = [f"[Answer from {a['model']}]\n{a['text']}" for a in answers]
         try:
-            text = await self._ask(job.owner, model, synthesis_prompt(task), context, usage)
+            text = await self._ask(Caller(job.owner, job.key_id), model, synthesis_prompt(task), context, usage)
             result: ModelResult = {"model": model, "status": "ok", "text": text, "error": None}
         except LLMError as exc:
             result = {"model": model, "status": "error", "text": None, "error": str(exc)}
@@ -249,9 +259,9 @@ class Analyst:
         await self.event(job.analysis_id, "synthesis", _public(result))
         return result
 
-    async def _ask(self, owner: str, model: str, prompt: str, context: list[str], usage: Usage) -> str:
+    async def _ask(self, caller: Caller, model: str, prompt: str, context: list[str], usage: Usage) -> str:
         return await ask(
-            self.llm, owner, model, prompt, context, read_seconds=self.settings.llm_timeout_seconds, usage=usage
+            self.llm, caller, model, prompt, context, read_seconds=self.settings.llm_timeout_seconds, usage=usage
         )
 
 

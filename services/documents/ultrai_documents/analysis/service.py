@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.apikeys import KeyGrant
 from shared.errors import ProblemError
 from shared.tokens import unauthorized
 from ultrai_documents.analysis.events import event_stream
@@ -29,6 +30,7 @@ from ultrai_documents.settings import DocumentsSettings
 REUSABLE = ("completed", "queued", "running")
 HISTORY = 100
 DEFAULT_MODELS = 3
+LLM_SCOPE = "llm"
 BAD_TICKET = "The ticket is not valid: it expired, was used already, or is for another analysis."
 
 
@@ -53,9 +55,21 @@ class AnalysisService:
     runner: Runner
     models: ModelCatalog
 
-    async def start(self, owner: str, document_id: str, request: AnalysisRequest) -> tuple[Analysis, bool]:
+    async def start(
+        self, owner: str, document_id: str, request: AnalysisRequest, key: KeyGrant | None = None
+    ) -> tuple[Analysis, bool]:
         """The analysis the request asks for, queued for the runner, or the same one made before.
-        Returns (analysis, reused)."""
+        Returns (analysis, reused).
+
+        With an API key (``key``): an analysis spends llm budget, so the key needs the ``llm`` scope
+        as well as ``documents:write`` (403 otherwise), and the analysis' llm calls are made as the
+        key's: recorded under it and held to its budget, rpm and tpm."""
+        if key is not None and LLM_SCOPE not in key.scopes:
+            raise ProblemError(
+                403,
+                f"This API key does not have the {LLM_SCOPE} scope: an analysis spends llm budget.",
+                title="Forbidden",
+            )
         doc = await owned_document(self.repository, owner, document_id)
         await self.repository.release()
         if doc.chunk_count > self.settings.analysis_max_chunks:
@@ -81,6 +95,7 @@ class AnalysisService:
             id=new_id(),
             document_id=doc.id,
             owner_id=owner,
+            key_id=key.key_id if key is not None else None,
             kind=request.kind,
             params=params,
             params_hash=digest,
@@ -93,7 +108,8 @@ class AnalysisService:
         return analysis, False
 
     async def _default_models(self) -> list[str]:
-        """ANALYSIS_DEFAULT_MODELS, or the first models the llm service has available."""
+        """ANALYSIS_DEFAULT_MODELS, or the first models the llm service has available (its demo
+        models only when it has no other)."""
         if self.settings.analysis_default_models:
             return list(self.settings.analysis_default_models)
         names = await self.models.available()

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
 from shared.errors import problem_responses
-from ultrai_documents.deps import Analyses, LastEventId, Owner, StreamOwner
+from ultrai_documents.deps import Analyses, CallerKey, LastEventId, Owner, StreamOwner
 from ultrai_documents.schemas import PREFIX, AnalysisOut, AnalysisRequest, TicketOut, analysis_url
 
 router = APIRouter(prefix=PREFIX + "/{document_id}/analyses", tags=["analyses"])
@@ -19,13 +19,13 @@ router = APIRouter(prefix=PREFIX + "/{document_id}/analyses", tags=["analyses"])
     summary="Start an analysis; answers 202 with its URL (or the stored result)",
     responses={
         200: {"model": AnalysisOut, "description": "The stored result of the same analysis (fresh=false)"},
-        **problem_responses(401, 404, 413, 422, 429),
+        **problem_responses(401, 403, 404, 413, 422, 429),
     },
 )
 async def create_analysis(
-    response: Response, document_id: str, body: AnalysisRequest, owner: Owner, analyses: Analyses
+    response: Response, document_id: str, body: AnalysisRequest, owner: Owner, key: CallerKey, analyses: Analyses
 ) -> AnalysisOut:
-    analysis, reused = await analyses.start(owner, document_id, body)
+    analysis, reused = await analyses.start(owner, document_id, body, key)
     response.headers["Location"] = analysis_url(analysis)
     if reused and analysis.status == "completed":
         response.status_code = 200

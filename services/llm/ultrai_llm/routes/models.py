@@ -1,4 +1,5 @@
-"""``GET /api/v1/llm/models``: the configured models, with provider, status and context window."""
+"""``GET /api/v1/llm/models``: the configured models, with provider, status and context window, and
+whether each is an offline demo model."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from shared.errors import problem_responses
-from ultrai_llm.catalog import NO_PROVIDER_HINT, PATTERNS, VIRTUAL_PREFIX
+from ultrai_llm.catalog import DEMO_ONLY_HINT, NO_PROVIDER_HINT, PATTERNS, VIRTUAL_PREFIX
 from ultrai_llm.deps import Caller, LlmDep
 from ultrai_llm.routes import PREFIX
 from ultrai_llm.schemas import ModelsResponse
@@ -23,8 +24,5 @@ router = APIRouter(prefix=PREFIX, tags=["llm"])
 )
 async def models(_: Caller, llm: LlmDep) -> dict[str, Any]:
     listed = await llm.engine.model_statuses()
-    return {
-        "models": listed,
-        "patterns": [VIRTUAL_PREFIX + p for p in PATTERNS],
-        "detail": None if listed else NO_PROVIDER_HINT,
-    }
+    detail = DEMO_ONLY_HINT if llm.engine.catalog.demo_only else None if listed else NO_PROVIDER_HINT
+    return {"models": listed, "patterns": [VIRTUAL_PREFIX + p for p in PATTERNS], "detail": detail}

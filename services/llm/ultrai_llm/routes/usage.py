@@ -1,4 +1,5 @@
-"""``GET /api/v1/llm/usage``: the caller's tokens and cost per model, and their budget."""
+"""``GET /api/v1/llm/usage``: the caller's tokens and cost per model, per API key and per UTC day, and
+their budget."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ router = APIRouter(prefix=PREFIX, tags=["llm"])
 
 @router.get(
     "/usage",
-    summary="Your tokens and cost per model, and your budget",
+    summary="Your tokens and cost per model, per API key and per day, and your budget",
     response_model=UsageResponse,
     responses=problem_responses(401, 422),
 )

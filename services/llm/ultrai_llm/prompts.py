@@ -1,0 +1,37 @@
+"""What the orchestration patterns send the models: the question with its context, the peer review
+and the synthesis instructions. The demo models read these same templates back (``ultrai_llm.demo``)."""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+Messages = list[dict[str, Any]]
+
+CONTEXT_QUESTION = "Use the following context to answer.\n\n<context>\n{chunks}\n</context>\n\nQuestion: {prompt}"
+REVIEW_INSTRUCTION = (
+    "Other expert models answered the same question. Their answers, anonymised:\n\n{others}\n\n"
+    "Critique these answers and your own: point out errors, omissions and disagreements. "
+    "Then write your revised answer under the heading 'Revised answer:'."
+)
+SYNTHESIS_INSTRUCTION = (
+    "{question}\n\nSeveral expert models answered this question. Their answers, anonymised:\n\n{answers}\n\n"
+    "Write the single best answer: keep what they get right, resolve their disagreements and correct "
+    "their errors. Answer the question directly, without mentioning the other answers."
+)
+
+
+def question_text(prompt: str, context: list[str] | None) -> str:
+    if not context:
+        return prompt
+    chunks = "\n\n".join(f"[{i}] {chunk}" for i, chunk in enumerate(context, 1))
+    return CONTEXT_QUESTION.format(chunks=chunks, prompt=prompt)
+
+
+def with_system(system_prompt: str | None, messages: Messages) -> Messages:
+    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + messages
+
+
+def labelled(answers: list[str], numbered: bool = False) -> str:
+    labels = [str(i) for i in range(1, len(answers) + 1)] if numbered else list(string.ascii_uppercase)
+    return "\n\n".join(f"Answer {labels[i % len(labels)]}:\n{text}" for i, text in enumerate(answers))
