@@ -23,13 +23,17 @@ from tools.stack import ROOT
 SERVER, CLIENT = 2, 3  # OTLP span kinds
 
 
-def test_without_an_endpoint_nothing_of_opentelemetrys_sdk_is_imported() -> None:
+def test_without_an_endpoint_no_tracing_is_imported_or_set_up() -> None:
+    """Neither the tracing SDK, the exporter, the instrumentations nor shared.otel are imported, and
+    no tracer provider is installed. (redis-py imports the SDK's metrics part by itself when the SDK
+    is installed, which is one more reason the services do not install it by default.)"""
     code = (
         "import sys\n"
         "import ultrai_gateway.main, ultrai_auth.main\n"
-        "loaded = sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk', 'opentelemetry.instrumentation',"
-        " 'opentelemetry.exporter', 'shared.otel')))\n"
-        "print(loaded)\n"
+        "from opentelemetry import trace\n"
+        "ours = ('opentelemetry.sdk.trace', 'opentelemetry.instrumentation', 'opentelemetry.exporter', 'shared.otel')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(ours)))\n"
+        "print(type(trace.get_tracer_provider()).__name__)\n"
     )
     env = {
         "PYTHONPATH": f"{ROOT}:{ROOT / 'services/gateway'}:{ROOT / 'services/auth'}",
@@ -39,7 +43,9 @@ def test_without_an_endpoint_nothing_of_opentelemetrys_sdk_is_imported() -> None
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
     )
-    assert out.stdout.strip() == "[]", out.stdout
+    loaded, provider = out.stdout.strip().splitlines()[-2:]
+    assert loaded == "[]", loaded
+    assert provider == "ProxyTracerProvider", provider
 
 
 async def test_one_trace_from_the_gateway_to_the_provider(
