@@ -7,19 +7,23 @@ runs where litellm runs its pre-call checks, inside the Router's call to one dep
 before the request leaves (each retry and fallback is checked again): one atomic hit on the
 shared moving-window limiter (shared/ratelimit.py: Redis when configured, this process
 otherwise). Over the limit, it raises litellm's RateLimitError, which the Router treats as the
-provider's own 429 (cooldown of the deployment, retry, fallback).
+provider's own 429 (cooldown of the deployment, retry, fallback). When Redis is busy the call is
+not counted (and goes ahead); when Redis is down the limiter counts in this process.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
 
+from shared.errors import ProblemError
 from shared.ratelimit import RateLimiter
 from ultrai_llm.engine_setup import CustomLogger, RateLimitError, litellm
 
 WINDOW = "provider-rpm"
+log = logging.getLogger("ultrai_llm.provider_limits")
 
 
 def deployment_rpm(deployment: dict[str, Any]) -> int | None:
@@ -41,7 +45,14 @@ class ProviderLimits(CustomLogger):
         if rpm is None:
             return deployment
         deployment_id = str((deployment.get("model_info") or {}).get("id") or deployment.get("model_name"))
-        decision = await self.limiter.hit(f"{rpm}/minute", WINDOW, deployment_id)
+        try:
+            decision = await self.limiter.hit(f"{rpm}/minute", WINDOW, deployment_id)
+        except ProblemError:
+            # Redis busy (no connection free, or too slow): the call goes ahead uncounted rather
+            # than fail, or be taken by the Router for the deployment's failure (a cooldown); the
+            # provider still enforces its own limit.
+            log.warning("provider rpm not counted: the shared store is busy")
+            return deployment
         if not decision.allowed:
             model = (deployment.get("litellm_params") or {}).get("model")
             message = (
