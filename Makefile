@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-REQS := requirements-dev.txt shared/pyproject.toml shared/requirements.txt shared/requirements-db.txt \
+REQS := requirements-dev.txt shared/pyproject.toml shared/requirements.txt shared/requirements-db.txt shared/requirements-otel.txt \
         $(wildcard services/*/requirements.txt)
 # The services with migrations: every services/<name>/ultrai_<name>/migrate.py.
 SERVICES := $(foreach f,$(wildcard services/*/ultrai_*/migrate.py),$(word 2,$(subst /, ,$(f))))

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, Request
 from starlette.middleware import Middleware
 
-from shared import __version__
+from shared import __version__, tracing
 from shared.errors import Problem, install_error_handlers
 from shared.health import HealthRegistry
 from shared.kv import KeyValue
@@ -60,6 +60,8 @@ def create_app(
     """
     database = database or migrations is not None
     configure_logging(service, settings.log_level, settings.json_logs)
+    # Before any client or engine is made: they are instrumented as they are created.
+    tracing.start(service)
     tune_allocator()
     health = HealthRegistry(service, version="1", description=description)
     app = FastAPI(

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalErr
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from shared import tracing
 from shared.errors import problem_response
 from shared.health import Check
 from shared.settings import ServiceSettings
@@ -79,6 +80,7 @@ class Database:
         else:
             self.engine = create_async_engine(self.url, connect_args={"timeout": 15})
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        tracing.instrument_engine(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def ping(self) -> None:

@@ -11,6 +11,7 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
+from shared import tracing
 from shared.context import current_request_id
 
 _SECRET_PATTERNS = [
@@ -49,6 +50,7 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.service = self.service
         record.request_id = current_request_id() or "-"
+        record.trace_id = tracing.current_trace_id()
         try:
             message = record.getMessage()
         except Exception:  # a bad format string must not lose the record
@@ -61,16 +63,18 @@ class ContextFilter(logging.Filter):
 def configure_logging(service: str, level: str = "INFO", json_logs: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter(service))
+    # With traces exported, the trace id stands beside the request id on every line.
+    ids = "%(request_id)s %(trace_id)s" if tracing.enabled() else "%(request_id)s"
     if json_logs:
         handler.setFormatter(
             JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s %(service)s %(request_id)s",
+                f"%(asctime)s %(levelname)s %(name)s %(message)s %(service)s {ids}",
                 rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
             )
         )
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(service)s [%(request_id)s] %(name)s: %(message)s")
+            logging.Formatter(f"%(asctime)s %(levelname)-7s %(service)s [{ids}] %(name)s: %(message)s")
         )
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -1,11 +1,151 @@
-"""Prometheus metrics: request counts and latency by route template, cache and upstream counters."""
+"""Prometheus metrics: request counts and latency by route template, cache and upstream counters.
+
+With several worker processes (``WEB_CONCURRENCY`` > 1) or ``PROMETHEUS_MULTIPROC_DIR`` set, the
+metrics are kept in prometheus_client's multiprocess mode: each worker writes its values to
+memory-mapped files in a directory of the instance's own, and ``/metrics``, whichever worker
+answers it, sums every worker of the instance. The directory is
+``$PROMETHEUS_MULTIPROC_DIR/<supervisor pid>-<its start time>`` (the base defaults to
+``<tmp>/ultrai-metrics``): new for each start of the instance, and the directories of instances
+no longer running are removed when a worker starts. With one worker and no
+``PROMETHEUS_MULTIPROC_DIR``, metrics stay in the process as before.
+
+A metric of a module of its own is made with ``counter``, ``gauge`` or ``histogram`` below (at
+import, at module level), so that it is right in both modes: a gauge says how the workers' values
+combine (``"livesum"`` for a level such as a queue's depth, ``"max"``, ``"mostrecent"``...).
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from multiprocessing import parent_process
+from pathlib import Path
+from typing import Literal
+
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Set in a worker to the directory it chose, so that a process it starts does not nest another one.
+_INSTANCE_ENV = "ULTRAI_METRICS_INSTANCE_DIR"
+
+
+def _start_time(pid: int) -> str:
+    """The process' start time as the kernel counts it (Linux), or "" where /proc is not there:
+    with the pid it names one run of a process even when the pid is used again."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    # The command name (field 2) may hold spaces; the fields after its closing parenthesis do not.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _instance_dir() -> Path | None:
+    """The directory of this instance's metric files, made (and stale ones removed) when metrics
+    are kept per process in files; None when they stay in this process' memory."""
+    chosen = os.environ.get(_INSTANCE_ENV)
+    if chosen and os.environ.get(MULTIPROC_ENV) == chosen:
+        return Path(chosen)
+    base = os.environ.get(MULTIPROC_ENV)
+    try:
+        workers = int(os.environ.get("WEB_CONCURRENCY", "1") or 1)
+    except ValueError:
+        workers = 1
+    if not base and workers <= 1:
+        return None
+    root = Path(base or Path(tempfile.gettempdir()) / "ultrai-metrics")
+    # uvicorn's workers are started by its supervisor (multiprocessing): the instance is the
+    # supervisor. A single process serving alone is its own instance.
+    parent = parent_process()
+    supervisor = parent.pid if parent is not None and parent.pid is not None else os.getpid()
+    own = root / f"{supervisor}-{_start_time(supervisor)}"
+    own.mkdir(parents=True, exist_ok=True)
+    for other in root.iterdir():
+        pid, _, started = other.name.partition("-")
+        if other == own or not other.is_dir() or not pid.isdigit():
+            continue
+        if not _alive(int(pid)) or _start_time(int(pid)) != started:
+            shutil.rmtree(other, ignore_errors=True)
+    os.environ[MULTIPROC_ENV] = os.environ[_INSTANCE_ENV] = str(own)
+    return own
+
+
+MULTIPROC_DIR = _instance_dir()
+
+# Imported after the directory is chosen: prometheus_client picks its kind of value at import.
+from prometheus_client import (  # noqa: E402
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+if MULTIPROC_DIR is not None and not getattr(values.ValueClass, "_multiprocess", False):
+    # prometheus_client was imported before the directory was set (by a library): switch it over.
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+Combine = Literal[
+    "livesum", "liveall", "livemax", "livemin", "livemostrecent", "sum", "max", "min", "mostrecent", "all"
+]
+
+
+def counter(name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+    """A counter in this service's registry, summed over the workers in multiprocess mode."""
+    return Counter(name, documentation, list(labels), registry=REGISTRY)
+
+
+def gauge(name: str, documentation: str, labels: Sequence[str] = (), *, combine: Combine = "livesum") -> Gauge:
+    """A gauge in this service's registry. ``combine`` says how the workers' values make the
+    instance's in multiprocess mode: ``"livesum"`` (the sum over the running workers: a depth, a
+    number in progress), ``"liveall"`` (one series per running worker, labelled ``pid``),
+    ``"max"``, ``"min"``, ``"sum"`` or ``"mostrecent"`` (see prometheus_client's multiprocess
+    mode). A gauge whose value is computed when scraped (``set_function``) is not supported
+    there: set it when it changes."""
+    return Gauge(name, documentation, list(labels), registry=REGISTRY, multiprocess_mode=combine)
+
+
+def histogram(name: str, documentation: str, labels: Sequence[str] = (), *, buckets: Sequence[float]) -> Histogram:
+    """A histogram in this service's registry (a wait, a run time), summed over the workers in
+    multiprocess mode."""
+    return Histogram(name, documentation, list(labels), buckets=list(buckets), registry=REGISTRY)
+
+
+def _forget_dead_workers(directory: Path) -> None:
+    """A worker that exited (and was replaced) leaves its files: its counts stay in the totals, as
+    they should, but its live gauges go (prometheus_client's ``mark_process_dead``)."""
+    for path in directory.glob("gauge_live*_*.db"):
+        pid = path.stem.rsplit("_", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            multiprocess.mark_process_dead(int(pid), str(directory))  # type: ignore[no-untyped-call]
+
+
+def render_metrics() -> bytes:
+    """This instance's metrics in the Prometheus text format: every worker's, in multiprocess mode."""
+    if MULTIPROC_DIR is None:
+        return generate_latest(REGISTRY)
+    _forget_dead_workers(MULTIPROC_DIR)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(MULTIPROC_DIR))  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
 
 REQUESTS = Counter(
     "http_requests_total",
@@ -58,6 +198,6 @@ def metrics_router() -> APIRouter:
         responses={200: {"content": {"text/plain": {}}}},
     )
     async def metrics() -> Response:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(render_metrics(), media_type=CONTENT_TYPE_LATEST)
 
     return router

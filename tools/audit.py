@@ -23,7 +23,7 @@ INDEX = "https://pypi.org/pypi/{name}/json"
 def pins() -> dict[str, tuple[str, list[str]]]:
     """Each pinned package: its pinned version and the requirements files that pin it."""
     found: dict[str, tuple[str, list[str]]] = {}
-    files = [ROOT / "shared" / "requirements.txt", ROOT / "shared" / "requirements-db.txt"]
+    files = [ROOT / "shared" / name for name in ("requirements.txt", "requirements-db.txt", "requirements-otel.txt")]
     files += sorted((ROOT / "services").glob("*/requirements.txt"))
     files.append(ROOT / "requirements-dev.txt")
     for path in files:

@@ -65,7 +65,14 @@ START_BAR_DEFAULT = 2.0
 RSS_BAR = {"llm": 250.0}
 RSS_BAR_DEFAULT = 80.0
 # Variables Render or the start command read that are not settings of our code.
-PLATFORM_VARS = {"PYTHON_VERSION", "WEB_CONCURRENCY", "PORT", "LITELLM_LOCAL_MODEL_COST_MAP"}
+PLATFORM_VARS = {
+    "PYTHON_VERSION",
+    "WEB_CONCURRENCY",
+    "PORT",
+    "LITELLM_LOCAL_MODEL_COST_MAP",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -39,6 +39,17 @@ PLATFORM = {
         "1",
         "Worker processes per service (uvicorn --workers); docs/deploy.md gives one per Render plan.",
     ),
+    "PROMETHEUS_MULTIPROC_DIR": (
+        "",
+        "Where the workers of an instance keep their metrics, summed by /metrics (a folder per instance"
+        " under it, cleaned at start); with WEB_CONCURRENCY above 1 and this unset: <tmp>/ultrai-metrics."
+        " See docs/scaling.md.",
+    ),
+    "OTEL_EXPORTER_OTLP_ENDPOINT": (
+        "",
+        "Traces over OTLP/HTTP to this collector (unset: no tracing, nothing of OpenTelemetry's SDK is"
+        " imported); needs shared/requirements-otel.txt installed. See docs/scaling.md.",
+    ),
     "LITELLM_LOCAL_MODEL_COST_MAP": (
         "True",
         "llm: litellm reads its bundled model cost map instead of fetching it at import (always True).",

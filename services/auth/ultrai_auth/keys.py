@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from shared.tokens import ACCESS_TYP, ALGORITHM, SERVICE_TYP, service_audience
-from ultrai_auth.models import SigningKey
 from ultrai_auth.repository import AuthRepository
 from ultrai_auth.settings import AuthSettings
 
@@ -141,7 +140,7 @@ async def publish_keys(repository: AuthRepository, signer: Signer) -> None:
     now = time.time()
     current = await repository.signing_key(signer.kid)
     if current is None:
-        repository.add_signing_key(SigningKey(kid=signer.kid, jwk=json.dumps(signer.jwk), first_used_at=now))
+        await repository.add_signing_key(signer.kid, json.dumps(signer.jwk), now)
     elif current.retired_at is not None:
         current.retired_at = None
     await repository.retire_signing_keys_except(signer.kid, now)

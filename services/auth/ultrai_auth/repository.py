@@ -116,8 +116,18 @@ class AuthRepository(Repository):
     async def signing_key(self, kid: str) -> SigningKey | None:
         return await self.session.get(SigningKey, kid)
 
-    def add_signing_key(self, key: SigningKey) -> None:
-        self.session.add(key)
+    async def add_signing_key(self, kid: str, jwk: str, first_used_at: float) -> None:
+        """Record a signing key unless it is recorded already: workers and instances starting at
+        once with the same key each record it, and none fails on the other's row."""
+        values = {"kid": kid, "jwk": jwk, "first_used_at": first_used_at}
+        if self.session.get_bind().dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            await self.session.execute(pg_insert(SigningKey).values(**values).on_conflict_do_nothing())
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            await self.session.execute(sqlite_insert(SigningKey).values(**values).on_conflict_do_nothing())
 
     async def retire_signing_keys_except(self, kid: str, now: float) -> None:
         await self.session.execute(

@@ -17,7 +17,7 @@ from ultrai_documents.extraction.sandbox import Extractor
 from ultrai_documents.models import Chunk, Document
 from ultrai_documents.repository import DocumentsRepository
 from ultrai_documents.settings import DocumentsSettings
-from ultrai_documents.store import save, stream_original, stream_text
+from ultrai_documents.store import QuotaExceeded, save, stream_original, stream_text
 from ultrai_documents.upload import Upload, clean_filename, receive_upload
 
 
@@ -55,16 +55,26 @@ class DocumentService:
     settings: DocumentsSettings
     extractor: Extractor
 
+    def _quota_error(self, limit: str) -> ProblemError:
+        if limit == "documents":
+            return ProblemError(
+                403, f"You have reached the limit of {self.settings.quota_max_documents} documents; delete some first."
+            )
+        return ProblemError(
+            403, f"This file would take you past your storage limit of {self.settings.quota_max_bytes:,} bytes."
+        )
+
     async def upload(self, owner: str, content_type: str, body: AsyncIterator[bytes]) -> tuple[Document, bool]:
         """Receive, check, extract and store an upload. Returns (document, created): the same
-        bytes uploaded before by this user give that document, not a new one."""
+        bytes uploaded before by this user give that document, not a new one.
+
+        The quota is looked at before the body is read and before extraction, to turn away early
+        what is over it already; what holds is the check made as the document is stored."""
         settings = self.settings
         count, used = await self.repository.usage(owner)
         await self.repository.release()
         if count >= settings.quota_max_documents:
-            raise ProblemError(
-                403, f"You have reached the limit of {settings.quota_max_documents} documents; delete some first."
-            )
+            raise self._quota_error("documents")
         received = await receive_upload(
             content_type,
             body,
@@ -86,14 +96,23 @@ class DocumentService:
         if existing is not None:
             return existing, False
         if used + received.size > self.settings.quota_max_bytes:
-            raise ProblemError(
-                403, f"This file would take you past your storage limit of {self.settings.quota_max_bytes:,} bytes."
-            )
+            raise self._quota_error("bytes")
         try:
             result = await self.extractor.extract(received.path, received.filename)
         except ExtractionError as exc:
             raise ProblemError(exc.status, exc.reason) from None
-        return await save(self.repository, owner, name, received, result)
+        try:
+            return await save(
+                self.repository,
+                owner,
+                name,
+                received,
+                result,
+                max_documents=self.settings.quota_max_documents,
+                max_bytes=self.settings.quota_max_bytes,
+            )
+        except QuotaExceeded as exc:
+            raise self._quota_error(exc.limit) from None
 
     async def page(self, owner: str, limit: int, cursor: str | None) -> tuple[list[Document], str | None]:
         """Up to ``limit`` documents, newest first, after ``cursor``; and the next page's cursor."""

@@ -11,7 +11,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, delete, func, insert, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, func, insert, or_, select, text, update
 
 from shared.db import Repository
 from ultrai_documents.models import (
@@ -28,6 +28,44 @@ ACTIVE = ("queued", "running")
 
 
 class DocumentsRepository(Repository):
+    # ---- per-user limits ---------------------------------------------------------------------
+    # A limit is checked after the row that counts against it is written, in the same transaction,
+    # while the owner's lock is held: two requests of one user, on any instances, cannot both see
+    # room for one more. On PostgreSQL the lock is a transaction-level advisory lock on the owner
+    # (and the limit); SQLite has a single writer, whose lock the insert takes and the commit or
+    # rollback gives back, so the count after the insert sees every other committed row and no
+    # other writer can come in between.
+    async def _lock_owner(self, limit: str, owner_id: str) -> None:
+        if self.session.get_bind().dialect.name == "postgresql":
+            await self.session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                {"key": f"ultrai-documents:{limit}:{owner_id}"},
+            )
+
+    async def add_document_within(self, document: Document, max_documents: int, max_bytes: int) -> str | None:
+        """Add the document unless it would take its owner past ``max_documents`` documents or
+        ``max_bytes`` stored: then nothing is added (the transaction is rolled back) and the limit
+        is named, ``"documents"`` or ``"bytes"``. The owner's lock is held until the caller commits
+        (a user's uploads are stored one at a time)."""
+        await self._lock_owner("storage", document.owner_id)
+        await self.add_document(document)
+        count, used = await self.usage(document.owner_id)
+        exceeded = "documents" if count > max_documents else "bytes" if used > max_bytes else None
+        if exceeded is not None:
+            await self.rollback()
+        return exceeded
+
+    async def add_analysis_within(self, analysis: Analysis, max_active: int) -> bool:
+        """Add the analysis unless its owner has ``max_active`` analyses queued or running already:
+        then nothing is added (the transaction is rolled back) and the answer is False."""
+        await self._lock_owner("analyses", analysis.owner_id)
+        self.session.add(analysis)
+        await self.session.flush()
+        if await self.active_analyses(analysis.owner_id) > max_active:
+            await self.rollback()
+            return False
+        return True
+
     # ---- documents ---------------------------------------------------------------------------
     async def owned_document(self, owner_id: str, document_id: str) -> Document | None:
         return await self.session.scalar(

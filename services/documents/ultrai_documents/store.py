@@ -23,14 +23,28 @@ Part = TypeVar("Part", bytes, str)
 CHUNK_BATCH = 200
 
 
+class QuotaExceeded(Exception):
+    """The upload would take its owner past a limit: ``limit`` is ``"documents"`` or ``"bytes"``."""
+
+    def __init__(self, limit: str) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
 async def save(
     repository: DocumentsRepository,
     owner_id: str,
     name: str,
     upload: Upload,
     result: ExtractionResult,
+    *,
+    max_documents: int,
+    max_bytes: int,
 ) -> tuple[Document, bool]:
-    """Store metadata, original, text and chunks in one transaction. Returns (document, created)."""
+    """Store metadata, original, text and chunks in one transaction. Returns (document, created).
+    Raises QuotaExceeded, having stored nothing, when the document would take its owner past
+    ``max_documents`` documents or ``max_bytes`` stored; the check and the insert are one step,
+    whatever else the owner uploads at the same time."""
     doc = Document(
         id=new_id(),
         owner_id=owner_id,
@@ -47,7 +61,9 @@ async def save(
     )
     text_path = Path(result.text_path)
     try:
-        await repository.add_document(doc)
+        exceeded = await repository.add_document_within(doc, max_documents, max_bytes)
+        if exceeded is not None:
+            raise QuotaExceeded(exceeded)
         async for seq, data in _file_parts(upload.path, BLOB_PART_BYTES, _read_bytes):
             await repository.add_original_part(doc.id, seq, data)
         async for seq, text in _file_parts(text_path, TEXT_PART_CHARS, _read_text):

@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from shared.errors import ProblemError
 from shared.metrics import UPSTREAM_ERRORS
+from shared.ratelimit import RateLimiter
 from ultrai_llm.cache import ResponseCache, cache_key
 from ultrai_llm.catalog import NO_PROVIDER_HINT, Catalog, ModelSpec
 from ultrai_llm.demo.provider import register as register_demo_provider
 from ultrai_llm.engine_setup import Router, litellm
+from ultrai_llm.provider_limits import install as install_provider_limits
 from ultrai_llm.schemas import ModelParams
 from ultrai_llm.settings import LlmSettings
 
@@ -117,17 +119,42 @@ def describe_error(exc: BaseException) -> str:
     return f"{reason}{f' ({status})' if isinstance(status, int) else ''}: {message}" if message else reason
 
 
+def router_redis(settings: LlmSettings) -> dict[str, Any]:
+    """The Router's arguments for Redis, when REDIS_URL is set: litellm then keeps its routing state
+    (cooldowns, failure counts, usage per deployment) in Redis as well as in memory, so every
+    instance sees a deployment cooled down by another and counts its usage; the keys are under
+    ``<REDIS_KEY_PREFIX>:llm:router:``."""
+    if not settings.redis_url:
+        return {}
+    return {
+        "redis_url": settings.redis_url,
+        "cache_kwargs": {
+            "namespace": f"{settings.redis_key_prefix}:llm:router",
+            "socket_timeout": settings.redis_timeout,
+            "socket_connect_timeout": settings.redis_timeout,
+        },
+    }
+
+
 class Engine:
-    def __init__(self, settings: LlmSettings, catalog: Catalog, cache: ResponseCache) -> None:
+    def __init__(
+        self, settings: LlmSettings, catalog: Catalog, cache: ResponseCache, limiter: RateLimiter | None = None
+    ) -> None:
+        """``limiter`` keeps the deployments' requests-per-minute limits (``rpm`` in the models
+        file) across instances (ultrai_llm/provider_limits.py); without one they are litellm's own,
+        per process."""
         self.settings = settings
         self.catalog = catalog
         self.cache = cache
         self.router: Router | None = None
         if any(spec.demo for spec in catalog.specs.values()):
             register_demo_provider()
+        if limiter is not None:
+            install_provider_limits(limiter)
         if not catalog.empty:
             self.router = Router(
                 model_list=catalog.model_list,
+                **router_redis(settings),
                 num_retries=settings.llm_num_retries,
                 # Seconds, fractions included: litellm's hint says int, its retry wait takes a float.
                 retry_after=settings.llm_retry_after,  # type: ignore[arg-type]

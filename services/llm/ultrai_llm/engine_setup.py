@@ -13,6 +13,8 @@ os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 os.environ.setdefault("LITELLM_LOG", "ERROR")
 
 import litellm
+from litellm.exceptions import RateLimitError
+from litellm.integrations.custom_logger import CustomLogger
 from litellm.llms.custom_llm import CustomLLM
 from litellm.router import Router
 from litellm.types.utils import Usage
@@ -23,4 +25,4 @@ litellm.drop_params = True
 # Not re-exported by litellm's typed package, but the attribute its code reads.
 litellm.set_verbose = False  # type: ignore[attr-defined]
 
-__all__ = ["CustomLLM", "Router", "Usage", "litellm"]
+__all__ = ["CustomLLM", "CustomLogger", "RateLimitError", "Router", "Usage", "litellm"]

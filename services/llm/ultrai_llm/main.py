@@ -41,10 +41,11 @@ def build(settings: LlmSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = Engine(settings, catalog, ResponseCache(app.state.kv, settings.cache_ttl, settings.enable_cache))
+        limiter = RateLimiter.for_settings(settings, SERVICE)
+        cache = ResponseCache(app.state.kv, settings.cache_ttl, settings.enable_cache)
+        engine = Engine(settings, catalog, cache, limiter)
         app.state.verifier = verifier = TokenVerifier(settings, SERVICE)
         verifier.start()
-        limiter = RateLimiter.for_settings(settings, SERVICE)
         report = verifier.keys.report_spend if verifier.keys is not None else None
         usage_store = UsageStore(app.state.db, settings, limiter=limiter, report=report)
         usage_store.start()

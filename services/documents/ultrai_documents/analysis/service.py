@@ -87,10 +87,6 @@ class AnalysisService:
             previous = await self.repository.latest_analysis(owner, doc.id, digest, REUSABLE)
             if previous is not None:
                 return previous, True
-        if await self.repository.active_analyses(owner) >= self.settings.analysis_max_active_per_user:
-            raise ProblemError(
-                429, "Too many analyses are running for you; wait for one to finish.", headers={"Retry-After": "5"}
-            )
         analysis = Analysis(
             id=new_id(),
             document_id=doc.id,
@@ -101,7 +97,11 @@ class AnalysisService:
             params_hash=digest,
             status="queued",
         )
-        await self.repository.add_analysis(analysis)
+        # The limit is checked as the analysis is added, in one step: concurrent starts cannot pass it.
+        if not await self.repository.add_analysis_within(analysis, self.settings.analysis_max_active_per_user):
+            raise ProblemError(
+                429, "Too many analyses are running for you; wait for one to finish.", headers={"Retry-After": "5"}
+            )
         await self.repository.add_event(analysis.id, "status", {"status": "queued"})
         await self.repository.commit()
         await self.runner.submit(analysis.id)
