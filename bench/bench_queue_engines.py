@@ -33,7 +33,7 @@ THROUGHPUT_JOBS = 160
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 # ---- the job, the same for both engines: record when it started, then wait ---------------------
