@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from saq import Queue
 
 from tests.conftest import running_stack, stack_env
@@ -67,6 +68,13 @@ async def queue_stack(pg_databases, redis_url, fake_provider: FakeOpenAI) -> Asy
         await asyncio.to_thread(st.start_extra, "documents", "worker-1", worker=True)
         await asyncio.to_thread(st.start_extra, "documents", "worker-2", worker=True)
         yield st
+    # SAQ's keys are named after the queue, outside the session's prefix: removed here.
+    redis = Redis.from_url(redis_url)
+    try:
+        async for key in redis.scan_iter(match=f"saq:*{env['REDIS_KEY_PREFIX']}*"):
+            await redis.delete(key)
+    finally:
+        await redis.aclose()
 
 
 @pytest.fixture

@@ -237,6 +237,14 @@ class DocumentsRepository(Repository):
         )
         return cast("CursorResult[Any]", result).rowcount == 1
 
+    async def silent_analyses(self, silent_since: datetime) -> list[tuple[str, int]]:
+        """Running analyses whose runner has not beaten since ``silent_since``: (id, attempt)."""
+        query = select(Analysis.id, Analysis.attempt).where(
+            Analysis.status == "running",
+            or_(Analysis.heartbeat_at.is_(None), Analysis.heartbeat_at < silent_since),
+        )
+        return [(row.id, row.attempt) for row in (await self.session.execute(query)).all()]
+
     async def touch_analyses(self, analysis_ids: Collection[str], now: datetime) -> None:
         """The in-process runner's heartbeat for the analyses it is running."""
         if analysis_ids:

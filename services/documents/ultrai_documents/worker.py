@@ -23,9 +23,10 @@ import os
 import signal
 import socket
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from saq import Queue, Worker
-from saq.job import Job
+from saq.job import TERMINAL_STATUSES, Job
 from saq.types import Context
 
 from shared.db import Database
@@ -36,6 +37,8 @@ from ultrai_documents.analysis.analyst import Analyst
 from ultrai_documents.analysis.notify import notifier_for
 from ultrai_documents.analysis.runner import JOB_FUNCTION, analysis_queue
 from ultrai_documents.llm import ModelCatalog, llm_client
+from ultrai_documents.models import utcnow
+from ultrai_documents.repository import DocumentsRepository
 from ultrai_documents.settings import DocumentsSettings
 
 SERVICE = "documents"
@@ -44,6 +47,7 @@ log = logging.getLogger("ultrai_documents.worker")
 
 class AnalysisContext(Context, total=False):
     analyst: Analyst
+    settler: asyncio.Task[None]
 
 
 async def run_analysis(ctx: AnalysisContext, *, analysis_id: str) -> None:
@@ -51,7 +55,7 @@ async def run_analysis(ctx: AnalysisContext, *, analysis_id: str) -> None:
     A job delivered again (its first worker stopped beating) takes the running analysis over."""
     job = ctx["job"]
     analyst = ctx["analyst"]
-    beat = asyncio.create_task(_heartbeat(job), name=f"heartbeat-{analysis_id}")
+    beat = asyncio.create_task(_heartbeat(job, analyst, analysis_id), name=f"heartbeat-{analysis_id}")
     try:
         await analyst.run(analysis_id, takeover=job.attempts > 1)
     finally:
@@ -59,14 +63,62 @@ async def run_analysis(ctx: AnalysisContext, *, analysis_id: str) -> None:
         await asyncio.gather(beat, return_exceptions=True)
 
 
-async def _heartbeat(job: Job) -> None:
+async def _heartbeat(job: Job, analyst: Analyst, analysis_id: str) -> None:
+    """The job's heartbeat in Redis (what SAQ's sweep reads) and the analysis' in its row (what
+    ``settle_abandoned`` reads)."""
     period = max(job.heartbeat / 3, 0.2) if job.heartbeat else 10.0
     while True:
         await asyncio.sleep(period)
         try:
             await job.update()
-        except Exception as exc:  # Redis away for a moment: the next beat tries again
+            async with analyst.sessions() as session:
+                repository = DocumentsRepository(session)
+                await repository.touch_analyses([analysis_id], utcnow())
+                await repository.commit()
+        except Exception as exc:  # Redis or the database away for a moment: the next beat tries again
             log.warning("could not beat the heartbeat of %s (%s)", job.key, type(exc).__name__)
+
+
+ABANDONED = "The analysis was interrupted too often (its worker stopped each time)."
+
+
+async def settle_abandoned(queue: Queue, analyst: Analyst, settings: DocumentsSettings) -> list[str]:
+    """Analyses the queue gave up on: running in the database, no heartbeat for two periods, and
+    their job ended (SAQ's sweep aborts a job for good after ANALYSIS_ATTEMPTS deliveries) or gone
+    (Redis lost it). They end as ``failed``, so that their owner is told and no longer held to the
+    limit of running analyses. Returns their ids."""
+    silent_since = utcnow() - timedelta(seconds=2 * settings.analysis_heartbeat_seconds)
+    async with analyst.sessions() as session:
+        candidates = await DocumentsRepository(session).silent_analyses(silent_since)
+    if not candidates:
+        return []
+    jobs = await queue.jobs(analysis_id for analysis_id, _ in candidates)
+    settled = []
+    for (analysis_id, attempt), job in zip(candidates, jobs, strict=True):
+        if job is not None and job.status not in TERMINAL_STATUSES:
+            continue
+        async with analyst.sessions() as session:
+            repository = DocumentsRepository(session)
+            ended = await repository.fenced_update(
+                analysis_id, attempt, status="failed", stage=None, error=ABANDONED, finished_at=utcnow()
+            )
+            if ended:
+                await repository.add_event(analysis_id, "failed", {"status": "failed", "error": ABANDONED})
+            await repository.commit()
+        if ended:
+            log.warning("analysis %s: abandoned by the queue, recorded as failed", analysis_id)
+            await analyst.notifier.publish(analysis_id)
+            settled.append(analysis_id)
+    return settled
+
+
+async def _settle_every(queue: Queue, analyst: Analyst, settings: DocumentsSettings) -> None:
+    while True:
+        await asyncio.sleep(settings.analysis_sweep_seconds)
+        try:
+            await settle_abandoned(queue, analyst, settings)
+        except Exception:
+            log.exception("could not settle the abandoned analyses")
 
 
 class _QuietWorker(Worker[AnalysisContext]):
@@ -82,6 +134,13 @@ def make_worker(
 
     async def startup(ctx: AnalysisContext) -> None:
         ctx["analyst"] = analyst
+        ctx["settler"] = asyncio.create_task(_settle_every(queue, analyst, settings), name="analysis-settler")
+
+    async def shutdown(ctx: AnalysisContext) -> None:
+        settler = ctx.get("settler")
+        if settler is not None:
+            settler.cancel()
+            await asyncio.gather(settler, return_exceptions=True)
 
     cls: type[Worker[AnalysisContext]] = Worker if own_signals else _QuietWorker
     return cls(
@@ -91,6 +150,7 @@ def make_worker(
         id=f"{socket.gethostname()}:{os.getpid()}",
         concurrency=settings.analysis_workers,
         startup=startup,
+        shutdown=shutdown,
         timers={
             "sweep": settings.analysis_sweep_seconds,
             "abort": 1,
