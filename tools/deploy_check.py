@@ -15,6 +15,11 @@ not come up, when gateway, auth or documents install litellm, or when any servic
 while starting (litellm must use its bundled model cost map). It prints one table: packages installed,
 install size, start-up time and resident memory after start, against the team's bars.
 
+Background workers (type ``worker``: the analysis worker) are not started here; they are
+cross-checked first (``worker_problems``: the same build, build filter, database and queue as their
+web service, an existing ``worker`` module, and a compose service running the same command on the
+same image), and any problem fails the check.
+
 The helpers that read render.yaml, docker-compose.yml, the requirements and the settings classes are
 used by tests/deploy as well, so the tests and this check read the same facts from the same code.
 """
