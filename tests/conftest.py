@@ -126,6 +126,9 @@ async def redis_url() -> AsyncIterator[str | None]:
                 await client.delete(key)
             async for key in client.scan_iter(match=f"LIMITS:test-{SESSION_TAG}*"):
                 await client.delete(key)
+            # The analysis queue's keys (SAQ names them after the queue, under the prefix).
+            async for key in client.scan_iter(match=f"saq:*test-{SESSION_TAG}*"):
+                await client.delete(key)
         finally:
             await client.aclose()
 

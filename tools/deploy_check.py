@@ -19,6 +19,11 @@ not come up, when gateway, auth or documents install litellm, or when any servic
 while starting (litellm must use its bundled model cost map). It prints one table: packages installed,
 install size, start-up time and resident memory after start, against the team's bars.
 
+Background workers (type ``worker``: the analysis worker) are not started here; they are
+cross-checked first (``worker_problems``: the same build, build filter, database and queue as their
+web service, an existing ``worker`` module, and a compose service running the same command on the
+same image), and any problem fails the check.
+
 The helpers that read render.yaml, docker-compose.yml, the requirements and the settings classes are
 used by tests/deploy as well, so the tests and this check read the same facts from the same code.
 """
@@ -96,10 +101,10 @@ def service_of(entry: dict[str, Any]) -> str | None:
 
 
 def web_services(blueprint: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """render.yaml's Python services by service folder name (gateway, auth, ...)."""
+    """render.yaml's Python web services by service folder name (gateway, auth, ...)."""
     out: dict[str, dict[str, Any]] = {}
     for entry in blueprint.get("services") or []:
-        if entry.get("type") in ("web", "pserv", "worker") and (name := service_of(entry)):
+        if entry.get("type") in ("web", "pserv") and (name := service_of(entry)):
             out[name] = entry
     return out
 
@@ -125,6 +130,71 @@ def parse_csp(policy: str) -> dict[str, list[str]]:
         if words:
             out[words[0].lower()] = words[1:]
     return out
+
+
+def worker_services(blueprint: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """render.yaml's background workers by the service folder they build (documents: the analysis
+    worker). A worker shares its web service's build and settings, and serves no HTTP."""
+    out: dict[str, dict[str, Any]] = {}
+    for entry in blueprint.get("services") or []:
+        if entry.get("type") == "worker" and (name := service_of(entry)):
+            out[name] = entry
+    return out
+
+
+# The worker of a service: its entry point, run from the service folder as render.yaml starts it.
+WORKER_START = "cd services/{name} && PYTHONPATH=../.. python -m ultrai_{name}.worker"
+# What a worker needs from the platform: the queue (Key Value) and its service's database.
+WORKER_NEEDS = ("REDIS_URL", "DATABASE_URL")
+
+
+def worker_problems(blueprint: dict[str, Any], compose: dict[str, Any] | None = None) -> list[str]:
+    """Cross-checks of the workers against their web services and the code: the same build and
+    build filter, a start command that runs the package's ``worker`` module (which exists), the
+    queue and the database from the same resources as the web service, the same Python, and (with
+    ``compose``) a compose service running the same command on the same image."""
+    problems: list[str] = []
+    web = web_services(blueprint)
+    for name, entry in worker_services(blueprint).items():
+        where = entry["name"]
+        server = web.get(name)
+        if server is None:
+            problems.append(f"{where}: builds services/{name}, which has no web service")
+            continue
+        if entry.get("buildCommand") != server.get("buildCommand"):
+            problems.append(f"{where}: buildCommand differs from {server['name']}'s")
+        if entry.get("buildFilter") != server.get("buildFilter"):
+            problems.append(f"{where}: buildFilter differs from {server['name']}'s")
+        if entry.get("startCommand") != WORKER_START.format(name=name):
+            problems.append(f"{where}: startCommand is not {WORKER_START.format(name=name)!r}")
+        if not (ROOT / "services" / name / f"ultrai_{name}" / "worker.py").exists():
+            problems.append(f"{where}: services/{name}/ultrai_{name}/worker.py does not exist")
+        if "healthCheckPath" in entry:
+            problems.append(f"{where}: a worker serves no HTTP (no healthCheckPath)")
+        mine = {v["key"]: v for v in entry.get("envVars") or []}
+        theirs = {v["key"]: v for v in server.get("envVars") or []}
+        for key in (*WORKER_NEEDS, "PYTHON_VERSION", "ENVIRONMENT", "INTERNAL_TOKEN_SECRET", "LLM_URL"):
+            if key not in mine:
+                problems.append(f"{where}: {key} is not set")
+            elif key in theirs and mine[key] != theirs[key]:
+                problems.append(f"{where}: {key} differs from {server['name']}'s")
+        if compose is not None:
+            command = WORKER_START.format(name=name).replace("python -m", "exec python -m")
+            runs = [
+                svc_name for svc_name, svc in (compose.get("services") or {}).items() if compose_command(svc) == command
+            ]
+            if not runs:
+                problems.append(f"{where}: no compose service runs {command!r}")
+            for svc_name in runs:
+                svc = compose["services"][svc_name]
+                server_svc = (compose.get("services") or {}).get(name, {})
+                if svc.get("image") != server_svc.get("image"):
+                    problems.append(f"compose {svc_name}: not the image of compose {name}")
+                env = compose_env(svc)
+                missing = [k for k in WORKER_NEEDS if not env.get(k)]
+                if missing:
+                    problems.append(f"compose {svc_name}: {', '.join(missing)} not set")
+    return problems
 
 
 def service_folders() -> list[str]:
@@ -942,6 +1012,11 @@ def main(argv: list[str] | None = None) -> int:
 
     blueprint = load_yaml(BLUEPRINT)
     services = web_services(blueprint)
+    worker_issues = worker_problems(blueprint, load_yaml(COMPOSE))
+    for problem in worker_issues:
+        log(f"worker: {problem}")
+    if worker_issues:
+        return 1
     names = args.services or [*services, "web"]
     with_site = "web" in names
     names = [n for n in names if n != "web"]

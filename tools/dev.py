@@ -83,6 +83,8 @@ def main() -> int:
         "AUTH_URL": f"http://127.0.0.1:{SERVICES['auth'].port}",
         "DOCUMENTS_URL": f"http://127.0.0.1:{SERVICES['documents'].port}",
         "LLM_URL": f"http://127.0.0.1:{SERVICES['llm'].port}",
+        # With REDIS_URL set, analyses go through the queue: documents runs them itself (no worker).
+        "ANALYSIS_WEB_CONSUMES": os.environ.get("ANALYSIS_WEB_CONSUMES", "true"),
     }
     with_web = prepare_web()
     for name in order:

@@ -45,6 +45,16 @@ SERVICES: dict[str, ServiceSpec] = {
 }
 
 
+# Background workers: the service whose package and settings they share, and their module.
+WORKERS: dict[str, str] = {"documents": "ultrai_documents.worker"}
+# What a worker writes to its log once it takes jobs.
+WORKER_READY = "analysis worker started"
+
+
+def worker_command(service: str, python: str | None = None) -> list[str]:
+    return [python or sys.executable, "-m", WORKERS[service]]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -93,6 +103,7 @@ class ServiceProcess:
     proc: subprocess.Popen | None = None
     started_at: float = 0.0
     ready_after: float | None = None
+    worker: bool = False  # the service's background worker (no port) instead of its web app
 
     @property
     def url(self) -> str:
@@ -101,8 +112,9 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.started_at = time.perf_counter()
+        command = worker_command(self.spec.name) if self.worker else service_command(self.spec, self.port)
         self.proc = subprocess.Popen(
-            service_command(self.spec, self.port),
+            command,
             env=service_env(self.spec, self.env),
             cwd=ROOT,
             stdout=out,
@@ -112,8 +124,24 @@ class ServiceProcess:
         return self
 
     def wait_ready(self, path: str = "/live", timeout: float = 30.0) -> float:
-        """Wait until ``path`` answers 200; returns the seconds from start."""
+        """Wait until ``path`` answers 200 (a worker: until it logs that it takes jobs); returns the
+        seconds from start."""
         deadline = time.monotonic() + timeout
+        if self.worker:
+            while time.monotonic() < deadline:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{self.spec.name} worker exited with status {self.proc.returncode}: {self.tail()}"
+                    )
+                if (
+                    self.log_path
+                    and self.log_path.exists()
+                    and WORKER_READY in self.log_path.read_text(errors="replace")
+                ):
+                    self.ready_after = time.perf_counter() - self.started_at
+                    return self.ready_after
+                time.sleep(0.05)
+            raise TimeoutError(f"{self.spec.name} worker not ready within {timeout} s: {self.tail()}")
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.spec.name} exited with status {self.proc.returncode}: {self.tail()}")
@@ -166,6 +194,9 @@ class Stack:
             "ENVIRONMENT": "test",
             "DATA_DIR": str(self.workdir / "data"),
             "LOG_LEVEL": "INFO",
+            # With REDIS_URL, analyses go through the queue; documents runs them itself unless a
+            # stack starts analysis workers (``start_extra(..., worker=True)``) and turns this off.
+            "ANALYSIS_WEB_CONSUMES": "true",
             **{SERVICES[n].url_env: f"http://127.0.0.1:{p}" for n, p in self.ports.items() if n != "gateway"},
             **(env or {}),
         }
@@ -196,6 +227,22 @@ class Stack:
         for name in self.names:
             self.procs[name].wait_ready("/live", timeout=timeout)
         return self
+
+    def start_extra(
+        self, name: str, label: str, *, worker: bool = False, env: dict[str, str] | None = None, timeout: float = 60.0
+    ) -> ServiceProcess:
+        """Another process of service ``name`` (a second instance, or with ``worker`` its background
+        worker), with the stack's environment, known as ``label`` (its log: ``<label>.log``)."""
+        proc = ServiceProcess(
+            SERVICES[name],
+            0 if worker else free_port(),
+            env={**self.env, **self.per_service_env.get(name, {}), **(env or {})},
+            log_path=self.workdir / f"{label}.log",
+            worker=worker,
+        ).start()
+        self.procs[label] = proc
+        proc.wait_ready(timeout=timeout)
+        return proc
 
     def stop(self, name: str) -> None:
         if name in self.procs:

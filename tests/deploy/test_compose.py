@@ -144,3 +144,16 @@ def test_interpolation_follows_compose_rules() -> None:
     assert dc.interpolate("${A:-x}", {"A": ""}) == "x"
     assert dc.interpolate("${A-x}", {"A": ""}) == ""
     assert dc.interpolate("${A}-$$B", {"A": "1"}) == "1-$B"
+
+
+def test_the_analysis_worker_runs_on_the_documents_image(compose: dict) -> None:
+    worker = compose["services"]["documents-worker"]
+    documents = compose["services"]["documents"]
+    assert worker["image"] == documents["image"] and worker["build"] == documents["build"]
+    command = "cd services/documents && PYTHONPATH=../.. exec python -m ultrai_documents.worker"
+    assert dc.compose_command(worker) == command
+    # No HTTP: the image's readiness check is off; it waits for the stores and the migrations.
+    assert worker["healthcheck"] == {"disable": True}
+    assert worker["depends_on"]["migrate-documents"]["condition"] == "service_completed_successfully"
+    env = dc.compose_env(worker)
+    assert env["REDIS_URL"] and env["DATABASE_URL"] and env["LLM_URL"] == "http://llm:8003"

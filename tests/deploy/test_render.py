@@ -206,3 +206,54 @@ def test_litellm_uses_its_local_cost_map(web: dict) -> None:
         uses = dc.LLM_ONLY in closure or dc.LLM_ONLY in dc.third_party_imports(name)
         if uses:
             assert env_entries(entry).get("LITELLM_LOCAL_MODEL_COST_MAP", {}).get("value") == "True", name
+
+
+# ---- the analysis worker --------------------------------------------------------------------------
+
+
+def test_the_analysis_worker_is_a_background_worker_with_the_documents_build(blueprint: dict) -> None:
+    workers = dc.worker_services(blueprint)
+    assert sorted(workers) == ["documents"]
+    entry = workers["documents"]
+    assert entry["type"] == "worker" and entry["runtime"] == "python"
+    assert entry["startCommand"] == "cd services/documents && PYTHONPATH=../.. python -m ultrai_documents.worker"
+    assert entry.get("autoDeployTrigger") == "checksPass"
+    # A worker is not a web service: the web checks (ports, health paths) do not apply to it.
+    assert "documents" in dc.web_services(blueprint)
+    assert dc.web_services(blueprint)["documents"]["type"] == "web"
+
+
+def test_workers_agree_with_their_web_service_and_compose(blueprint: dict, compose: dict) -> None:
+    assert dc.worker_problems(blueprint, compose) == []
+
+
+@pytest.mark.parametrize(
+    "breakage", ["another build", "no queue", "another database", "wrong entry point", "not in compose"]
+)
+def test_worker_cross_check_catches_broken_workers(blueprint: dict, compose: dict, breakage: str) -> None:
+    broken = copy.deepcopy(blueprint)
+    broken_compose = copy.deepcopy(compose)
+    worker = next(s for s in broken["services"] if s["type"] == "worker")
+    if breakage == "another build":
+        worker["buildCommand"] += " litellm"
+    elif breakage == "no queue":
+        worker["envVars"] = [v for v in worker["envVars"] if v["key"] != "REDIS_URL"]
+    elif breakage == "another database":
+        next(v for v in worker["envVars"] if v["key"] == "DATABASE_URL")["fromDatabase"]["name"] = "other-db"
+    elif breakage == "wrong entry point":
+        worker["startCommand"] = worker["startCommand"].replace(".worker", ".main")
+    else:
+        del broken_compose["services"]["documents-worker"]
+    assert dc.worker_problems(broken, broken_compose)
+
+
+def test_the_worker_settings_load_from_what_render_provides(blueprint: dict) -> None:
+    """The worker reads the documents settings: render.yaml's environment for it must load them, in
+    production, with the queue on (REDIS_URL)."""
+    from tests.deploy.conftest import RENDER_LIKE
+
+    entry = dc.worker_services(blueprint)["documents"]
+    env = dc.resolve_env(blueprint, entry, RENDER_LIKE)
+    assert env["ENVIRONMENT"] == "production" and env["REDIS_URL"]
+    probe = dc.probe_settings("documents", [env])
+    assert probe["results"][0] is None, probe["results"][0]

@@ -565,3 +565,101 @@ async def test_an_analysis_handed_over_twice_runs_once(tmp_dir: Path, issuer: To
     finally:
         await llm.aclose()
         await db.dispose()
+
+
+async def test_a_running_analysis_of_a_live_process_is_left_to_it(tmp_dir: Path, issuer: TokenIssuer, fresh_db) -> None:
+    """A rolling deploy: the new process takes over only the analyses whose runner stopped beating;
+    one whose runner beat a moment ago (the old instance, still serving) is not run a second time."""
+    from datetime import timedelta
+
+    from shared.db import Database
+    from tests.documents.conftest import settings_for
+    from ultrai_documents.analysis.service import params_hash
+    from ultrai_documents.models import Analysis, utcnow
+
+    user = new_user_id()
+    h = issuer.headers(user)
+    async with documents_app(tmp_dir, issuer, fresh_db) as client:
+        doc = await _ok(client, h, b"two analyses, one of them still in good hands", "r.txt")
+    db = Database(settings_for(tmp_dir, database_url=fresh_db), "documents")
+    async with db.sessions() as session:
+        for analysis_id, beat in (("c" * 32, utcnow()), ("d" * 32, utcnow() - timedelta(hours=1))):
+            params = {"kind": "qa", "question": analysis_id[0], "fields": None, "instruction": None}
+            params |= {"models": ["m"], "synthesis_model": None}
+            session.add(
+                Analysis(
+                    id=analysis_id,
+                    document_id=doc["id"],
+                    owner_id=user,
+                    kind="qa",
+                    params=params,
+                    params_hash=params_hash(params),
+                    status="running",
+                    attempt=1,
+                    started_at=beat,
+                    heartbeat_at=beat,
+                )
+            )
+        await session.commit()
+    await db.dispose()
+    async with documents_app(tmp_dir, issuer, fresh_db, analysis_lease_seconds=600) as client:
+        base = f"{API}/{doc['id']}/analyses"
+        # The silent one is taken over (and fails here: no llm service is running).
+        events = await asyncio.wait_for(client.get(f"{base}/{'d' * 32}/events", headers=h), 60)
+        assert events.text.count('"status":"running"') == 1 and "event: failed" in events.text, events.text
+        # The live one stays with its runner: not claimed, not run, no event.
+        live = (await client.get(f"{base}/{'c' * 32}", headers=h)).json()
+        assert live["status"] == "running"
+        async with db.sessions() as session:
+            from sqlalchemy import select
+
+            from ultrai_documents.models import AnalysisEvent
+
+            row = await session.get(Analysis, "c" * 32)
+            assert row is not None and row.attempt == 1
+            rows = (await session.scalars(select(AnalysisEvent).where(AnalysisEvent.analysis_id == "c" * 32))).all()
+            assert rows == []
+        await db.dispose()
+
+
+async def test_cancel_an_analysis(tmp_dir: Path, issuer: TokenIssuer, shared_db) -> None:
+    """In process: a running analysis (its llm call never answered) is cancelled at once, its
+    stream ends with ``cancelled``, a second cancel is a 409, and only its owner may cancel it."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        async with documents_app(tmp_dir, issuer, shared_db, auth_url=url, llm_url=url) as client:
+            h = issuer.headers(new_user_id())
+            doc = await _ok(client, h, b"a document whose analysis is stopped", "s.txt")
+            resp = await client.post(
+                f"{API}/{doc['id']}/analyses", headers=h, json={"kind": "summary", "models": ["m"]}
+            )
+            analysis = resp.json()["links"]["self"]
+            for _ in range(200):
+                if (await client.get(analysis, headers=h)).json()["status"] == "running":
+                    break
+                await asyncio.sleep(0.05)
+            assert (await client.get(analysis, headers=h)).json()["status"] == "running"
+
+            # Someone else's analysis is not theirs to cancel; no token is a 401.
+            other = await client.post(analysis + "/cancel", headers=issuer.headers(new_user_id()))
+            assert other.status_code == 404
+            assert (await client.post(analysis + "/cancel")).status_code == 401
+
+            cancelled = await client.post(analysis + "/cancel", headers=h)
+            assert cancelled.status_code == 200, cancelled.text
+            body = cancelled.json()
+            assert body["status"] == "cancelled" and body["finished_at"] is not None
+            events = await asyncio.wait_for(client.get(analysis + "/events", headers=h), 30)
+            assert events.text.rstrip().endswith('data: {"status":"cancelled"}'), events.text
+            again = await client.post(analysis + "/cancel", headers=h)
+            assert again.status_code == 409
+            assert again.headers["content-type"].startswith("application/problem+json")
+            assert "cancelled" in again.json()["detail"]
+            assert (await client.get(analysis, headers=h)).json()["status"] == "cancelled"
+    finally:
+        silent.close()

@@ -12,6 +12,7 @@ from shared.apikeys import KeyGrant
 from shared.app import state_dependency
 from shared.db import database_of
 from shared.tokens import CurrentPrincipal, current_user, unauthorized
+from ultrai_documents.analysis.notify import Notifier
 from ultrai_documents.analysis.runner import Runner
 from ultrai_documents.analysis.service import AnalysisService
 from ultrai_documents.documents import DocumentService
@@ -32,6 +33,7 @@ Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
 Sandbox = Annotated[Extractor, Depends(state_dependency("extractor", Extractor))]
 AnalysisRunner = Annotated[Runner, Depends(state_dependency("runner", Runner))]
 Models = Annotated[ModelCatalog, Depends(state_dependency("models", ModelCatalog))]
+News = Annotated[Notifier, Depends(state_dependency("notifier", Notifier))]
 
 
 # ---- the services, on the request's database session ------------------------------------------
@@ -45,9 +47,14 @@ def get_documents(
 
 
 def get_analyses(
-    repository: Repository, sessions: Sessions, settings: Settings, runner: AnalysisRunner, models: Models
+    repository: Repository,
+    sessions: Sessions,
+    settings: Settings,
+    runner: AnalysisRunner,
+    models: Models,
+    notifier: News,
 ) -> AnalysisService:
-    return AnalysisService(repository, sessions, settings, runner, models)
+    return AnalysisService(repository, sessions, settings, runner, models, notifier)
 
 
 Documents = Annotated[DocumentService, Depends(get_documents)]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -14,7 +16,14 @@ from shared.db import Database
 from shared.settings import load_settings
 from shared.tokens import ServiceTokenSource, TokenVerifier
 from ultrai_documents.analysis.analyst import Analyst
-from ultrai_documents.analysis.runner import InProcessRunner, Runner, resubmit_unfinished
+from ultrai_documents.analysis.notify import notifier_for
+from ultrai_documents.analysis.runner import (
+    InProcessRunner,
+    QueueRunner,
+    Runner,
+    analysis_queue,
+    resubmit_unfinished,
+)
 from ultrai_documents.extraction.base import Limits
 from ultrai_documents.extraction.sandbox import Extractor
 from ultrai_documents.llm import ModelCatalog, llm_client, llm_health_check
@@ -22,6 +31,7 @@ from ultrai_documents.models import utcnow
 from ultrai_documents.routes import DIRECTORY, ROUTERS
 from ultrai_documents.schemas import PREFIX
 from ultrai_documents.settings import DocumentsSettings
+from ultrai_documents.worker import consume_in_process
 
 SERVICE = "documents"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -59,8 +69,8 @@ def extractor_for(settings: DocumentsSettings) -> Extractor:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI, settings: DocumentsSettings, verifier: TokenVerifier | None) -> AsyncIterator[None]:
-    """Opens what the routes use (on ``app.state``: verifier, extractor, llm, models, runner) and
-    resubmits the analyses an earlier process left unfinished."""
+    """Opens what the routes use (on ``app.state``: verifier, extractor, llm, models, notifier,
+    runner) and submits the analyses nobody is running."""
     boot = utcnow()
     uploads = settings.upload_folder
     shutil.rmtree(uploads, ignore_errors=True)
@@ -73,15 +83,39 @@ async def _lifespan(app: FastAPI, settings: DocumentsSettings, verifier: TokenVe
     app.state.llm = llm = llm_client(settings, tokens)
     app.state.models = models = ModelCatalog(llm)
     db: Database = app.state.db
-    analyst = Analyst(db.sessions, llm, settings, models)
-    runner: Runner = InProcessRunner(analyst.run, settings.analysis_workers)
+    app.state.notifier = notifier = notifier_for(
+        settings.redis_url, settings.redis_key_prefix, settings.sse_poll_seconds, settings.sse_fallback_seconds
+    )
+    await notifier.start()
+    analyst = Analyst(db.sessions, llm, settings, models, notifier)
+    runner: Runner
+    consumer: asyncio.Task[None] | None = None
+    if settings.uses_queue:
+        queue_runner = QueueRunner(analysis_queue(settings), settings)
+        await queue_runner.start()
+        runner = queue_runner
+        if settings.analysis_web_consumes:
+            consumer = await consume_in_process(queue_runner.queue, analyst, settings)
+        # The queue's sweep finds the jobs of dead workers: nothing running is requeued here.
+        silent_since = None
+    else:
+        in_process = InProcessRunner(
+            analyst.run, settings.analysis_workers, sessions=db.sessions, lease_seconds=settings.analysis_lease_seconds
+        )
+        in_process.start()
+        runner = in_process
+        silent_since = boot - timedelta(seconds=settings.analysis_lease_seconds)
     app.state.runner = runner
     app.state.health.add(llm_health_check(llm))
-    await resubmit_unfinished(db.sessions, runner, boot)
+    await resubmit_unfinished(db.sessions, runner, silent_since)
     try:
         yield
     finally:
+        if consumer is not None:
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
         await runner.aclose()
+        await notifier.aclose()
         await llm.aclose()
         await tokens.aclose()
         if verifier is None:

@@ -127,6 +127,13 @@ class Analysis(DocumentsBase):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The claim that owns the analysis (each claim adds one; the work's writes are conditional on it).
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # When the in-process runner running it was last alive (the queue has heartbeats of its own).
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Each model's full answer as it arrives: {"models": {name: result}}; a delivery that takes
+    # over asks only the models not in it.
+    partial: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class AnalysisEvent(DocumentsBase):

@@ -199,18 +199,98 @@ class DocumentsRepository(Repository):
     async def add_event(self, analysis_id: str, event: str, data: dict[str, Any]) -> None:
         self.session.add(AnalysisEvent(analysis_id=analysis_id, event=event, data=data))
 
+    async def event_data(self, analysis_id: str, event: str) -> list[dict[str, Any]]:
+        """The data of the analysis' events of one kind, oldest first."""
+        query = (
+            select(AnalysisEvent.data)
+            .where(AnalysisEvent.analysis_id == analysis_id, AnalysisEvent.event == event)
+            .order_by(AnalysisEvent.id)
+        )
+        return list((await self.session.scalars(query)).all())
+
     async def update_analysis(self, analysis_id: str, **values: Any) -> None:
         await self.session.execute(update(Analysis).where(Analysis.id == analysis_id).values(**values))
 
-    async def claim_analysis(self, analysis_id: str, started_at: datetime) -> bool:
-        """queued -> running, atomically: of two processes handed the same analysis, one gets it."""
+    async def claim_analysis(self, analysis_id: str, now: datetime, *, takeover: bool = False) -> int | None:
+        """queued -> running, atomically: of two deliveries of the same analysis, one gets it. With
+        ``takeover`` (the queue redelivers the analysis because the worker running it stopped
+        beating), a running analysis is claimed as well. Returns the claim's fence (the analysis'
+        new ``attempt``), or None when the analysis is not there to claim."""
+        claimable = (
+            or_(Analysis.status == "queued", Analysis.status == "running")
+            if takeover
+            else (Analysis.status == "queued")
+        )
         result = await self.session.execute(
             update(Analysis)
-            .where(Analysis.id == analysis_id, Analysis.status == "queued")
-            .values(status="running", stage="extraction", started_at=started_at)
+            .where(Analysis.id == analysis_id, claimable)
+            .values(
+                status="running",
+                stage="extraction",
+                attempt=Analysis.attempt + 1,
+                heartbeat_at=now,
+                started_at=func.coalesce(Analysis.started_at, now),
+            )
+            .returning(Analysis.attempt)
         )
-        # An UPDATE statement's result is a CursorResult, which carries the matched row count.
+        return result.scalar_one_or_none()
+
+    async def fenced_update(self, analysis_id: str, attempt: int, **values: Any) -> bool:
+        """Change the analysis only while the claim ``attempt`` still owns it and it is running
+        (not cancelled, not taken over). True when it did."""
+        result = await self.session.execute(
+            update(Analysis)
+            .where(Analysis.id == analysis_id, Analysis.attempt == attempt, Analysis.status == "running")
+            .values(**values)
+        )
         return cast("CursorResult[Any]", result).rowcount == 1
+
+    async def add_spent(self, analysis_id: str, attempt: int, prompt: int, completion: int, cost: float) -> None:
+        """Usage of an answer that arrived after the analysis was cancelled: spent all the same."""
+        await self.session.execute(
+            update(Analysis)
+            .where(Analysis.id == analysis_id, Analysis.attempt == attempt, Analysis.status == "cancelled")
+            .values(
+                prompt_tokens=Analysis.prompt_tokens + prompt,
+                completion_tokens=Analysis.completion_tokens + completion,
+                cost_usd=Analysis.cost_usd + cost,
+            )
+        )
+
+    async def owns(self, analysis_id: str, attempt: int) -> bool:
+        """Whether the claim ``attempt`` still owns the analysis and it is running."""
+        found = await self.session.scalar(
+            select(Analysis.id).where(
+                Analysis.id == analysis_id, Analysis.attempt == attempt, Analysis.status == "running"
+            )
+        )
+        return found is not None
+
+    async def cancel_analysis(self, analysis_id: str, now: datetime) -> bool:
+        """queued or running -> cancelled, atomically; False when it had already ended."""
+        result = await self.session.execute(
+            update(Analysis)
+            .where(Analysis.id == analysis_id, Analysis.status.in_(ACTIVE))
+            .values(status="cancelled", stage=None, finished_at=now)
+        )
+        return cast("CursorResult[Any]", result).rowcount == 1
+
+    async def silent_analyses(self, silent_since: datetime) -> list[tuple[str, int]]:
+        """Running analyses whose runner has not beaten since ``silent_since``: (id, attempt)."""
+        query = select(Analysis.id, Analysis.attempt).where(
+            Analysis.status == "running",
+            or_(Analysis.heartbeat_at.is_(None), Analysis.heartbeat_at < silent_since),
+        )
+        return [(row.id, row.attempt) for row in (await self.session.execute(query)).all()]
+
+    async def touch_analyses(self, analysis_ids: Collection[str], now: datetime) -> None:
+        """The in-process runner's heartbeat for the analyses it is running."""
+        if analysis_ids:
+            await self.session.execute(
+                update(Analysis)
+                .where(Analysis.id.in_(list(analysis_ids)), Analysis.status == "running")
+                .values(heartbeat_at=now)
+            )
 
     async def analysis_status(self, analysis_id: str) -> str | None:
         return await self.session.scalar(select(Analysis.status).where(Analysis.id == analysis_id))
@@ -224,13 +304,14 @@ class DocumentsRepository(Repository):
         )
         return list((await self.session.scalars(query)).all())
 
-    async def requeue_interrupted(self, started_before: datetime) -> None:
-        """Analyses left running by an earlier process go back to the queue."""
+    async def requeue_interrupted(self, silent_since: datetime) -> None:
+        """Analyses whose runner has not beaten since ``silent_since`` (its process is gone) go back
+        to the queue; those of a live process (a rolling deploy's old instance) stay with it."""
         await self.session.execute(
             update(Analysis)
             .where(
                 Analysis.status == "running",
-                or_(Analysis.started_at.is_(None), Analysis.started_at < started_before),
+                or_(Analysis.heartbeat_at.is_(None), Analysis.heartbeat_at < silent_since),
             )
             .values(status="queued")
         )

@@ -48,7 +48,22 @@ class DocumentsSettings(DatabaseSettings):
     chunk_overlap_tokens: int = Field(150, ge=0, le=50_000)
 
     # Analyses.
-    analysis_runner: Literal["inprocess"] = "inprocess"
+    # where analyses run: "auto" is the queue when REDIS_URL is set, else this process.
+    analysis_runner: Literal["auto", "inprocess", "queue"] = "auto"
+    # with the queue: the documents web process also runs queued analyses (no worker service needed).
+    analysis_web_consumes: bool = False
+    # seconds a worker may go without beating its job's heartbeat before another takes it over.
+    analysis_heartbeat_seconds: int = Field(30, ge=1, le=3600)
+    # how often a worker sweeps the queue for jobs whose worker stopped beating.
+    analysis_sweep_seconds: int = Field(15, ge=1, le=3600)
+    # deliveries of one analysis at most (the first and the takeovers after a worker died).
+    analysis_attempts: int = Field(3, ge=1, le=20)
+    # the longest an analysis may run (the job's timeout).
+    analysis_timeout_seconds: int = Field(3600, ge=10, le=86_400)
+    # seconds a stopping worker waits for its running analyses before handing them back to the queue.
+    analysis_shutdown_grace_seconds: int = Field(20, ge=0, le=3600)
+    # seconds the in-process runner's heartbeat may be silent before another instance takes over.
+    analysis_lease_seconds: float = Field(30.0, ge=1, le=3600)
     analysis_default_models: CommaList = Field(default_factory=list)
     analysis_max_models: int = Field(8, ge=1, le=32)
     analysis_context_tokens: int = Field(6000, ge=200)
@@ -57,14 +72,31 @@ class DocumentsSettings(DatabaseSettings):
     analysis_max_active_per_user: int = Field(5, ge=1, le=1000)
     analysis_workers: int = Field(8, ge=1, le=256)
     llm_timeout_seconds: float = Field(300.0, gt=0, le=3600)
+    # without Redis: how often an analysis event stream reads the database for news.
     sse_poll_seconds: float = Field(0.25, gt=0, le=10)
+    # with Redis (news is pushed): how often a stream reads anyway, in case a notification was lost.
+    sse_fallback_seconds: float = Field(5.0, gt=0, le=60)
     # seconds a single-use ticket to an analysis' event stream (for a browser's EventSource) stays valid.
     analysis_ticket_seconds: int = Field(60, ge=1, le=3600)
+
+    @property
+    def uses_queue(self) -> bool:
+        """Whether analyses go through the Redis queue (to the workers)."""
+        if self.analysis_runner == "auto":
+            return bool(self.redis_url)
+        return self.analysis_runner == "queue"
 
     @property
     def upload_folder(self) -> Path:
         """Where uploads are written while they arrive and are read (emptied at every start)."""
         return Path(self.data_dir) / "documents-tmp"
+
+    @field_validator("analysis_runner")
+    @classmethod
+    def _queue_needs_redis(cls, value: str, info: Any) -> str:
+        if value == "queue" and not info.data.get("redis_url"):
+            raise ValueError("queue needs REDIS_URL")
+        return value
 
     @field_validator("chunk_overlap_tokens")
     @classmethod

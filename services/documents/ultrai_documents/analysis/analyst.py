@@ -5,6 +5,12 @@ moment it arrives and its failure touches no other model; the synthesis model th
 answers that succeeded. A document longer than the context budget is analysed chunk by chunk
 (map) and each model's partial answers are combined (reduce) before the synthesis. Every step is
 recorded as an event of the analysis, in the database.
+
+Exactly once: the work claims the analysis (queued -> running) and the claim's fence (``attempt``)
+guards every later write, so a delivery that lost the analysis (cancelled, or taken over after its
+worker was thought dead) writes nothing more and makes no further call. Each model's answer is
+kept in the analysis' row as it arrives (``partial``), so a delivery that takes over asks only the
+models that had not answered, and repeats no event.
 """
 
 from __future__ import annotations
@@ -12,16 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.client import ServiceClient
+from ultrai_documents.analysis.notify import Notifier
 from ultrai_documents.analysis.prompts import notes_prompt, part_prompt, synthesis_prompt, task_text
 from ultrai_documents.extraction.chunking import estimate_tokens
 from ultrai_documents.llm import Caller, LLMError, ModelCatalog, Usage, ask
-from ultrai_documents.models import utcnow
+from ultrai_documents.models import Analysis, utcnow
 from ultrai_documents.repository import DocumentsRepository
 from ultrai_documents.settings import DocumentsSettings
 
@@ -38,12 +45,19 @@ class _Job:
     """What a claimed analysis runs on."""
 
     analysis_id: str
+    attempt: int  # the claim's fence
     document_id: str
     owner: str
     key_id: str | None  # the API key it was started with: its llm calls are the key's
     params: dict[str, Any]
     token_count: int
     chunk_count: int
+    partial: dict[str, Any] = field(default_factory=dict)  # {"models": {name: result}, "synthesis": result}
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Superseded(Exception):
+    """The analysis is no longer this delivery's: cancelled, or claimed by another delivery."""
 
 
 class Analyst:
@@ -53,63 +67,83 @@ class Analyst:
         llm: ServiceClient,
         settings: DocumentsSettings,
         models: ModelCatalog | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.sessions = sessions
         self.llm = llm
         self.settings = settings
         self.models = models or ModelCatalog(llm)
+        self.notifier = notifier or Notifier(settings.sse_poll_seconds)
 
-    async def event(self, analysis_id: str, event: str, data: dict[str, Any], **changes: Any) -> None:
-        """Record an event of the analysis, with any change to its row, in one transaction."""
+    async def event(
+        self, job: _Job, event: str, data: dict[str, Any] | None, *, once: bool = False, **changes: Any
+    ) -> None:
+        """Record an event of the analysis (``data`` None: none), with any change to its row, in one
+        transaction, while this delivery owns the analysis (else ``Superseded``). The row is written
+        first: its lock orders the events of one analysis by id as they commit, so a stream that
+        read up to an id has missed none before it. ``once``: not again if the same event is
+        already recorded (a delivery that took over repeats its steps, not their events)."""
         async with self.sessions() as session:
             repository = DocumentsRepository(session)
-            await repository.add_event(analysis_id, event, data)
-            if changes:
-                await repository.update_analysis(analysis_id, **changes)
+            if not await repository.fenced_update(job.analysis_id, job.attempt, heartbeat_at=utcnow(), **changes):
+                await repository.rollback()
+                raise Superseded(job.analysis_id)
+            if data is not None and not (once and data in await repository.event_data(job.analysis_id, event)):
+                await repository.add_event(job.analysis_id, event, data)
             await repository.commit()
+        await self.notifier.publish(job.analysis_id)
 
-    async def run(self, analysis_id: str) -> None:
+    async def run(self, analysis_id: str, *, takeover: bool = False) -> None:
+        """Run the analysis if this delivery claims it. ``takeover``: the queue redelivers it after
+        the worker running it stopped beating; a running analysis is then claimed too."""
+        job: _Job | None = None
         try:
-            await self._run(analysis_id)
+            job = await self._claim(analysis_id, takeover)
+            if job is not None:
+                await self._run(job)
         except asyncio.CancelledError:
             raise
+        except Superseded:
+            log.info("analysis %s: no longer this delivery's (cancelled or taken over)", analysis_id)
         except Exception as exc:
             log.exception("analysis %s failed", analysis_id)
+            if job is None:
+                return
             try:
                 await self.event(
-                    analysis_id,
+                    job,
                     "failed",
                     {"status": "failed", "error": "The analysis failed on our side."},
                     status="failed",
                     error=f"internal error ({type(exc).__name__})",
                     finished_at=utcnow(),
                 )
+            except Superseded:
+                pass
             except Exception:
                 log.exception("could not record the failure of analysis %s", analysis_id)
 
-    async def _run(self, analysis_id: str) -> None:
+    async def _run(self, job: _Job) -> None:
         started = time.perf_counter()
-        job = await self._claim(analysis_id)
-        if job is None:
-            return
         parts, map_reduce = await self._document_parts(job)
         await self.event(
-            analysis_id,
+            job,
             "stage",
             {"stage": "extraction", "tokens": job.token_count, "chunks": len(parts), "map_reduce": map_reduce},
+            once=True,
         )
         models: list[str] = job.params["models"]
         task = task_text(job.params)
-        await self.event(analysis_id, "stage", {"stage": "models", "models": models}, stage="models")
+        await self.event(job, "stage", {"stage": "models", "models": models}, once=True, stage="models")
         caller = Caller(job.owner, job.key_id)
-        results = await asyncio.gather(*(self._model(analysis_id, caller, m, task, parts) for m in models))
+        results = await asyncio.gather(*(self._model(job, caller, m, task, parts) for m in models))
         ok = [r for r in results if r["status"] == "ok"]
         synthesis = None
         if ok and job.params.get("synthesis_model"):
             synthesis = await self._synthesis(job, task, ok)
         usage = _total_usage([*results, *([synthesis] if synthesis else [])])
         if not ok:
-            await self._all_failed(analysis_id, results, usage)
+            await self._all_failed(job, results, usage)
             return
         answer = synthesis["text"] if synthesis and synthesis["status"] == "ok" else ok[0]["text"]
         result = {
@@ -121,38 +155,88 @@ class Analyst:
             "latency_ms": round((time.perf_counter() - started) * 1000, 1),
         }
         await self.event(
-            analysis_id,
+            job,
             "completed",
             {"status": "completed", "failed_models": [r["model"] for r in results if r["status"] != "ok"]},
             status="completed",
             stage=None,
             result=result,
             finished_at=utcnow(),
+            partial=None,
             **_usage_columns(usage),
         )
 
-    async def _claim(self, analysis_id: str) -> _Job | None:
-        """Claim the analysis (queued -> running) and read what it runs on; None when another
-        process claimed it first, or it or its document is gone."""
+    async def _claim(self, analysis_id: str, takeover: bool) -> _Job | None:
+        """Claim the analysis (queued -> running; with ``takeover`` running too) and read what it
+        runs on; None when it is not there to claim (another delivery has it, it ended, it or its
+        document is gone)."""
         async with self.sessions() as session:
             repository = DocumentsRepository(session)
-            if not await repository.claim_analysis(analysis_id, utcnow()):
+            attempt = await repository.claim_analysis(analysis_id, utcnow(), takeover=takeover)
+            if attempt is None:
+                await repository.rollback()
                 return None
-            await repository.add_event(analysis_id, "status", {"status": "running"})
+            running = {"status": "running"}
+            if running not in await repository.event_data(analysis_id, "status"):
+                await repository.add_event(analysis_id, "status", running)
             await repository.commit()
             analysis = await repository.analysis(analysis_id)
             doc = await repository.document(analysis.document_id) if analysis is not None else None
             if analysis is None or doc is None:
                 return None
-            return _Job(
-                analysis_id,
-                doc.id,
-                analysis.owner_id,
-                analysis.key_id,
-                analysis.params,
-                doc.token_count,
-                doc.chunk_count,
-            )
+            if attempt > 1:
+                log.info("analysis %s: claimed again (claim %d)", analysis_id, attempt)
+        await self.notifier.publish(analysis_id)
+        return _Job(
+            analysis_id,
+            attempt,
+            doc.id,
+            analysis.owner_id,
+            analysis.key_id,
+            analysis.params,
+            doc.token_count,
+            doc.chunk_count,
+            partial=dict(analysis.partial or {}),
+        )
+
+    async def _guard(self, job: _Job) -> None:
+        """Before a call: is the analysis still this delivery's? (A cancelled one makes no more.)"""
+        async with self.sessions() as session:
+            if not await DocumentsRepository(session).owns(job.analysis_id, job.attempt):
+                raise Superseded(job.analysis_id)
+
+    async def _answered(self, job: _Job, kind: str, result: ModelResult, event: str) -> None:
+        """A model's (or the synthesis') answer: kept in the row with its usage, and its event."""
+        async with job.lock:
+            partial = dict(job.partial)
+            if kind == "models":
+                partial["models"] = {**partial.get("models", {}), result["model"]: result}
+            else:
+                partial[kind] = result
+            try:
+                await self.event(
+                    job,
+                    event,
+                    _public(result),
+                    partial=partial,
+                    prompt_tokens=Analysis.prompt_tokens + result["prompt_tokens"],
+                    completion_tokens=Analysis.completion_tokens + result["completion_tokens"],
+                    cost_usd=Analysis.cost_usd + result["cost_usd"],
+                )
+            except Superseded:
+                # Cancelled meanwhile: no event, but what the answer cost is recorded.
+                async with self.sessions() as session:
+                    repository = DocumentsRepository(session)
+                    await repository.add_spent(
+                        job.analysis_id,
+                        job.attempt,
+                        result["prompt_tokens"],
+                        result["completion_tokens"],
+                        result["cost_usd"],
+                    )
+                    await repository.commit()
+                raise
+            job.partial = partial
 
     async def _document_parts(self, job: _Job) -> tuple[list[str], bool]:
         """The text the models read: whole, or its chunks when it is longer than the context
@@ -165,10 +249,10 @@ class Analyst:
                 return await repository.chunk_texts(job.document_id), True
             return [await repository.full_text(job.document_id)], False
 
-    async def _all_failed(self, analysis_id: str, results: list[ModelResult], usage: dict[str, Any]) -> None:
+    async def _all_failed(self, job: _Job, results: list[ModelResult], usage: dict[str, Any]) -> None:
         errors = "; ".join(f"{r['model']}: {r['error']}" for r in results)
         await self.event(
-            analysis_id,
+            job,
             "failed",
             {"status": "failed", "error": "Every model failed.", "results": [_public(r) for r in results]},
             status="failed",
@@ -176,27 +260,32 @@ class Analyst:
             error=f"Every model failed ({errors})"[:2000],
             result={"models": results, "synthesis": None, "answer": None, "usage": usage},
             finished_at=utcnow(),
+            partial=None,
             **_usage_columns(usage),
         )
 
-    async def _model(self, analysis_id: str, caller: Caller, model: str, task: str, parts: list[str]) -> ModelResult:
-        """One model's answer for the whole document (through map-reduce when in parts)."""
+    async def _model(self, job: _Job, caller: Caller, model: str, task: str, parts: list[str]) -> ModelResult:
+        """One model's answer for the whole document (through map-reduce when in parts); the
+        answer an earlier delivery received, when there is one."""
+        earlier: ModelResult | None = job.partial.get("models", {}).get(model)
+        if earlier is not None:
+            return earlier
         started = time.perf_counter()
         usage = Usage()
         try:
             if len(parts) == 1:
-                text = await self._ask(caller, model, task, [parts[0]], usage)
+                text = await self._ask(job, caller, model, task, [parts[0]], usage)
             else:
-                notes = await self._map(caller, model, task, parts, usage)
-                await self.event(analysis_id, "progress", {"model": model, "stage": "map", "parts": len(parts)})
-                text = await self._reduce(caller, model, task, notes, usage)
+                notes = await self._map(job, caller, model, task, parts, usage)
+                await self.event(job, "progress", {"model": model, "stage": "map", "parts": len(parts)}, once=True)
+                text = await self._reduce(job, caller, model, task, notes, usage)
             result: ModelResult = {"model": model, "status": "ok", "text": text, "error": None}
         except LLMError as exc:
             result = {"model": model, "status": "error", "text": None, "error": str(exc)}
         result.update(usage.as_dict())
         result["cost_usd"] = round(result["cost_usd"], 8)
         result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
-        await self.event(analysis_id, "model", _public(result))
+        await self._answered(job, "models", result, "model")
         return result
 
     async def context_budget(self, models: list[str]) -> int:
@@ -210,17 +299,17 @@ class Analyst:
             budget = min(budget, max(min(known) // 2, 100))
         return budget
 
-    async def _map(self, caller: Caller, model: str, task: str, parts: list[str], usage: Usage) -> list[str]:
+    async def _map(self, job: _Job, caller: Caller, model: str, task: str, parts: list[str], usage: Usage) -> list[str]:
         """Notes on each part, ANALYSIS_CONCURRENCY parts at a time."""
         slots = asyncio.Semaphore(self.settings.analysis_concurrency)
 
         async def one(index: int, part: str) -> str:
             async with slots:
-                return await self._ask(caller, model, part_prompt(task, index, len(parts)), [part], usage)
+                return await self._ask(job, caller, model, part_prompt(task, index, len(parts)), [part], usage)
 
         return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(parts))))
 
-    async def _reduce(self, caller: Caller, model: str, task: str, notes: list[str], usage: Usage) -> str:
+    async def _reduce(self, job: _Job, caller: Caller, model: str, task: str, notes: list[str], usage: Usage) -> str:
         """The notes combined into one answer, in rounds of groups that fit the context budget."""
         budget = self.settings.analysis_context_tokens
         while True:
@@ -235,7 +324,7 @@ class Analyst:
                 size += tokens
             prompt = notes_prompt(task)
             combined = [
-                await self._ask(caller, model, prompt, [f"[Part {i + 1}]\n{n}" for i, n in enumerate(g)], usage)
+                await self._ask(job, caller, model, prompt, [f"[Part {i + 1}]\n{n}" for i, n in enumerate(g)], usage)
                 for g in groups
             ]
             if len(combined) == 1:
@@ -245,21 +334,25 @@ class Analyst:
     async def _synthesis(self, job: _Job, task: str, answers: list[ModelResult]) -> ModelResult:
         """The synthesis model's combination of the answers that succeeded, reported as an event."""
         model: str = job.params["synthesis_model"]
-        await self.event(job.analysis_id, "stage", {"stage": "synthesis", "model": model}, stage="synthesis")
+        earlier: ModelResult | None = job.partial.get("synthesis")
+        if earlier is not None:
+            return earlier
+        await self.event(job, "stage", {"stage": "synthesis", "model": model}, once=True, stage="synthesis")
         started = time.perf_counter()
         usage = Usage()
         context = [f"[Answer from {a['model']}]\n{a['text']}" for a in answers]
         try:
-            text = await self._ask(Caller(job.owner, job.key_id), model, synthesis_prompt(task), context, usage)
+            text = await self._ask(job, Caller(job.owner, job.key_id), model, synthesis_prompt(task), context, usage)
             result: ModelResult = {"model": model, "status": "ok", "text": text, "error": None}
         except LLMError as exc:
             result = {"model": model, "status": "error", "text": None, "error": str(exc)}
         result.update(usage.as_dict())
         result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
-        await self.event(job.analysis_id, "synthesis", _public(result))
+        await self._answered(job, "synthesis", result, "synthesis")
         return result
 
-    async def _ask(self, caller: Caller, model: str, prompt: str, context: list[str], usage: Usage) -> str:
+    async def _ask(self, job: _Job, caller: Caller, model: str, prompt: str, context: list[str], usage: Usage) -> str:
+        await self._guard(job)
         return await ask(
             self.llm, caller, model, prompt, context, read_seconds=self.settings.llm_timeout_seconds, usage=usage
         )

@@ -18,6 +18,7 @@ from shared.apikeys import KeyGrant
 from shared.errors import ProblemError
 from shared.tokens import unauthorized
 from ultrai_documents.analysis.events import event_stream
+from ultrai_documents.analysis.notify import Notifier
 from ultrai_documents.analysis.runner import Runner
 from ultrai_documents.documents import owned_document
 from ultrai_documents.llm import ModelCatalog
@@ -54,6 +55,7 @@ class AnalysisService:
     settings: DocumentsSettings
     runner: Runner
     models: ModelCatalog
+    notifier: Notifier
 
     async def start(
         self, owner: str, document_id: str, request: AnalysisRequest, key: KeyGrant | None = None
@@ -134,7 +136,24 @@ class AnalysisService:
         await self.get(owner, document_id, analysis_id)
         # The stream reads in short sessions of its own: a slow reader holds no connection.
         await self.repository.release()
-        return event_stream(self.sessions, analysis_id, last_id, self.settings.sse_poll_seconds)
+        return event_stream(self.sessions, analysis_id, last_id, self.notifier)
+
+    async def cancel(self, owner: str, document_id: str, analysis_id: str) -> Analysis:
+        """Stop a queued or running analysis: status ``cancelled`` at once (the work's next write or
+        call sees it and stops: no call is made after this), its job taken off the queue or its
+        calls in flight cancelled. The usage spent so far stays recorded on it. An analysis that had
+        already ended is answered as it is (409)."""
+        analysis = await self.get(owner, document_id, analysis_id)
+        # The row first, then the event: the row's lock orders the analysis' events (see the analyst).
+        if not await self.repository.cancel_analysis(analysis.id, utcnow()):
+            await self.repository.rollback()
+            current = await self.get(owner, document_id, analysis_id)
+            raise ProblemError(409, f"The analysis has already ended ({current.status}).", title="Conflict")
+        await self.repository.add_event(analysis.id, "cancelled", {"status": "cancelled"})
+        await self.repository.commit()
+        await self.notifier.publish(analysis.id)
+        await self.runner.cancel(analysis.id)
+        return await self.get(owner, document_id, analysis_id)
 
     async def ticket(self, owner: str, document_id: str, analysis_id: str) -> tuple[str, int]:
         """A new single-use ticket to the owner's analysis' event stream, and its lifetime in

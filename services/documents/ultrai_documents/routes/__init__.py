@@ -23,4 +23,5 @@ DIRECTORY = {
     f"GET {PREFIX}/{{id}}/analyses/{{analysis_id}}": "an analysis' status and result",
     f"POST {PREFIX}/{{id}}/analyses/{{analysis_id}}/ticket": "a single-use ticket to its events (for EventSource)",
     f"GET {PREFIX}/{{id}}/analyses/{{analysis_id}}/events": "its progress as server-sent events (?ticket= or a token)",
+    f"POST {PREFIX}/{{id}}/analyses/{{analysis_id}}/cancel": "stop it (queued or running)",
 }

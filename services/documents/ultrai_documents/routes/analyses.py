@@ -1,4 +1,4 @@
-"""A document's analyses: start one, list them, read one, follow its progress."""
+"""A document's analyses: start one, list them, read one, follow its progress, cancel it."""
 
 from __future__ import annotations
 
@@ -66,6 +66,22 @@ async def analysis_ticket(
     return TicketOut(ticket=ticket, expires_in=expires_in)
 
 
+@router.post(
+    "/{analysis_id}/cancel",
+    response_model=AnalysisOut,
+    summary="Stop a queued or running analysis",
+    description=(
+        "The analysis becomes `cancelled` at once and its event stream ends with a `cancelled` event. "
+        "A queued analysis never starts; a running one makes no further model call, and its calls in "
+        "flight are abandoned. What it had already spent stays recorded in its usage fields. An "
+        "analysis that has already ended is a 409."
+    ),
+    responses=problem_responses(401, 404, 409),
+)
+async def cancel_analysis(document_id: str, analysis_id: str, owner: Owner, analyses: Analyses) -> AnalysisOut:
+    return AnalysisOut.of(await analyses.cancel(owner, document_id, analysis_id))
+
+
 @router.get(
     "/{analysis_id}/events",
     summary="An analysis' progress as server-sent events (status, stage, progress, model, synthesis, completed/failed)",
@@ -74,7 +90,8 @@ async def analysis_ticket(
         "running), `stage` (extraction, models, synthesis), `progress` (a model's map step over a long "
         "document), `model` (one model's outcome: model, status, error, tokens, cost, latency), "
         "`synthesis` (the synthesis model's outcome, same fields, when the analysis names one and a "
-        "model succeeded), then `completed` or `failed`. The texts are in the analysis' result. "
+        "model succeeded), then `completed`, `failed` or `cancelled`, each as soon as it is recorded. "
+        "The texts are in the analysis' result. "
         "Authenticate with the Authorization header, or, where no header can be sent (a browser's "
         "EventSource), with `?ticket=` from `POST .../ticket`: valid once, for this analysis only."
     ),
