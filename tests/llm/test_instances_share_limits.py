@@ -40,7 +40,9 @@ async def test_two_instances_stay_within_a_models_rpm_together(
 ) -> None:
     if not redis_url:
         pytest.skip("instances share limits through Redis: TEST_REDIS_URL is not set")
-    env = {**await stack_env(pg_databases, redis_url, "rpm"), **LLM_ENV, "ENABLE_CACHE": "false"}
+    # Sharing is under test, not a loaded machine: Redis gets time to answer. (When it is busy or
+    # slower than REDIS_TIMEOUT a call goes ahead uncounted, by design: provider_limits.py.)
+    env = {**await stack_env(pg_databases, redis_url, "rpm"), **LLM_ENV, "ENABLE_CACHE": "false", "REDIS_TIMEOUT": "5"}
 
     def models(workdir: Path) -> dict[str, str]:
         path = workdir / "models.json"
@@ -76,8 +78,8 @@ async def test_two_instances_stay_within_a_models_rpm_together(
     assert sum(1 for a in answers if a.status_code == 200) == RPM, [a.status_code for a in answers]
     refused = [a for a in answers if a.status_code != 200]
     # litellm's own Router state is in Redis, where both instances read it: its count of the
-    # deployment's requests this minute (both instances' calls) and its failure count for cooldowns.
+    # deployment's requests this minute (both instances' calls). (Its failure count for cooldowns is
+    # written there too, by a task of its own that a loaded machine can leave for later.)
     usage = [int(v or 0) for k, v in router_state.items() if k.startswith(f"{prefix}:global_router:") and ":rpm:" in k]
     assert sum(usage) == RPM, router_state
-    assert any(k.endswith(":allowed_fails") for k in router_state), router_state
     assert all("rate limited" in a.text for a in refused), [(a.status_code, a.text[:200]) for a in refused]
