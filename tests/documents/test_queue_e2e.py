@@ -61,7 +61,9 @@ async def queue_stack(pg_databases, redis_url, fake_provider: FakeOpenAI) -> Asy
     def models(workdir: Path) -> dict[str, str]:
         return {"LLM_MODELS_FILE": str(fake_provider.models_file(workdir / "models.json", MODELS))}
 
-    env = {**await stack_env(pg_databases, redis_url, "queue"), **LLM_ENV}
+    # Held calls wait for the test, not for LLM_TIMEOUT: a held call that timed out on a loaded
+    # machine would free its worker slot early (the cancel-while-queued test fills every slot).
+    env = {**await stack_env(pg_databases, redis_url, "queue"), **LLM_ENV, "LLM_TIMEOUT": "300"}
     async with running_stack(env, per_service_env={"documents": QUEUE_ENV}, files=models) as st:
         # A second documents instance and two workers, on the same database and queue.
         await asyncio.to_thread(st.start_extra, "documents", "documents-b")
@@ -296,6 +298,8 @@ async def test_cancel_a_queued_analysis(
         )
         question = f"Queued question {tag}?"
         waiting = await _start(b, doc, question, ["q-fast"])
+        held = [(await _status(a, x["links"]["self"]))["status"] for x in busy]
+        assert held == ["running"] * len(busy), held
         assert (await _status(a, waiting["links"]["self"]))["status"] == "queued"
         resp = await a.post(waiting["links"]["self"] + "/cancel")
         assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
