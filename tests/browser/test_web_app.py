@@ -280,6 +280,12 @@ async def test_sign_up_sign_out_and_a_wrong_password(ui: Browser) -> None:
     await expect(page.get_by_role("button", name="Sign in")).to_be_visible()
 
     await page.get_by_label("Email").fill(email)
+    # An empty password: the API's 422 names the field, and the form ties its message to it.
+    await page.get_by_role("button", name="Sign in").click()
+    password = page.get_by_label("Password")
+    await expect(password).to_have_attribute("aria-invalid", "true")
+    await expect(password).to_have_accessible_description(re.compile(r"\S"))
+    await expect(page.locator("#email")).not_to_have_attribute("aria-invalid", "true")
     await page.get_by_label("Password").fill(PASSWORD + "-not")
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.get_by_role("alert")).to_be_visible()

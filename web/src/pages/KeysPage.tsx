@@ -1,9 +1,10 @@
-import { cloneElement, useEffect, useState, type FormEvent, type ReactElement } from "react";
+import { useEffect, useState, type FormEvent } from "react";
 import { api } from "../api";
 import { ApiError, fieldName } from "../api/problem";
 import { KEY_SCOPES, type KeyInfo, type NewKey } from "../api/types";
 import { ConfirmDialog } from "../components/ConfirmDialog";
 import { ErrorMessage } from "../components/ErrorMessage";
+import { Field } from "../components/Field";
 import { formatDate, formatNumber, formatUsd } from "../format";
 import { useDraft, usePageHeading } from "../hooks";
 
@@ -244,25 +245,5 @@ export function KeysPage() {
         </ConfirmDialog>
       )}
     </main>
-  );
-}
-
-function Field({ id, label, hint, error, children }: { id: string; label: string; hint?: string; error?: string; children: ReactElement<Record<string, unknown>> }) {
-  const described = [hint ? `${id}-hint` : null, error ? `${id}-error` : null].filter(Boolean).join(" ") || undefined;
-  return (
-    <div className="field">
-      <label htmlFor={id}>{label}</label>
-      {cloneElement(children, { "aria-describedby": described, "aria-invalid": error ? true : undefined })}
-      {hint && (
-        <p id={`${id}-hint`} className="hint">
-          {hint}
-        </p>
-      )}
-      {error && (
-        <p id={`${id}-error`} className="field-error" role="alert">
-          {error}
-        </p>
-      )}
-    </div>
   );
 }

@@ -2,6 +2,7 @@ import { useState, type FormEvent } from "react";
 import { session } from "../api";
 import { ApiError } from "../api/problem";
 import { ErrorMessage } from "../components/ErrorMessage";
+import { Field } from "../components/Field";
 import { useDraft, usePageHeading } from "../hooks";
 import { Link, useRouter } from "../router";
 import { safeNext } from "../next";
@@ -42,8 +43,7 @@ function AuthForm({ mode }: { mode: "signin" | "signup" }) {
       </h1>
       {sessionEnded && !signUp && <p className="note">Sign in to continue where you left off; what you typed is kept.</p>}
       <form onSubmit={submit} className="form" noValidate>
-        <div className="field">
-          <label htmlFor="email">Email</label>
+        <Field id="email" label="Email" error={errorFor("email")}>
           <input
             id="email"
             type="email"
@@ -51,17 +51,9 @@ function AuthForm({ mode }: { mode: "signin" | "signup" }) {
             required
             value={email}
             onChange={(e) => setEmail(e.target.value)}
-            aria-invalid={errorFor("email") ? true : undefined}
-            aria-describedby={errorFor("email") ? "email-error" : undefined}
           />
-          {errorFor("email") && (
-            <p id="email-error" className="field-error">
-              {errorFor("email")}
-            </p>
-          )}
-        </div>
-        <div className="field">
-          <label htmlFor="password">Password</label>
+        </Field>
+        <Field id="password" label="Password" error={errorFor("password")}>
           <input
             id="password"
             type="password"
@@ -69,15 +61,8 @@ function AuthForm({ mode }: { mode: "signin" | "signup" }) {
             required
             value={password}
             onChange={(e) => setPassword(e.target.value)}
-            aria-invalid={errorFor("password") ? true : undefined}
-            aria-describedby={errorFor("password") ? "password-error" : undefined}
           />
-          {errorFor("password") && (
-            <p id="password-error" className="field-error">
-              {errorFor("password")}
-            </p>
-          )}
-        </div>
+        </Field>
         {error !== null && <ErrorMessage error={error} />}
         <button type="submit" disabled={busy}>
           {signUp ? "Create account" : "Sign in"}
