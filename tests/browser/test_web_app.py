@@ -370,6 +370,45 @@ async def test_a_failing_model_is_shown_failed_and_the_others_complete(
     await ui.clean()
 
 
+async def test_an_api_key_is_shown_once_works_and_is_revoked(ui: Browser, app: App) -> None:
+    """Made on the keys page, a key is shown once, listed by its prefix only, works for a program,
+    and once revoked (after a confirmation) is gone from the list and refused by the API."""
+    email = await app.account()
+    page = await ui.sign_in(email)
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name="API keys", exact=True).click()
+    await expect(page.get_by_text("No keys yet.")).to_be_visible()
+    await page.get_by_label("Name").fill("nightly script")
+    await page.get_by_label("Requests per minute").fill("30")
+    await page.get_by_role("button", name="Create key").click()
+    shown = page.get_by_label("Key for nightly script")
+    await expect(shown).to_have_value(re.compile(r"^uai_"))
+    key = await shown.input_value()
+    row = page.get_by_role("row").filter(has=page.get_by_role("rowheader", name="nightly script"))
+    await expect(row).to_contain_text("30 req/min")
+    await expect(row).to_contain_text(key[:8])
+    await expect(row).not_to_contain_text(key)
+    async with httpx.AsyncClient(base_url=app.stack.url("gateway"), timeout=30) as client:
+        assert (await client.get("/v1/models", headers=bearer(key))).status_code == 200
+        await page.get_by_role("button", name="I have saved it").click()
+        await expect(page.get_by_label("Key for nightly script")).to_have_count(0)
+        # Shown once: a reload lists the key, never its value.
+        await page.reload()
+        await expect(row).to_be_visible()
+        await expect(page.get_by_label("Key for nightly script")).to_have_count(0)
+
+        await page.get_by_role("button", name="Revoke nightly script").click()
+        dialog = page.get_by_role("dialog")
+        await dialog.get_by_role("button", name="Revoke key").click()
+        await expect(row).to_have_count(0)
+        await expect(page.get_by_text("No keys yet.")).to_be_visible()
+        await eventually(
+            lambda: client.get("/v1/models", headers=bearer(key)),
+            lambda resp: resp.status_code == 401,
+            what="the revoked key refused",
+        )
+    await ui.clean()
+
+
 async def test_delete_asks_for_confirmation(ui: Browser, app: App) -> None:
     email = await app.account()
     await app.upload(email, "keep.pdf", make_pdf(["Keep me."]))

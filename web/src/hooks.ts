@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 
 import { DRAFT_PREFIX } from "./drafts";
+import { latestOnly } from "./latest";
 
 /** A form value kept in sessionStorage as the person types, so it survives a trip to the sign-in
  * page when the session ends; `clear` forgets it (after a successful submit). */
@@ -76,4 +77,21 @@ export function useOnline(): boolean {
     };
   }, []);
   return online;
+}
+
+/** What `load()` answers, asked when the page opens and again whenever `deps` change; `reload`
+ * asks again (a retry button, or after a change the page made). An answer that arrives after a
+ * newer request began is dropped. While an error is shown the last data stays. */
+export function useLoaded<T>(load: () => Promise<T>, deps: readonly unknown[]): { data: T | null; error: unknown; reload: () => void } {
+  const [data, setData] = useState<T | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const run = useRef(latestOnly()).current;
+  const loader = useRef(load);
+  loader.current = load;
+  const reload = useCallback(() => {
+    setError(null);
+    void run(loader.current(), setData, setError);
+  }, [run]);
+  useEffect(reload, [reload, ...deps]);
+  return { data, error, reload };
 }

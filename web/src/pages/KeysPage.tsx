@@ -1,4 +1,4 @@
-import { useEffect, useState, type FormEvent } from "react";
+import { useState, type FormEvent } from "react";
 import { api } from "../api";
 import { ApiError, fieldName } from "../api/problem";
 import { KEY_SCOPES, type KeyInfo, type NewKey } from "../api/types";
@@ -6,7 +6,7 @@ import { ConfirmDialog } from "../components/ConfirmDialog";
 import { ErrorMessage } from "../components/ErrorMessage";
 import { Field } from "../components/Field";
 import { formatDate, formatNumber, formatUsd } from "../format";
-import { useDraft, usePageHeading } from "../hooks";
+import { useDraft, useLoaded, usePageHeading } from "../hooks";
 
 const SCOPE_TEXT: Record<string, string> = {
   llm: "llm: chat completions, orchestration, usage",
@@ -27,8 +27,7 @@ const EMPTY: Draft = { name: "", scopes: [...KEY_SCOPES], expires: "90", budget:
 
 export function KeysPage() {
   const heading = usePageHeading("API keys");
-  const [keys, setKeys] = useState<KeyInfo[] | null>(null);
-  const [listError, setListError] = useState<unknown>(null);
+  const { data: keys, error: listError, reload: load } = useLoaded(async () => (await api.json<{ keys: KeyInfo[] }>("/api/v1/auth/keys")).keys, []);
   const [draft, setDraft, clearDraft] = useDraft<Draft>("keys:new", EMPTY);
   const [createError, setCreateError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
@@ -37,19 +36,6 @@ export function KeysPage() {
   const [revoking, setRevoking] = useState<KeyInfo | null>(null);
   const [revokeError, setRevokeError] = useState<unknown>(null);
   const [status, setStatus] = useState("");
-
-  const load = async () => {
-    setListError(null);
-    try {
-      setKeys((await api.json<{ keys: KeyInfo[] }>("/api/v1/auth/keys")).keys);
-    } catch (err) {
-      setListError(err);
-    }
-  };
-
-  useEffect(() => {
-    void load();
-  }, []);
 
   const set = (patch: Partial<Draft>) => setDraft({ ...draft, ...patch });
 
@@ -73,7 +59,7 @@ export function KeysPage() {
       setCreated(key);
       clearDraft();
       setDraft(EMPTY);
-      void load();
+      load();
     } catch (err) {
       setCreateError(err);
     } finally {
@@ -100,7 +86,7 @@ export function KeysPage() {
       setStatus(`Revoked ${revoking.name}.`);
       if (created?.id === revoking.id) setCreated(null);
       setRevoking(null);
-      void load();
+      load();
     } catch (err) {
       setRevokeError(err);
       setRevoking(null);

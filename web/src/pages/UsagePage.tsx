@@ -1,9 +1,9 @@
-import { useEffect, useState } from "react";
+import { useState } from "react";
 import { api } from "../api";
 import type { UsageResponse } from "../api/types";
 import { ErrorMessage } from "../components/ErrorMessage";
 import { formatNumber, formatUsd } from "../format";
-import { usePageHeading } from "../hooks";
+import { useLoaded, usePageHeading } from "../hooks";
 import { dailyBars, dayRange, niceMax, type Metric } from "./usageChart";
 
 const PERIODS = [7, 30, 90];
@@ -13,21 +13,7 @@ export function UsagePage() {
   const heading = usePageHeading("Usage");
   const [days, setDays] = useState(7);
   const [metric, setMetric] = useState<Metric>("tokens");
-  const [usage, setUsage] = useState<UsageResponse | null>(null);
-  const [error, setError] = useState<unknown>(null);
-
-  const load = async () => {
-    setError(null);
-    try {
-      setUsage(await api.json<UsageResponse>(`/api/v1/llm/usage?days=${days}`));
-    } catch (err) {
-      setError(err);
-    }
-  };
-
-  useEffect(() => {
-    void load();
-  }, [days]);
+  const { data: usage, error, reload } = useLoaded(() => api.json<UsageResponse>(`/api/v1/llm/usage?days=${days}`), [days]);
 
   return (
     <main id="main" className="main">
@@ -53,7 +39,7 @@ export function UsagePage() {
           </select>
         </div>
       </div>
-      {error !== null && <ErrorMessage error={error} onRetry={load} />}
+      {error !== null && <ErrorMessage error={error} onRetry={reload} />}
       {usage && (
         <>
           <Budget usage={usage} />
