@@ -17,7 +17,7 @@ NPM_DIRS := $(patsubst %/package.json,%,$(wildcard web/package.json tests/browse
 # npm rewrites node_modules/.package-lock.json on every install: newer than the lock file, up to date.
 NPM_STAMPS := $(if $(NPM),$(addsuffix /node_modules/.package-lock.json,$(NPM_DIRS)))
 
-.PHONY: install dev test test-fast test-web lint format bench migrate deploy-check audit clean
+.PHONY: install dev test test-fast test-web lint format bench bench-compare migrate deploy-check audit clean
 
 ## install: the virtual environment with every service's requirements and the test tools, and
 ## `npm ci` of the web app (and of the browser tests' axe-core) when npm is installed
@@ -97,10 +97,14 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-## bench: every benchmark in bench/, figures printed
+## bench: every benchmark in bench/, figures printed and written as JSON under bench/results/
 bench: install
 	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 1; }
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+## bench-compare: each benchmark's latest figures beside its run before, with their ratio
+bench-compare: install
+	$(PY) -m tools.bench_results
 
 clean:
 	rm -rf $(VENV) data .deploy-check .coverage web/node_modules web/dist tests/browser/node_modules

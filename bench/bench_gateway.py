@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.users import bearer, new_email, register_and_login_sync  # noqa: E402
+from tools.bench_results import Results  # noqa: E402
 from tools.stack import Stack  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -132,12 +133,15 @@ def main() -> None:
             f"{'path':<10} {'gateway rps':>12} {'direct rps':>11} {'ratio':>6} {'gw p50':>8} {'dir p50':>8} "
             f"{'gw p99':>8} {'dir p99':>8} {'errors':>7}"
         )
+        results = Results("gateway")
         ratios = []
         for label, _, path, service, direct_path in mix:
             via = wrk(stack.url("gateway") + path, seconds, token)
             direct = wrk(stack.url(service) + direct_path, seconds, token)
             ratio = via["rps"] / direct["rps"]
             ratios.append(ratio)
+            results.add(f"{label} gateway rps", via["rps"], "req/s", better="higher")
+            results.add(f"{label} throughput ratio gateway/direct", ratio, "x", better="higher")
             print(
                 f"{label:<10} {via['rps']:>12.0f} {direct['rps']:>11.0f} {ratio:>6.2f} {via['p50_ms']:>8.2f} "
                 f"{direct['p50_ms']:>8.2f} {via['p99_ms']:>8.2f} {direct['p99_ms']:>8.2f} "
@@ -157,11 +161,15 @@ def main() -> None:
             direct = fixed_rate(stack.url(service) + direct_path, token, rate, lseconds)
             overhead = via["p50_ms"] - direct["p50_ms"]
             overheads.append(overhead)
+            results.add(f"{label} p50 overhead", overhead, "ms", better="lower")
             print(
                 f"{label:<10} {via['p50_ms']:>8.1f} {direct['p50_ms']:>8.1f} {overhead:>13.1f} "
                 f"{via['p99_ms']:>8.1f} {direct['p99_ms']:>8.1f} {via['failures'] + direct['failures']:>9}"
             )
         print(f"median p50 overhead of the gateway: {statistics.median(overheads):.2f} ms")
+        results.add("median throughput ratio gateway/direct", statistics.median(ratios), "x", better="higher")
+        results.add("median p50 overhead", statistics.median(overheads), "ms", better="lower")
+        results.save()
     finally:
         stack.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tools.bench_results import Results
 from tools.stack import SERVICES, ServiceProcess, free_port
 
 
@@ -39,9 +40,13 @@ def main() -> None:
                     proc.stop()
             rows.append((name, statistics.median(times), min(times), statistics.median(rss)))
     print(f"{'service':<10} {'start-up p50 (s)':>17} {'best (s)':>9} {'RSS p50 (MB)':>13}")
+    results = Results("startup")
     for name, med, best, rss in rows:
         print(f"{name:<10} {med:>17.2f} {best:>9.2f} {rss:>13.1f}")
+        results.add(f"{name} start-up p50", med, "s", better="lower")
+        results.add(f"{name} RSS p50", rss, "MB", better="lower")
     print(f"({runs} starts each; SQLite and in-process cache; time to first 200 on /live)")
+    results.save()
 
 
 if __name__ == "__main__":
