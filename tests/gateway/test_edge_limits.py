@@ -139,32 +139,38 @@ def _async(fn):
     return call
 
 
+async def _trickled_post(port: int, headers: bytes = b"") -> bytes:
+    """A POST whose body trickles in at 40 B/s (far below 1000 B/s): the gateway's answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /api/v1/documents/sink HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Length: 100000\r\n" + headers + b"\r\n" + b"x" * 2000
+    )
+    await writer.drain()
+    answer = b""
+    for _ in range(40):  # 10 bytes every 0.25 s
+        chunk = await _read_all(reader, 0.25)
+        if chunk:
+            answer = chunk + await _read_all(reader, 1.0)
+            break
+        try:
+            writer.write(b"y" * 10)
+            await writer.drain()
+        except (ConnectionError, OSError):
+            break
+    writer.close()
+    return answer
+
+
+def _head(answer: bytes) -> dict[str, str]:
+    lines = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
+    return {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+
+
 def test_a_body_below_the_minimum_rate_gets_408_and_its_upstream_request_ends(sink: Sink, tmp_path: Path) -> None:
     gateway = start_gateway(tmp_path, sink)
     try:
-
-        async def run() -> bytes:
-            reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-            writer.write(
-                b"POST /api/v1/documents/sink HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/octet-stream\r\n"
-                b"Content-Length: 100000\r\n\r\n" + b"x" * 2000
-            )
-            await writer.drain()
-            answer = b""
-            for _ in range(40):  # 10 bytes every 0.25 s: 40 B/s, far below 1000 B/s
-                chunk = await _read_all(reader, 0.25)
-                if chunk:
-                    answer = chunk + await _read_all(reader, 1.0)
-                    break
-                try:
-                    writer.write(b"y" * 10)
-                    await writer.drain()
-                except (ConnectionError, OSError):
-                    break
-            writer.close()
-            return answer
-
-        answer = asyncio.run(run())
+        answer = asyncio.run(_trickled_post(gateway.port))
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
         body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
         assert body["status"] == 408 and "bytes per second" in body["detail"]
@@ -181,6 +187,35 @@ def test_a_body_below_the_minimum_rate_gets_408_and_its_upstream_request_ends(si
         # a body at a normal pace still goes through
         resp = httpx.post(gateway.url + "/api/v1/documents/sink", content=b"z" * 300_000, timeout=10)
         assert resp.status_code == 200 and resp.json()["bytes"] == 300_000
+    finally:
+        gateway.stop()
+
+
+def test_the_408_for_a_trickling_body_carries_cors_headers_for_an_allowed_origin(sink: Sink, tmp_path: Path) -> None:
+    """A browser on the app's origin can read the 408 (problem+json) instead of a network error;
+    another origin gets no CORS grant."""
+    app = "http://app.example"
+    gateway = start_gateway(tmp_path, sink, CORS_ORIGINS=app)
+
+    async def both() -> list[bytes]:
+        return list(
+            await asyncio.gather(
+                _trickled_post(gateway.port, b"Origin: " + app.encode() + b"\r\n"),
+                _trickled_post(gateway.port, b"Origin: http://elsewhere.example\r\n"),
+            )
+        )
+
+    try:
+        allowed, other = asyncio.run(both())
+        assert allowed.startswith(b"HTTP/1.1 408 "), allowed[:200]
+        head = _head(allowed)
+        assert head["access-control-allow-origin"] == app
+        assert head["access-control-allow-credentials"] == "true"
+        assert "retry-after" in head["access-control-expose-headers"].lower()
+        assert head["vary"] == "Origin" and head["content-type"] == "application/problem+json"
+        assert other.startswith(b"HTTP/1.1 408 "), other[:200]
+        head = _head(other)
+        assert "access-control-allow-origin" not in head and head["vary"] == "Origin"
     finally:
         gateway.stop()
 

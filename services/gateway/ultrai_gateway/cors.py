@@ -141,11 +141,16 @@ class ProblemCORSMiddleware(CORSMiddleware):
             (k, v) for k, v in message.get("headers", []) if not k.lower().startswith(b"access-control-")
         ]
         headers = MutableHeaders(scope=message)
-        if self.is_allowed_origin(origin):
-            headers.update(self.simple_headers)
-            headers["Access-Control-Allow-Origin"] = origin
+        headers.update(self.answer_headers(origin))
         headers["Vary"] = ", ".join([*headers.getlist("Vary"), "Origin"])
         await send(message)
+
+    def answer_headers(self, origin: str) -> dict[str, str]:
+        """The CORS headers of an answer to a request from ``origin`` (none for an origin that is
+        not allowed; ``Vary: Origin`` is the caller's to add)."""
+        if not self.is_allowed_origin(origin):
+            return {}
+        return {**self.simple_headers, "Access-Control-Allow-Origin": origin}
 
 
 class CORSLayers(NamedTuple):
@@ -157,18 +162,26 @@ def cors_middleware(settings: GatewaySettings, methods: list[str]) -> CORSLayers
     """CORS for the origins the settings allow, with credentials, on ``methods``."""
     origins, regex = settings.cors_origins, settings.cors_origin_regex
     return CORSLayers(
-        outer=Middleware(
-            ProblemCORSMiddleware,
-            role="answers",
-            allow_origins=origins,
-            allow_origin_regex=regex,
-            allow_methods=methods,
-        ),
-        inner=Middleware(
-            ProblemCORSMiddleware,
-            role="preflights",
-            allow_origins=origins,
-            allow_origin_regex=regex,
-            allow_methods=methods,
-        ),
+        *(
+            Middleware(
+                ProblemCORSMiddleware, role=role, allow_origins=origins, allow_origin_regex=regex, allow_methods=methods
+            )
+            for role in ("answers", "preflights")
+        )
+    )
+
+
+async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:
+    raise RuntimeError("the edge's CORS decisions answer nothing themselves")
+
+
+def edge_cors(settings: GatewaySettings, methods: list[str]) -> ProblemCORSMiddleware:
+    """The outer layer's decisions, for answers made before the application sees the request
+    (the edge protocol's own 408 for a body that trickles in)."""
+    return ProblemCORSMiddleware(
+        _no_app,
+        role="answers",
+        allow_origins=settings.cors_origins,
+        allow_origin_regex=settings.cors_origin_regex,
+        allow_methods=methods,
     )

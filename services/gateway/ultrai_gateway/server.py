@@ -7,9 +7,13 @@ complete, so what a slow or greedy client does before that is the server's to li
 - a minimum rate for request bodies (``BODY_MIN_BYTES_PER_SECOND`` over ``BODY_RATE_WINDOW_SECONDS``):
   a body that trickles in slower is answered 408 and the connection closed, which ends the proxied
   request and frees its upstream connection; time the application itself holds the body back
-  (flow control) does not count against the client;
+  (flow control) does not count against the client. The request's headers are known by then, so
+  the 408 carries the CORS headers the application would have added (a browser reads the problem
+  instead of an opaque network error);
 - a cap on open connections per worker (``MAX_CONNECTIONS``): one more is answered 503 with
   Retry-After at once and closed, instead of holding a descriptor each until the process runs out.
+  It is answered before any request is read, so it carries no CORS header (no origin is known;
+  a browser sees a network error and its retry succeeds once a connection is free).
 Idle keep-alive connections are closed by uvicorn itself (``--timeout-keep-alive``, 5 s).
 
 A WebSocket upgrade hands the connection to uvicorn's WebSocket protocol (the ``websockets``
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import Counter
@@ -32,6 +37,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared.metrics import REGISTRY
 from shared.settings import load_settings
+from ultrai_gateway.cors import ProblemCORSMiddleware, edge_cors
+from ultrai_gateway.routes import METHODS
 from ultrai_gateway.settings import GatewaySettings
 
 log = logging.getLogger("ultrai_gateway.server")
@@ -43,6 +50,7 @@ EDGE_CLOSED = Counter(
     registry=REGISTRY,
 )
 _SETTINGS: GatewaySettings | None = None
+_CORS: ProblemCORSMiddleware | None = None
 
 
 def _settings() -> GatewaySettings:
@@ -52,7 +60,25 @@ def _settings() -> GatewaySettings:
     return _SETTINGS
 
 
-def problem_bytes(status: int, reason: bytes, detail: str, retry_after: int | None = None) -> bytes:
+def _cors_headers(raw_request_headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The CORS headers of an answer to this request, as the application's outer layer adds them."""
+    global _CORS
+    origin = next((v for k, v in raw_request_headers if k.lower() == b"origin"), None)
+    if origin is None:
+        return []
+    if _CORS is None:
+        _CORS = edge_cors(_settings(), METHODS)
+    allowed = _CORS.answer_headers(origin.decode("latin-1"))
+    return [*((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in allowed.items()), (b"vary", b"Origin")]
+
+
+def problem_bytes(
+    status: int,
+    reason: bytes,
+    detail: str,
+    retry_after: int | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> bytes:
     """A complete HTTP/1.1 answer with a problem+json body, closing the connection."""
     body = json.dumps(
         {"type": "about:blank", "title": reason.decode(), "status": status, "detail": detail}, separators=(",", ":")
@@ -65,6 +91,7 @@ def problem_bytes(status: int, reason: bytes, detail: str, retry_after: int | No
     ]
     if retry_after is not None:
         head.append(b"retry-after: %d\r\n" % retry_after)
+    head.extend(b"%s: %s\r\n" % (k, v) for k, v in headers or [])
     return b"".join([*head, b"\r\n", body])
 
 
@@ -164,7 +191,11 @@ class EdgeProtocol(HttpToolsProtocol):
                 self.transport.close()
             else:
                 cycle.response_started = True  # the application's own answer, if any, is not sent
-                self._close_with(408, f"The request body arrived slower than {self._min_rate:g} bytes per second.")
+                self._close_with(
+                    408,
+                    f"The request body arrived slower than {self._min_rate:g} bytes per second.",
+                    _cors_headers(cycle.scope["headers"]),
+                )
             return
         self._rate_check = self.loop.call_later(self._window, self._check_body_rate)
 
@@ -174,8 +205,8 @@ class EdgeProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self._arm_header_deadline()
 
-    def _close_with(self, status: int, detail: str) -> None:
+    def _close_with(self, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         reason = b"Request Timeout" if status == 408 else b"Service Unavailable"
-        self.transport.write(problem_bytes(status, reason, detail))
+        self.transport.write(problem_bytes(status, reason, detail, headers=headers))
         self.transport.close()
         log.info("closed a client connection (%d): %s", status, detail)
