@@ -14,13 +14,15 @@ Keys live under ``<REDIS_KEY_PREFIX>:ratelimit:``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from limits import RateLimitItem, parse
+from limits import RateLimitItem
+from limits import parse as _parse_limit
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
@@ -34,6 +36,10 @@ from shared.settings import ServiceSettings
 _STORAGE_ERRORS: tuple[type[BaseException], ...] = (StorageError, *REDIS_ERRORS)
 
 log = logging.getLogger("shared.ratelimit")
+
+# Limits are named by strings from the settings ("120/minute"); parsing one costs ~7 µs and the
+# gateway checks two per request, so each string is parsed once.
+parse = functools.lru_cache(maxsize=256)(_parse_limit)
 
 
 @dataclass(frozen=True)
