@@ -1,6 +1,8 @@
 """Load through the gateway versus straight to the services, in the same run.
 
-Throughput: wrk (closed loop, 2 threads, 32 connections) per path, gateway vs direct.
+Throughput: wrk (closed loop, 2 threads, 32 connections) per path, gateway vs direct, and the
+gateway's own CPU time per request in those runs (user + system of its process, over the requests
+wrk counted: what a proxied request costs the gateway, whatever the machine's load).
 Latency: a fixed arrival rate (open loop) per path, gateway vs direct. Locust headless was the first
 generator here, but on two cores its own gevent work added tens of milliseconds to every answer
 and swamped the sub-millisecond hop being measured; a light asyncio sender on a fixed schedule
@@ -131,21 +133,24 @@ def main() -> None:
         print(f"wrk: 2 threads, 32 connections, {seconds} s per run; one run each, same machine (2 cores)")
         print(
             f"{'path':<10} {'gateway rps':>12} {'direct rps':>11} {'ratio':>6} {'gw p50':>8} {'dir p50':>8} "
-            f"{'gw p99':>8} {'dir p99':>8} {'errors':>7}"
+            f"{'gw p99':>8} {'dir p99':>8} {'errors':>7} {'gw CPU/req':>11}"
         )
         results = Results("gateway")
         ratios = []
         for label, _, path, service, direct_path in mix:
+            cpu_before = stack.procs["gateway"].cpu_seconds()
             via = wrk(stack.url("gateway") + path, seconds, token)
+            cpu_ms = (stack.procs["gateway"].cpu_seconds() - cpu_before) * 1000 / max(via["requests"], 1)
             direct = wrk(stack.url(service) + direct_path, seconds, token)
             ratio = via["rps"] / direct["rps"]
             ratios.append(ratio)
             results.add(f"{label} gateway rps", via["rps"], "req/s", better="higher")
             results.add(f"{label} throughput ratio gateway/direct", ratio, "x", better="higher")
+            results.add(f"{label} gateway CPU per request", cpu_ms, "ms", better="lower")
             print(
                 f"{label:<10} {via['rps']:>12.0f} {direct['rps']:>11.0f} {ratio:>6.2f} {via['p50_ms']:>8.2f} "
                 f"{direct['p50_ms']:>8.2f} {via['p99_ms']:>8.2f} {direct['p99_ms']:>8.2f} "
-                f"{via['errors'] + direct['errors']:>7}"
+                f"{via['errors'] + direct['errors']:>7} {cpu_ms:>8.3f} ms"
             )
         print(f"median throughput ratio gateway/direct: {statistics.median(ratios):.2f}")
 

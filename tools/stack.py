@@ -163,6 +163,17 @@ class ServiceProcess:
         procs = [proc, *proc.children(recursive=True)]
         return sum(p.memory_info().rss for p in procs) / 1e6
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the service process and its children have used so far."""
+        import psutil
+
+        proc = psutil.Process(self.proc.pid)
+        total = 0.0
+        for p in [proc, *proc.children(recursive=True)]:
+            times = p.cpu_times()
+            total += times.user + times.system
+        return total
+
     def tail(self, lines: int = 20) -> str:
         if not self.log_path or not self.log_path.exists():
             return ""
