@@ -38,6 +38,7 @@ from shared.errors import ProblemError  # noqa: E402
 from shared.settings import ServiceSettings  # noqa: E402
 from shared.tokens import TokenVerifier  # noqa: E402
 from tests.support.users import bearer, login, new_email, register  # noqa: E402
+from tools.bench_results import Results  # noqa: E402
 from tools.stack import SERVICES, ServiceProcess, free_port  # noqa: E402
 
 SAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
@@ -65,10 +66,12 @@ def settings(auth_url: str, cache: float) -> ServiceSettings:
     return ServiceSettings(auth_url=auth_url, api_key_cache_seconds=cache, **extra)  # type: ignore[arg-type]
 
 
-def report(label: str, samples: list[float]) -> None:
+def report(label: str, samples: list[float], results: Results) -> None:
     ordered = sorted(samples)
     p = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
     print(f"  {label:<34} p50 {p(0.5):7.3f} ms   p99 {p(0.99):7.3f} ms   ({len(samples)} samples)")
+    results.add(f"{label.strip()} p50", p(0.5), "ms", better="lower")
+    results.add(f"{label.strip()} p99", p(0.99), "ms", better="lower")
 
 
 async def timed(verifier: TokenVerifier, key: str, n: int) -> list[float]:
@@ -80,7 +83,7 @@ async def timed(verifier: TokenVerifier, key: str, n: int) -> list[float]:
     return out
 
 
-async def bench(auth_url: str) -> None:
+async def bench(auth_url: str, results: Results) -> None:
     async with httpx.AsyncClient(base_url=auth_url, timeout=30) as client:
         email = new_email("bench-keys")
         await register(client, email)
@@ -97,15 +100,15 @@ async def bench(auth_url: str) -> None:
         cold = TokenVerifier(settings(auth_url, 0.0), "llm")
         try:
             await warm.verify_key(made["key"], request_for())
-            report("warm (grant cached)", await timed(warm, made["key"], SAMPLES))
-            report("cold (auth asked every time)", await timed(cold, made["key"], max(200, SAMPLES // 10)))
+            report("warm (grant cached)", await timed(warm, made["key"], SAMPLES), results)
+            report("cold (auth asked every time)", await timed(cold, made["key"], max(200, SAMPLES // 10)), results)
             # The floor of a cold resolution: one HTTP round trip to auth doing nothing.
             floor = []
             for _ in range(max(200, SAMPLES // 10)):
                 t0 = time.perf_counter()
                 (await client.get("/live")).raise_for_status()
                 floor.append(time.perf_counter() - t0)
-            report("  of which: a round trip to auth", floor)
+            report("  of which: a round trip to auth", floor, results)
 
             delays = []
             for _ in range(10):
@@ -126,6 +129,8 @@ async def bench(auth_url: str) -> None:
                 f"  {'revocation propagation':<34} median {statistics.median(delays) * 1000:7.1f} ms   "
                 f"max {max(delays) * 1000:7.1f} ms   (10 keys)"
             )
+            results.add("revocation propagation median", statistics.median(delays) * 1000, "ms", better="lower")
+            results.add("revocation propagation max", max(delays) * 1000, "ms", better="lower")
         finally:
             await warm.aclose()
             await cold.aclose()
@@ -139,7 +144,11 @@ def main() -> None:
     proc = ServiceProcess(SERVICES["auth"], free_port(), env=env, log_path=workdir / "auth.log").start()
     try:
         proc.wait_ready(timeout=60)
-        asyncio.run(bench(proc.url))
+        # With Redis a revocation reaches the service at its next request, without it at auth's next
+        # poll: two setups, each compared with its own runs.
+        results = Results("api_keys_redis" if REDIS else "api_keys")
+        asyncio.run(bench(proc.url, results))
+        results.save()
     finally:
         proc.stop()
         shutil.rmtree(workdir, ignore_errors=True)

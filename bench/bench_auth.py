@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "services" / "auth")]
 
 from tests.support.users import PASSWORD, new_email, register  # noqa: E402
+from tools.bench_results import Results  # noqa: E402
 from tools.stack import SERVICES, ServiceProcess, free_port  # noqa: E402
 
 STEP = float(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1] != "--probe" else 5.0
@@ -78,7 +79,7 @@ async def probe_live(url: str, seconds: float) -> list[float]:
     return json.loads(out)
 
 
-async def service_bench(url: str) -> None:
+async def service_bench(url: str, results: Results) -> None:
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with (
         httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client,
@@ -93,10 +94,16 @@ async def service_bench(url: str) -> None:
             rate = done / STEP
             base = base or rate
             print(f"  concurrency {concurrency:>2}: {rate:6.1f} logins/s  (x{rate / base:.2f} of 1)  errors {errors}")
+            results.add(f"concurrency {concurrency} logins/s", rate, "/s", better="higher")
+            if concurrency > 1:
+                results.add(f"concurrency {concurrency} x of 1", rate / base, "x", better="higher")
+            results.add(f"concurrency {concurrency} errors", errors, "", better="lower")
 
         print("== /live p99 while 50 logins run at once (3 rounds)")
         idle = await probe_live(url, 3.0)
         print(f"  idle:     p50 {statistics.median(idle):6.2f} ms  p99 {pct(idle, 0.99):6.2f} ms  ({len(idle)} probes)")
+        results.add("/live idle p50", statistics.median(idle), "ms", better="lower")
+        results.add("/live idle p99", pct(idle, 0.99), "ms", better="lower")
         p99s = []
         for round_ in range(3):
             storm_task = asyncio.create_task(logins_for(client, email, 50, STEP + 1.5))
@@ -108,8 +115,11 @@ async def service_bench(url: str) -> None:
                 f"  storm {round_ + 1}:  p50 {statistics.median(loaded):6.2f} ms  p99 {p99s[-1]:6.2f} ms"
                 f"  ({len(loaded)} probes; {done / (STEP + 1.5):.1f} logins/s, {errors} refused)"
             )
+            results.add(f"storm {round_ + 1} refused", errors, "", better="lower")
         mid = statistics.median(p99s)
         print(f"  median p99 under the storm {mid:.2f} ms (x{mid / pct(idle, 0.99):.1f} idle)")
+        results.add("median p99 under the storm", mid, "ms", better="lower")
+        results.add("median p99 under the storm / idle", mid / pct(idle, 0.99), "x", better="lower")
 
         print("== unknown email vs wrong password (200 logins each, interleaved, one at a time)")
         unknown, wrong = [], []
@@ -121,9 +131,14 @@ async def service_bench(url: str) -> None:
                 assert resp.status_code == 401, resp.status_code
         mu, mw = statistics.median(unknown), statistics.median(wrong)
         print(f"  median unknown {mu:.1f} ms, wrong password {mw:.1f} ms, ratio x{mu / mw:.3f}")
+        results.add("median unknown", mu, "ms", better="lower")
+        results.add("median wrong password", mw, "ms", better="lower")
+        # Near 1 is right (no answer tells an unknown email from a wrong password); the drift that
+        # leaks is an unknown email answered faster (no real hash): below 1, hence "higher".
+        results.add("unknown / wrong password ratio", mu / mw, "x", better="higher")
 
 
-async def verify_bench() -> None:
+async def verify_bench(results: Results) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from shared.settings import ServiceSettings
@@ -149,6 +164,7 @@ async def verify_bench() -> None:
             n += len(tokens)
         rate = n / (time.perf_counter() - t0)
         print(f"  {label:<24} {rate:8.0f} verifications/s  ({1e6 / rate:.0f} µs each)")
+        results.add(f"{label} verifications/s", rate, "/s", better="higher")
     await verifier.aclose()
 
 
@@ -169,8 +185,10 @@ def main() -> None:
     ).start()
     try:
         proc.wait_ready(timeout=60)
-        asyncio.run(service_bench(proc.url))
-        asyncio.run(verify_bench())
+        results = Results("auth")
+        asyncio.run(service_bench(proc.url, results))
+        asyncio.run(verify_bench(results))
+        results.save()
     finally:
         proc.stop()
         shutil.rmtree(workdir, ignore_errors=True)

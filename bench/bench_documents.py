@@ -35,6 +35,7 @@ from tests.documents.conftest import make_docx, make_pdf  # noqa: E402
 from tests.documents.files import assemble_pdf  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
 from tests.support.users import bearer, new_access_token  # noqa: E402
+from tools.bench_results import Results  # noqa: E402
 from tools.stack import Stack  # noqa: E402
 from ultrai_documents.extraction.base import Limits  # noqa: E402
 from ultrai_documents.extraction.extract import extract_file  # noqa: E402
@@ -72,7 +73,7 @@ def big_docx(paragraphs: int) -> bytes:
     return make_docx([prose(rng, 60) for _ in range(paragraphs)])
 
 
-async def extraction(tmp: Path) -> None:
+async def extraction(tmp: Path, results: Results) -> None:
     print("1. extraction throughput (input MB per second; median of 3)")
     samples = {"PDF": big_pdf(300), "DOCX": big_docx(3000)}
     extractor = Extractor(Limits(), memory_mb=768, cpu_seconds=60, timeout=120, concurrency=1)
@@ -96,6 +97,8 @@ async def extraction(tmp: Path) -> None:
             f"({median(direct) * 1000:6.0f} ms); worker process {size_mb / median(worker):6.2f} MB/s "
             f"({median(worker) * 1000:6.0f} ms, incl. start-up and chunking)"
         )
+        results.add(f"{label} parser", size_mb / median(direct), "MB/s", better="higher")
+        results.add(f"{label} worker process", size_mb / median(worker), "MB/s", better="higher")
 
 
 # -------------------------------------------------------------------------- 2. memory on upload
@@ -151,7 +154,7 @@ class Sampler:
         self._thread.join()
 
 
-async def upload_memory(stack: Stack, client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+async def upload_memory(stack: Stack, client: httpx.AsyncClient, headers: dict[str, str], results: Results) -> None:
     print("2. documents service memory while a 25 MB file is uploaded through the gateway")
     pid = stack.procs["documents"].proc.pid
     size = 25 * MB - 70 * 1024  # under the 25 MB file limit with the multipart framing
@@ -192,13 +195,19 @@ async def upload_memory(stack: Stack, client: httpx.AsyncClient, headers: dict[s
             f"   {label:<16} {len(data) / MB:5.1f} MB in {elapsed:5.2f} s: service RSS {baseline / MB:6.1f} MB idle, "
             f"peak +{growth:5.1f} MB; extraction worker peak {sampler.peak_children / MB:6.1f} MB"
         )
+        results.add(f"{label} upload", elapsed, "s", better="lower")
+        results.add(f"{label} service RSS idle", baseline / MB, "MB", better="lower")
+        results.add(f"{label} service RSS peak +", growth, "MB", better="lower")
+        results.add(f"{label} extraction worker peak", sampler.peak_children / MB, "MB", better="lower")
         await client.delete(f"/api/v1/documents/{resp.json()['id']}", headers=headers)
 
 
 # -------------------------------------------------------------------- 3. first analysis event
 
 
-async def first_event(stack: Stack, client: httpx.AsyncClient, headers: dict[str, str], runs: int = 10) -> None:
+async def first_event(
+    stack: Stack, client: httpx.AsyncClient, headers: dict[str, str], results: Results, runs: int = 10
+) -> None:
     print(f"3. upload -> first analysis event (SSE via the gateway, fake provider); median of {runs}")
     to_first, to_model, to_done = [], [], []
     for i in range(runs):
@@ -225,16 +234,21 @@ async def first_event(stack: Stack, client: httpx.AsyncClient, headers: dict[str
         to_model.append(model)
         if i == 0:
             print(f"   (upload of a {len(pdf)} B PDF itself: {uploaded * 1000:.0f} ms)")
+            results.add("upload of the PDF itself", uploaded * 1000, "ms", better="lower")
     print(
         f"   first event {median(to_first) * 1000:6.0f} ms; first model answer {median(to_model) * 1000:6.0f} ms; "
         f"completed {median(to_done) * 1000:6.0f} ms (from the start of the upload)"
     )
+    results.add("first event", median(to_first) * 1000, "ms", better="lower")
+    results.add("first model answer", median(to_model) * 1000, "ms", better="lower")
+    results.add("completed", median(to_done) * 1000, "ms", better="lower")
 
 
 async def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-documents-"))
+    results = Results("documents")
     try:
-        await extraction(tmp)
+        await extraction(tmp, results)
         with FakeOpenAI() as fake:
             models = fake.models_file(tmp / "models.json", ["bench-a", "bench-b"])
             stack = Stack(
@@ -245,10 +259,11 @@ async def main() -> None:
             try:
                 async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=120) as client:
                     headers = bearer(await new_access_token(stack.url("gateway"), "bench"))
-                    await upload_memory(stack, client, headers)
-                    await first_event(stack, client, headers)
+                    await upload_memory(stack, client, headers, results)
+                    await first_event(stack, client, headers, results)
             finally:
                 stack.stop_all()
+        results.save()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

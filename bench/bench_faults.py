@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.faults.proxy import FaultProxy  # noqa: E402
+from tools.bench_results import Results  # noqa: E402
 from tools.stack import SERVICES, ServiceProcess, free_port, service_env  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def timed(fn) -> tuple[float, httpx.Response]:
     return (time.perf_counter() - started) * 1000, resp
 
 
-def dead_upstream(tmp: Path) -> None:
+def dead_upstream(tmp: Path, results: Results) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     gateway = ServiceProcess(
         SERVICES["gateway"],
@@ -59,6 +60,10 @@ def dead_upstream(tmp: Path) -> None:
         print("1. a dead upstream (50 requests each)")
         print(f"   gateway /live                 median {statistics.median(live):6.1f} ms  worst {max(live):6.1f} ms")
         print(f"   503 for the dead auth prefix  median {statistics.median(down):6.1f} ms  worst {max(down):6.1f} ms")
+        results.add("gateway /live median", statistics.median(live), "ms", better="lower")
+        results.add("gateway /live worst", max(live), "ms", better="lower")
+        results.add("503 for the dead auth prefix median", statistics.median(down), "ms", better="lower")
+        results.add("503 for the dead auth prefix worst", max(down), "ms", better="lower")
     finally:
         gateway.stop()
 
@@ -75,7 +80,7 @@ def wait_status(url: str, status: int, timeout: float = 30.0) -> float:
     raise RuntimeError(f"{url} never answered {status}")
 
 
-def slow_database(tmp: Path, admin: str) -> None:
+def slow_database(tmp: Path, admin: str, results: Results) -> None:
     import asyncpg
 
     name = f"ultrai_bench_faults_{secrets.token_hex(3)}"
@@ -112,6 +117,8 @@ def slow_database(tmp: Path, admin: str) -> None:
             assert resp.status_code == 503, resp.status_code
             answers.append(ms)
         print(f"   3 s of latency: 503 in median {statistics.median(answers):6.0f} ms  worst {max(answers):6.0f} ms")
+        results.add("3 s of latency: 503 in median", statistics.median(answers), "ms", better="lower")
+        results.add("3 s of latency: 503 in worst", max(answers), "ms", better="lower")
         proxy.set("pass")
         wait_status(auth.url + "/ready", 200)
         for fault in ("down", "reset"):
@@ -120,6 +127,7 @@ def slow_database(tmp: Path, admin: str) -> None:
             proxy.set("pass")
             back = wait_status(auth.url + "/ready", 200)
             print(f"   {fault:<5}: /ready 200 again {back:5.2f} s after the link came back")
+            results.add(f"{fault}: /ready 200 again", back, "s", better="lower")
     finally:
         auth.stop()
         proxy.close()
@@ -127,13 +135,15 @@ def slow_database(tmp: Path, admin: str) -> None:
 
 
 def main() -> None:
+    results = Results("faults")
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
-        dead_upstream(Path(tmp))
+        dead_upstream(Path(tmp), results)
         admin = os.environ.get("BENCH_DATABASE_URL")
         if admin:
-            slow_database(Path(tmp), admin)
+            slow_database(Path(tmp), admin, results)
         else:
             print("2. skipped: set BENCH_DATABASE_URL (a PostgreSQL admin URL) for the database figures")
+    results.save()
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.users import bearer, new_email, register_and_login  # noqa: E402
+from tools.bench_results import Results  # noqa: E402
 from tools.stack import Stack  # noqa: E402
 
 NAMES = ("gateway", "auth", "documents", "llm")
@@ -156,6 +157,12 @@ def main() -> None:
             f"requests: {ok + errors}, 5xx or failed: {errors}, p50 {statistics.median(latencies):.1f} ms, "
             f"p99 {latencies[int(len(latencies) * 0.99)]:.1f} ms"
         )
+        # PostgreSQL and Redis change what is measured (and add the connections): each setup is
+        # compared with its own runs.
+        results = Results("soak" + ("_postgres" if admin else "") + ("_redis" if redis else ""))
+        results.add("5xx or failed", errors, "", better="lower")
+        results.add("p50", statistics.median(latencies), "ms", better="lower")
+        results.add("p99", latencies[int(len(latencies) * 0.99)], "ms", better="lower")
         print(
             f"{'service':<10} {'RSS warm':>9} {'RSS 1st third':>13} {'RSS last third':>14} {'RSS end':>8} "
             f"{'fds warm':>9} {'fds end':>8}"
@@ -168,8 +175,18 @@ def main() -> None:
                 f"{name:<10} {baseline[name][0]:>9.1f} {early:>13.1f} {late:>14.1f} {after[name][0]:>8.1f} "
                 f"{baseline[name][1]:>9} {after[name][1]:>8}"
             )
+            results.add(f"{name} RSS warm", baseline[name][0], "MB", better="lower")
+            results.add(f"{name} RSS 1st third", early, "MB", better="lower")
+            results.add(f"{name} RSS last third", late, "MB", better="lower")
+            results.add(f"{name} RSS end", after[name][0], "MB", better="lower")
+            results.add(f"{name} fds warm", baseline[name][1], "", better="lower")
+            results.add(f"{name} fds end", after[name][1], "", better="lower")
         if admin:
             print(f"database connections: {conns0} warm, {conns_load} at the end of the load, {conns1} after")
+        results.add("database connections warm", conns0, "", better="lower")
+        results.add("database connections at the end of the load", conns_load, "", better="lower")
+        results.add("database connections after", conns1, "", better="lower")
+        results.save()
     finally:
         stack.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)

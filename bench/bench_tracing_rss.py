@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tools.bench_results import Results  # noqa: E402
 from tools.stack import SERVICES, ServiceProcess, free_port  # noqa: E402
 
 REQUESTS = 50
@@ -48,9 +49,14 @@ def main() -> None:
     names = sys.argv[1:] or ["gateway", "auth", "documents", "llm"]
     traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_BSP_SCHEDULE_DELAY": "100"}
     print(f"{'service':<10} {'RSS off (MB)':>13} {'RSS on (MB)':>12} {'cost (MB)':>10}")
+    results = Results("tracing_rss")
     for name in names:
         off, on = measure(name, {}), measure(name, traced)
         print(f"{name:<10} {off:>13.1f} {on:>12.1f} {on - off:>10.1f}")
+        results.add(f"{name} RSS off", off, "MB", better="lower")
+        results.add(f"{name} RSS on", on, "MB", better="lower")
+        results.add(f"{name} cost", on - off, "MB", better="lower")
+    results.save()
 
 
 if __name__ == "__main__":

@@ -42,13 +42,14 @@ from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, DOCUMENTS_ENV, LLM_E
 from tests.documents.conftest import make_pdf  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
 from tests.support.users import PASSWORD, new_email, register  # noqa: E402
+from tools.bench_results import Results  # noqa: E402
 from tools.stack import Stack  # noqa: E402
 from tools.web_bundle import measure  # noqa: E402
 
 MODELS = ["bench-alpha", "bench-beta"]
 
 
-def bundle() -> None:
+def bundle(results: Results) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-web-"))
     try:
         t0 = time.perf_counter()
@@ -64,6 +65,12 @@ def bundle() -> None:
         for a in b.first_page:
             print(f"  {a.path:<40} {a.size / 1024:8.1f} kB {a.gzip / 1024:8.1f} kB gzip")
         print(f"dist: {b.dist_bytes / 1024:.1f} kB in {b.dist_files} files")
+        # The files' own rows are left out: their names carry a content hash, new at each change.
+        results.add("build (tsc + vite build)", took, "s", better="lower")
+        results.add("initial JS", b.initial_js_bytes / 1024, "kB", better="lower")
+        results.add("initial JS gzip", b.initial_js_gzip / 1024, "kB", better="lower")
+        results.add("first page total transfer gzip", b.first_page_gzip / 1024, "kB", better="lower")
+        results.add("dist", b.dist_bytes / 1024, "kB", better="lower")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -76,7 +83,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def dev() -> None:
+def dev(results: Results) -> None:
     for port in (5173, 8000, 8001, 8002, 8003):
         if _answers(f"http://127.0.0.1:{port}/"):
             print(f"make dev: port {port} is taken; not measured")
@@ -107,6 +114,8 @@ def dev() -> None:
             time.sleep(0.05)
         print(f"make dev to the app answering (Vite, http://127.0.0.1:5173): {app:.2f} s" if app else "app: no answer")
         print(f"make dev to the gateway ready (http://127.0.0.1:8000/ready): {gateway:.2f} s" if gateway else "")
+        results.add("make dev to the app answering", app, "s", better="lower")
+        results.add("make dev to the gateway ready", gateway, "s", better="lower")
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -127,7 +136,7 @@ FIRST_EVENT = """([models]) => {
 }"""
 
 
-async def analysis() -> None:
+async def analysis(results: Results) -> None:
     from playwright.async_api import async_playwright
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-web-"))
@@ -185,6 +194,10 @@ async def analysis() -> None:
             print(f"upload answered to the first analysis event shown: {stage - start:.2f} s")
             print(f"upload answered to the first model answer shown: {answer - start:.2f} s")
             print(f"Start analysis clicked to the first event shown: {stage - clicked:.2f} s")
+            results.add("upload answered to Start analysis clicked", clicked - start, "s", better="lower")
+            results.add("upload answered to the first analysis event shown", stage - start, "s", better="lower")
+            results.add("upload answered to the first model answer shown", answer - start, "s", better="lower")
+            results.add("Start analysis clicked to the first event shown", stage - clicked, "s", better="lower")
         finally:
             stack.stop_all()
             site.stop()
@@ -197,19 +210,21 @@ def main() -> None:
     if problem:
         print(f"bench_web needs {problem}")
         sys.exit(1)
+    results = Results("web")
     for part in parts:
         print(f"-- {part}")
         if part == "bundle":
-            bundle()
+            bundle(results)
         elif part == "dev":
-            dev()
+            dev(results)
         elif part == "analysis":
             if not CHROMIUM.exists():
                 print(f"{CHROMIUM} is missing: not measured")
                 continue
-            asyncio.run(analysis())
+            asyncio.run(analysis(results))
         else:
             sys.exit(f"unknown part {part!r}: bundle, dev or analysis")
+    results.save()
 
 
 if __name__ == "__main__":
