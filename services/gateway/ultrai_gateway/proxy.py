@@ -54,7 +54,7 @@ _HOP_BY_HOP = _RFC9110_HOP_BY_HOP | {
 # Not passed on from an answer: the hop-by-hop fields and the ones the gateway sets itself.
 _RESPONSE_DROP = _RFC9110_HOP_BY_HOP | {b"x-request-id", b"server", b"date"}
 _IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "DELETE", "PUT"}
-SMALL_BODY_BYTES = 64 * 1024
+SMALL_BODY_BYTES = 64 * 1024  # bodies up to this size go through in one piece, both ways
 
 
 @dataclass
@@ -114,7 +114,7 @@ async def forward(request: Request, upstream: Upstream, on_close: OnClose | None
     attempts = 1 if has_body or request.method not in _IDEMPOTENT else 2
     sent = await _send(upstream, request.method, _upstream_url(upstream, request.scope), headers, data, body, attempts)
     if isinstance(sent, aiohttp.ClientResponse):
-        return _relay(sent, upstream, on_close)
+        return await _relay(sent, upstream, on_close)
     if on_close is not None:
         await on_close()
     return sent
@@ -212,8 +212,27 @@ async def _send(
             )
 
 
-def _relay(resp: aiohttp.ClientResponse, upstream: Upstream, on_close: OnClose | None) -> StreamingResponse:
-    """The upstream's response passed on as it arrives, less the hop-by-hop headers."""
+async def _relay(resp: aiohttp.ClientResponse, upstream: Upstream, on_close: OnClose | None) -> Response:
+    """The upstream's response passed on, less the hop-by-hop headers. A small one of declared
+    length (the JSON answers) is read whole and answered in one piece: a streamed answer costs the
+    gateway a task group and a send per chunk. Anything else streams through as it arrives."""
+    headers = _response_headers(resp, upstream)
+    length = resp.content_length
+    if on_close is None and length is not None and length <= SMALL_BODY_BYTES:
+        try:
+            data = await resp.read()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            # Nothing has been sent yet: the client gets the problem, not a cut body.
+            UPSTREAM_ERRORS.labels("gateway", upstream.name, type(exc).__name__).inc()
+            log.warning("upstream %s broke off a response: %s", upstream.name, type(exc).__name__)
+            return problem_response(
+                502, f"The {upstream.name} service broke off its answer; try again.", extra={"service": upstream.name}
+            )
+        finally:
+            resp.release()
+        whole = Response(data, status_code=resp.status)
+        whole.raw_headers = headers
+        return whole
 
     async def body() -> AsyncIterator[bytes]:
         try:
@@ -229,6 +248,11 @@ def _relay(resp: aiohttp.ClientResponse, upstream: Upstream, on_close: OnClose |
                 await on_close()
 
     response = StreamingResponse(body(), status_code=resp.status)
+    response.raw_headers = headers
+    return response
+
+
+def _response_headers(resp: aiohttp.ClientResponse, upstream: Upstream) -> list[tuple[bytes, bytes]]:
     headers = []
     for key, value in resp.raw_headers:
         name = key.lower()
@@ -237,8 +261,7 @@ def _relay(resp: aiohttp.ClientResponse, upstream: Upstream, on_close: OnClose |
         if name in _URL_HEADERS:
             value = _public_urls(name, value, upstream.authorities)
         headers.append((key, value))
-    response.raw_headers = headers
-    return response
+    return headers
 
 
 # Headers whose values are URLs (Link: URLs in angle brackets) a service may make absolute with its
