@@ -9,11 +9,17 @@ instances that only enqueue, analysis workers), on PostgreSQL and Redis:
    that model's ``model`` event reaches a client streaming the analysis from the *other* documents
    instance (llm -> worker -> PostgreSQL -> Redis pub/sub -> instance -> client). Before the queue
    the stream polled the database every 250 ms.
-3. Analyses per minute with 1 and 2 workers, each running ``CONCURRENCY`` at once, every model
-   answering after 300 ms (two models, no synthesis).
+3. Analyses per minute with 1, 2 and 4 workers, each running ``CONCURRENCY`` at once, every model
+   answering after 300 ms (two models, no synthesis), ``ROUNDS`` analyses per slot; the ratio of
+   2 workers to 1 (the goal: at least 1.8). The rate is the analyses completed over the time from
+   the first one's creation to the last one's end (the database's timestamps).
+4. Database transactions per second (``pg_stat_database`` ``xact_commit + xact_rollback`` of the service's database)
+   while an analysis runs (its model held at the provider), with 0 and then ``WATCHERS`` SSE clients
+   streaming it (half on each instance), over ``WINDOW_SECONDS`` each. With Redis a stream reads the
+   database on news and every ``SSE_FALLBACK_SECONDS`` (5 s) in case a notification was lost.
 
-Usage: python bench/bench_queue.py [sse]   (about two minutes, or part 2 alone; needs PostgreSQL and Redis on loopback,
-BENCH_DATABASE_URL / BENCH_REDIS_URL to point elsewhere)
+Usage: python bench/bench_queue.py [sse|watchers]   (about five minutes, or part 2 or 4 alone; needs
+PostgreSQL and Redis on loopback, BENCH_DATABASE_URL / BENCH_REDIS_URL to point elsewhere)
 """
 
 from __future__ import annotations
@@ -49,7 +55,9 @@ CONCURRENCY = 4  # analyses at once per worker
 MODEL_SECONDS = 0.3
 LATENCY_ANALYSES = 40
 SSE_ANALYSES = 20
-THROUGHPUT_ANALYSES = 60
+ROUNDS = 10  # analyses per worker slot in the throughput runs
+WATCHERS = 200
+WINDOW_SECONDS = 20.0  # PostgreSQL flushes a backend's counters within about 10 s
 
 
 def pct(values: list[float], q: float) -> float:
@@ -134,23 +142,104 @@ async def answer_to_client(
     )
 
 
-async def throughput(a: httpx.AsyncClient, b: httpx.AsyncClient, doc: str, workers: int) -> None:
+async def throughput(
+    a: httpx.AsyncClient, b: httpx.AsyncClient, doc: str, workers: int, db: asyncpg.Connection
+) -> float:
+    """Analyses per minute with ``workers`` workers; returns it."""
     tag = secrets.token_hex(3)
-    t0 = time.perf_counter()
+    count = ROUNDS * workers * CONCURRENCY
     started = await asyncio.gather(
-        *(
-            start(a if i % 2 else b, doc, f"Throughput {tag}-{i}?", ["bench-a", "bench-b"])
-            for i in range(THROUGHPUT_ANALYSES)
-        )
+        *(start(a if i % 2 else b, doc, f"Throughput {tag}-{i}?", ["bench-a", "bench-b"]) for i in range(count))
     )
-    finals = await asyncio.gather(*(until_done(a, s["links"]["self"]) for s in started))
-    elapsed = time.perf_counter() - t0
-    ok = sum(1 for f in finals if f["status"] == "completed")
+    ids = [s["id"] for s in started]
+    # Watched in the database (one query every 200 ms), not by polling each analysis over HTTP.
+    while True:
+        row = await db.fetchrow(
+            "SELECT count(*) FILTER (WHERE status IN ('completed', 'failed', 'cancelled')) AS done,"
+            " count(*) FILTER (WHERE status = 'completed') AS ok,"
+            " extract(epoch FROM max(finished_at) - min(created_at)) AS took"
+            " FROM documents.analyses WHERE id = ANY($1::text[])",
+            ids,
+        )
+        if row["done"] == count:
+            break
+        await asyncio.sleep(0.2)
+    elapsed = float(row["took"])
+    rate = row["ok"] / elapsed * 60
     ideal = workers * CONCURRENCY / MODEL_SECONDS * 60
     print(
-        f"3. {workers} worker(s) x {CONCURRENCY}: {ok / elapsed * 60:6.0f} analyses/min "
-        f"({ok}/{len(finals)} completed in {elapsed:.1f} s; the models alone would allow {ideal:.0f}/min)"
+        f"3. {workers} worker(s) x {CONCURRENCY}: {rate:6.0f} analyses/min "
+        f"({row['ok']}/{count} completed in {elapsed:.1f} s; the models alone would allow {ideal:.0f}/min)"
     )
+    return rate
+
+
+async def xacts(db: asyncpg.Connection) -> float:
+    await db.execute("SELECT pg_stat_clear_snapshot()")
+    # Both ends of a transaction: a read-only session ends with a rollback.
+    return float(
+        await db.fetchval("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()")
+    )
+
+
+async def transactions_per_second(db: asyncpg.Connection) -> float:
+    # What happened before the window reaches the counters first (backends flush them when idle,
+    # within about 10 s).
+    await asyncio.sleep(11)
+    before = await xacts(db)
+    t0 = time.perf_counter()
+    await asyncio.sleep(WINDOW_SECONDS)
+    after = await xacts(db)
+    # Less this connection's own two reads.
+    return (after - before - 2) / (time.perf_counter() - t0)
+
+
+async def watchers(
+    a: httpx.AsyncClient, b: httpx.AsyncClient, doc: str, fake: FakeOpenAI, db: asyncpg.Connection
+) -> None:
+    gate = fake.hold("bench-hold")
+    question = f"Watched {secrets.token_hex(3)}?"
+    analysis = await start(a, doc, question, ["bench-hold"])
+    url = analysis["links"]["self"]
+    streams: list[asyncio.Task[int]] = []
+    connected = asyncio.Semaphore(0)
+
+    async def watch(client: httpx.AsyncClient) -> int:
+        """Follows the stream to its end; counts its events."""
+        events = 0
+        async with client.stream("GET", url + "/events") as resp:
+            resp.raise_for_status()
+            async for line in resp.aiter_lines():
+                if line.startswith("event: "):
+                    if events == 0:
+                        connected.release()
+                    events += 1
+        return events
+
+    try:
+        while not [c for c in fake.calls("bench-hold") if question in json.dumps(c.body)]:
+            await asyncio.sleep(0.05)
+        idle = await transactions_per_second(db)
+        limits = httpx.Limits(max_connections=WATCHERS, max_keepalive_connections=0)
+        async with (
+            httpx.AsyncClient(base_url=str(a.base_url), headers=a.headers, timeout=300, limits=limits) as wa,
+            httpx.AsyncClient(base_url=str(b.base_url), headers=b.headers, timeout=300, limits=limits) as wb,
+        ):
+            streams = [asyncio.create_task(watch(wa if i % 2 else wb)) for i in range(WATCHERS)]
+            for _ in range(WATCHERS):
+                await asyncio.wait_for(connected.acquire(), 60)
+            watched = await transactions_per_second(db)
+            gate.set()
+            counts = await asyncio.gather(*streams)
+        print(
+            f"4. database transactions/s (commits and rollbacks) while an analysis runs: "
+            f"{idle:5.1f} with 0 SSE watchers, {watched:5.1f} with {WATCHERS} "
+            f"({WINDOW_SECONDS:.0f} s each; every watcher saw {min(counts)}-{max(counts)} events)"
+        )
+    finally:
+        gate.set()
+        for task in streams:
+            task.cancel()
 
 
 async def main() -> None:
@@ -164,7 +253,7 @@ async def main() -> None:
             fake.behave("bench-a", delay=MODEL_SECONDS)
             fake.behave("bench-b", delay=MODEL_SECONDS)
             fake.behave("bench-slow", delay=MODEL_SECONDS)
-            models = fake.models_file(tmp / "models.json", ["bench-a", "bench-b", "bench-slow"])
+            models = fake.models_file(tmp / "models.json", ["bench-a", "bench-b", "bench-slow", "bench-hold"])
             base, _, _ = DATABASE_URL.rpartition("/")
             env = {
                 "LLM_MODELS_FILE": str(models),
@@ -184,7 +273,6 @@ async def main() -> None:
             await asyncio.to_thread(stack.start_all)
             try:
                 await asyncio.to_thread(stack.start_extra, "documents", "documents-b")
-                await asyncio.to_thread(stack.start_extra, "documents", "worker-1", worker=True)
                 headers = bearer(await new_access_token(stack.url("gateway"), "bench"))
                 async with (
                     httpx.AsyncClient(base_url=stack.url("documents"), headers=headers, timeout=120) as a,
@@ -195,15 +283,27 @@ async def main() -> None:
                     up.raise_for_status()
                     doc = up.json()["id"]
                     print(f"queue bench: PostgreSQL, Redis, models answering after {MODEL_SECONDS * 1000:.0f} ms")
-                    if "sse" not in sys.argv[1:]:
-                        await throughput(a, b, doc, 1)
-                    await asyncio.to_thread(stack.start_extra, "documents", "worker-2", worker=True)
-                    if "sse" not in sys.argv[1:]:
-                        await throughput(a, b, doc, 2)
-                        await enqueue_to_start(a, b, doc)
+                    parts = set(sys.argv[1:]) or {"throughput", "latency", "sse", "watchers"}
                     db = await asyncpg.connect(env["DATABASE_URL"])
                     try:
-                        await answer_to_client(a, b, doc, fake, db)
+                        rates: dict[int, float] = {}
+                        for n in (1, 2, 4):
+                            while len([p for p in stack.procs if p.startswith("worker-")]) < n:
+                                label = f"worker-{len([p for p in stack.procs if p.startswith('worker-')]) + 1}"
+                                await asyncio.to_thread(stack.start_extra, "documents", label, worker=True)
+                            if "throughput" in parts:
+                                rates[n] = await throughput(a, b, doc, n, db)
+                            if n == 2 and "latency" in parts:
+                                await enqueue_to_start(a, b, doc)
+                        if rates:
+                            print(
+                                f"   2 workers / 1 worker: {rates[2] / rates[1]:.2f}x (goal 1.8x); "
+                                f"4 / 1: {rates[4] / rates[1]:.2f}x"
+                            )
+                        if "sse" in parts:
+                            await answer_to_client(a, b, doc, fake, db)
+                        if "watchers" in parts:
+                            await watchers(a, b, doc, fake, db)
                     finally:
                         await db.close()
             finally:

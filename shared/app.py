@@ -75,6 +75,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.health = health
+    # Metrics read when /metrics is scraped (shared.metrics.ScrapeSource), added by a lifespan.
+    app.state.metric_sources = []
     app.state.service = service
     install_error_handlers(app)
     if database:

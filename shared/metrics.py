@@ -12,19 +12,28 @@ no longer running are removed when a worker starts. With one worker and no
 A metric of a module of its own is made with ``counter``, ``gauge`` or ``histogram`` below (at
 import, at module level), so that it is right in both modes: a gauge says how the workers' values
 combine (``"livesum"`` for a level such as a queue's depth, ``"max"``, ``"mostrecent"``...).
+
+Metrics that another process keeps (a background worker, which serves no HTTP) or that only a
+store can tell (a queue's depth) are read when ``/metrics`` is scraped: a service puts an async
+``ScrapeSource`` in ``app.state.metric_sources``; each scrape awaits them (a bounded wait; one
+that fails or is slow is left out of that scrape, never failing it) and a collector registered on
+the registry ``/metrics`` serves (in either mode) yields what they returned.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from multiprocessing import parent_process
 from pathlib import Path
 from typing import Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Set in a worker to the directory it chose, so that a process it starts does not nest another one.
@@ -95,12 +104,57 @@ from prometheus_client import (  # noqa: E402
     multiprocess,
     values,
 )
+from prometheus_client.metrics_core import Metric  # noqa: E402
+from prometheus_client.registry import Collector  # noqa: E402
 
 if MULTIPROC_DIR is not None and not getattr(values.ValueClass, "_multiprocess", False):
     # prometheus_client was imported before the directory was set (by a library): switch it over.
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+log = logging.getLogger("shared.metrics")
+
+# Metrics read at scrape time: an async function returning metric families (see the module's doc).
+ScrapeSource = Callable[[], Awaitable[Iterable[Metric]]]
+# The longest a scrape waits for one source.
+SCRAPE_SOURCE_SECONDS = 2.0
+# What this scrape's sources returned (a context variable: concurrent scrapes do not mix).
+_SCRAPED: contextvars.ContextVar[tuple[Metric, ...]] = contextvars.ContextVar("scraped_metrics", default=())
+
+
+class _ScrapedCollector(Collector):
+    """Yields the families the current scrape's sources returned; registered on every registry
+    ``/metrics`` serves."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _SCRAPED.get()
+
+    def describe(self) -> Iterable[Metric]:
+        # Names unknown until scraped: nothing to check at registration.
+        return ()
+
+
+_SCRAPED_COLLECTOR = _ScrapedCollector()
+REGISTRY.register(_SCRAPED_COLLECTOR)
+
+
+async def read_sources(sources: Sequence[ScrapeSource], wait_seconds: float = SCRAPE_SOURCE_SECONDS) -> list[Metric]:
+    """The families of every source that answers within ``wait_seconds``; the others are left out."""
+
+    async def one(source: ScrapeSource) -> list[Metric]:
+        try:
+            return list(await asyncio.wait_for(source(), wait_seconds))
+        except Exception as exc:  # a store away or slow: these metrics are missing from this scrape
+            name = getattr(source, "__qualname__", repr(source))
+            log.warning("metrics source %s left out of this scrape (%s)", name, type(exc).__name__)
+            return []
+
+    found: list[Metric] = []
+    for families in await asyncio.gather(*(one(source) for source in sources)):
+        found.extend(families)
+    return found
+
 
 Combine = Literal[
     "livesum", "liveall", "livemax", "livemin", "livemostrecent", "sum", "max", "min", "mostrecent", "all"
@@ -137,14 +191,20 @@ def _forget_dead_workers(directory: Path) -> None:
             multiprocess.mark_process_dead(int(pid), str(directory))  # type: ignore[no-untyped-call]
 
 
-def render_metrics() -> bytes:
-    """This instance's metrics in the Prometheus text format: every worker's, in multiprocess mode."""
-    if MULTIPROC_DIR is None:
-        return generate_latest(REGISTRY)
-    _forget_dead_workers(MULTIPROC_DIR)
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(MULTIPROC_DIR))  # type: ignore[no-untyped-call]
-    return generate_latest(registry)
+def render_metrics(scraped: Iterable[Metric] = ()) -> bytes:
+    """This instance's metrics in the Prometheus text format: every worker's, in multiprocess mode,
+    with ``scraped`` (what the scrape-time sources returned)."""
+    token = _SCRAPED.set(tuple(scraped))
+    try:
+        if MULTIPROC_DIR is None:
+            return generate_latest(REGISTRY)
+        _forget_dead_workers(MULTIPROC_DIR)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(MULTIPROC_DIR))  # type: ignore[no-untyped-call]
+        registry.register(_SCRAPED_COLLECTOR)
+        return generate_latest(registry)
+    finally:
+        _SCRAPED.reset(token)
 
 
 REQUESTS = Counter(
@@ -197,7 +257,9 @@ def metrics_router() -> APIRouter:
         response_class=Response,
         responses={200: {"content": {"text/plain": {}}}},
     )
-    async def metrics() -> Response:
-        return Response(render_metrics(), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        sources: list[ScrapeSource] = getattr(request.app.state, "metric_sources", [])
+        scraped = await read_sources(sources) if sources else []
+        return Response(render_metrics(scraped), media_type=CONTENT_TYPE_LATEST)
 
     return router

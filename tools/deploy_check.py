@@ -19,10 +19,15 @@ not come up, when gateway, auth or documents install litellm, or when any servic
 while starting (litellm must use its bundled model cost map). It prints one table: packages installed,
 install size, start-up time and resident memory after start, against the team's bars.
 
-Background workers (type ``worker``: the analysis worker) are not started here; they are
-cross-checked first (``worker_problems``: the same build, build filter, database and queue as their
-web service, an existing ``worker`` module, and a compose service running the same command on the
-same image), and any problem fails the check.
+Background workers (type ``worker``: the analysis worker) are cross-checked first
+(``worker_problems``: the same build, build filter, database and queue as their web service, an
+existing ``worker`` module, and a compose service running the same command on the same image), and
+any problem fails the check. Then, after their web service's check and in its environment (its
+virtual environment, its migrated database), each worker is started with its ``startCommand`` and
+render.yaml's environment, under the same network guard, until it logs that it takes jobs
+(``WORKER_READY``); one job is put on its queue (``probe_worker``: an analysis that does not exist)
+and the worker must take it and end it, having asked its database. Its row in the table is
+``<service>-worker``. Without a local Redis (the queue) the workers cannot run, and the check says so.
 
 The helpers that read render.yaml, docker-compose.yml, the requirements and the settings classes are
 used by tests/deploy as well, so the tests and this check read the same facts from the same code.
@@ -52,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.stack import free_port
+from tools.stack import WORKER_READY, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".deploy-check"
@@ -195,6 +200,79 @@ def worker_problems(blueprint: dict[str, Any], compose: dict[str, Any] | None = 
                 if missing:
                     problems.append(f"compose {svc_name}: {', '.join(missing)} not set")
     return problems
+
+
+# The analysis queue as the documents service names it and the job its workers run
+# (ultrai_documents.analysis.runner; tests/deploy checks they agree).
+WORKER_QUEUE = "{prefix}:analyses"
+WORKER_JOB = "analysis"
+
+
+def probe_worker(redis_url: str, prefix: str, timeout: float = 30.0) -> str | None:
+    """Put one job on the analysis queue of ``REDIS_KEY_PREFIX`` ``prefix``, for an analysis that
+    does not exist: a worker serving that queue must take it and end it ``skipped`` (its claim, a
+    query on the service's database, found nothing to run). Returns what went wrong, or None."""
+    import asyncio
+
+    from saq import Queue
+    from saq.job import TERMINAL_STATUSES, Status
+
+    async def run() -> str | None:
+        queue = Queue.from_url(redis_url, name=WORKER_QUEUE.format(prefix=prefix))
+        await queue.connect()
+        key = f"deploy-check-probe-{secrets.token_hex(8)}"
+        try:
+            await queue.enqueue(WORKER_JOB, key=key, analysis_id=key, timeout=int(timeout), ttl=600)
+            deadline = time.monotonic() + timeout
+            job = await queue.job(key)
+            while job is not None and job.status not in TERMINAL_STATUSES and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                job = await queue.job(key)
+            if job is None:
+                return "the probe job vanished from the queue"
+            if job.status not in TERMINAL_STATUSES:
+                return f"no worker took the probe job within {timeout:.0f} s (it is {job.status.value})"
+            if job.status != Status.COMPLETE:
+                return f"the probe job ended {job.status.value}: {(job.error or '').strip()[-300:]}"
+            if job.result != "skipped":
+                return f"the probe job ended {job.result!r}, not 'skipped' (see the worker's log)"
+            return None
+        finally:
+            await queue.disconnect()
+
+    return asyncio.run(run())
+
+
+def forget_queue(redis_url: str, prefix: str) -> None:
+    """Remove every key of ``REDIS_KEY_PREFIX`` ``prefix`` (the queue's, SAQ's and the metrics')."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    async def run() -> None:
+        redis = Redis.from_url(redis_url)
+        try:
+            for pattern in (f"saq:*{prefix}*", f"{prefix}:*"):
+                async for key in redis.scan_iter(match=pattern):
+                    await redis.delete(key)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(run())
+
+
+def wait_log(path: Path, text: str, proc: subprocess.Popen, timeout: float) -> float | None:
+    """Seconds until ``text`` appears in the log at ``path``; None if the process exits first or
+    ``timeout`` passes."""
+    start = time.perf_counter()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return time.perf_counter() - start
+        if proc.poll() is not None:
+            return None
+        time.sleep(0.05)
+    return None
 
 
 def service_folders() -> list[str]:
@@ -969,7 +1047,7 @@ def fmt(value: float | None, spec: str) -> str:
 
 def table(results: list[Result]) -> str:
     head = (
-        f"{'service':<10} {'packages':>8} {'install MB':>10} {'install s':>9} "
+        f"{'service':<16} {'packages':>8} {'install MB':>10} {'install s':>9} "
         f"{'start s':>8} {'CPU s':>6} {'bar':>5} {'RSS MB':>7} {'workers':>7} {'per worker':>10} {'bar':>5}  result"
     )
     lines = [head, "-" * len(head)]
@@ -985,7 +1063,7 @@ def table(results: list[Result]) -> str:
         if notes:
             verdict += " (" + ", ".join(notes) + ")"
         lines.append(
-            f"{r.name:<10} {r.packages:>8} {r.install_mb:>10.1f} {r.install_s:>9.1f} "
+            f"{r.name:<16} {r.packages:>8} {r.install_mb:>10.1f} {r.install_s:>9.1f} "
             f"{fmt(r.start_s, '.2f'):>8} {fmt(r.cpu_s, '.2f'):>6} {start_bar:>5.1f} {fmt(r.rss_mb, '.1f'):>7} "
             f"{r.workers:>7} {fmt(r.worker_rss_mb, '.1f'):>10} {rss_bar:>5.0f}  {verdict}"
         )
@@ -1049,10 +1127,19 @@ def main(argv: list[str] | None = None) -> int:
         f"key value: {'Redis' if ph.redis_url else 'in-process'}"
     )
 
+    workers = worker_services(blueprint)
     results: list[Result] = []
     try:
         for name in names:
             results.append(check_service(name, services[name], blueprint, ph, src, logs, args.timeout))
+            if name not in workers:
+                continue
+            if not results[-1].ok:
+                log(f"[{name}-worker] not started: its service failed")
+            elif ph.redis_url is None:
+                log(f"[{name}-worker] NOT CHECKED: no Redis at {args.redis_url} (the queue it takes jobs from)")
+            else:
+                results.append(check_worker(name, workers[name], results[-1], blueprint, ph, src, logs, args.timeout))
     finally:
         if scratch:
             try:
@@ -1159,6 +1246,78 @@ def check_service(
         log(f"[{name}] again in the Docker image's layout: {', '.join(sorted(p.name for p in image.iterdir()))}")
         start_service(name, entry, env, image, ph.ports[entry["name"]], logs, result, timeout, where="image")
     log(f"[{name}] {'ok' if result.ok else 'FAILED'}")
+    return result
+
+
+def check_worker(
+    name: str,
+    entry: dict[str, Any],
+    server: Result,
+    blueprint: dict[str, Any],
+    ph: Placeholders,
+    src: Path,
+    logs: Path,
+    timeout: float,
+) -> Result:
+    """Service ``name``'s background worker, in the virtual environment its web service's check
+    built: its startCommand with render.yaml's environment until it logs WORKER_READY, then one
+    probe job through its queue (``probe_worker``); measured like a web service, then stopped."""
+    label = f"{name}-worker"
+    result = Result(label, packages=server.packages, install_mb=server.install_mb, install_s=server.install_s)
+    assert ph.redis_url is not None
+    netlog = logs / f"{label}.network.log"
+    netlog.unlink(missing_ok=True)
+    run_log = logs / f"{label}.run.log"
+    run_log.unlink(missing_ok=True)
+    # A queue of its own on the local Redis: the probe touches nothing a local `make dev` uses.
+    prefix = f"deploycheck-{secrets.token_hex(4)}"
+    env = {
+        **base_env(WORK / "venvs" / name),
+        **resolve_env(blueprint, entry, ph),
+        # The web service's data folder: with SQLite, the database its preDeployCommand migrated.
+        "DATA_DIR": str(WORK / "data" / name),
+        "REDIS_KEY_PREFIX": prefix,
+        "ULTRAI_NETGUARD_LOG": str(netlog),
+    }
+    log(f"[{label}] starting: {entry['startCommand']}")
+    with open(run_log, "ab") as out:
+        out.write(f"\n$ {entry['startCommand']}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            ["bash", "-c", entry["startCommand"]],
+            cwd=src,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        waited = wait_log(run_log, WORKER_READY, proc, timeout)
+        if waited is None:
+            state = f"exited {proc.returncode}" if proc.poll() is not None else f"not within {timeout:.0f} s"
+            cause = error_line(run_log)
+            result.failures.append(
+                f"did not log {WORKER_READY!r} ({state}){': ' + cause if cause else ''}\n{tail(run_log)}"
+            )
+            return result
+        result.start_s = waited
+        stats = settle(proc.pid)
+        result.rss_mb, result.worker_rss_mb = stats.rss_mb, stats.largest_rss_mb
+        result.workers, result.cpu_s = stats.workers, stats.cpu_s
+        problem = probe_worker(ph.redis_url, prefix, timeout=min(timeout, 30.0))
+        if problem:
+            result.failures.append(f"does not take jobs: {problem}\n{tail(run_log)}")
+        else:
+            log(f"[{label}] took a job from its queue and ended it")
+    finally:
+        stop_group(proc)
+        # The shell exits by the signal, or with the worker's status (0: it stopped cleanly).
+        if proc.returncode not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
+            result.failures.append(f"exited {proc.returncode} on SIGTERM\n{tail(run_log)}")
+        forget_queue(ph.redis_url, prefix)
+    if netlog.exists() and netlog.stat().st_size:
+        result.failures.append(f"reached the network while starting (see {netlog}):\n{tail(netlog, 15)}")
+    log(f"[{label}] {'ok' if result.ok else 'FAILED'}")
     return result
 
 

@@ -1,9 +1,12 @@
 """The parts of `make deploy-check` that need no install: every service's preDeployCommand and
 startCommand, exactly as render.yaml writes them, run by a shell with this environment's packages,
-render.yaml's environment (production) and the network guard; each must answer healthCheckPath."""
+render.yaml's environment (production) and the network guard; each must answer healthCheckPath.
+With Redis, the analysis worker too (its startCommand): it must log that it takes jobs and take the
+deploy check's probe job from the queue documents enqueues to."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,7 +23,7 @@ import pytest
 
 from tests.conftest import redis_prefix
 from tools import deploy_check as dc
-from tools.stack import free_port
+from tools.stack import WORKER_READY, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -71,6 +74,8 @@ async def deployed(tmp_path_factory: pytest.TempPathFactory, pg_databases, redis
         "PYTHONUNBUFFERED": "1",
     }
     procs: dict[str, tuple[subprocess.Popen, Path, str]] = {}
+    workers: dict[str, tuple[subprocess.Popen, Path, str]] = {}
+    prefixes: dict[str, str] = {}
     try:
         for name, entry in web.items():
             port = ph.ports[entry["name"]]
@@ -82,6 +87,7 @@ async def deployed(tmp_path_factory: pytest.TempPathFactory, pg_databases, redis
                 "REDIS_KEY_PREFIX": redis_prefix(name),
                 "ULTRAI_NETGUARD_LOG": str(work / f"{name}.network.log"),
             }
+            prefixes[name] = env["REDIS_KEY_PREFIX"]
             if name == "auth":
                 env["LOGIN_RATE_PER_ADDRESS"] = "2/minute"
             log = work / f"{name}.log"
@@ -103,16 +109,42 @@ async def deployed(tmp_path_factory: pytest.TempPathFactory, pg_databases, redis
             procs[name] = (proc, log, f"http://127.0.0.1:{port}")
         for name, (proc, log, url) in procs.items():
             wait_ready(url + web[name]["healthCheckPath"], proc, log)
-        yield {"web": web, "procs": procs, "work": work}
+        # The workers, once their web service has migrated the database: its data folder and its
+        # queue (REDIS_KEY_PREFIX), render.yaml's environment and start command otherwise.
+        for name, entry in dc.worker_services(blueprint).items() if redis_url else ():
+            label = f"{name}-worker"
+            prefix = prefixes[name]
+            env = {
+                **base,
+                **dc.resolve_env(blueprint, entry, ph),
+                "DATA_DIR": str(work / name),
+                "REDIS_KEY_PREFIX": prefix,
+                "ULTRAI_NETGUARD_LOG": str(work / f"{label}.network.log"),
+            }
+            log = work / f"{label}.log"
+            with open(log, "ab") as out:
+                proc = subprocess.Popen(
+                    ["bash", "-c", entry["startCommand"]],
+                    cwd=dc.ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            workers[name] = (proc, log, prefix)
+        yield {"web": web, "procs": procs, "workers": workers, "work": work, "redis_url": redis_url}
     finally:
-        for proc, _, _ in procs.values():
+        every = [*procs.values(), *workers.values()]
+        for proc, _, _ in every:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc, _, _ in procs.values():
+        for proc, _, _ in every:
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+        for _, _, prefix in workers.values():
+            await asyncio.to_thread(dc.forget_queue, redis_url, prefix)
 
 
 def test_every_service_answers_its_health_check(deployed: dict[str, Any]) -> None:
@@ -152,6 +184,39 @@ def test_a_client_cannot_choose_its_address(deployed: dict[str, Any]) -> None:
         )
         statuses.append(status)
     assert 429 in statuses, statuses
+
+
+def test_the_analysis_worker_takes_jobs(deployed: dict[str, Any]) -> None:
+    """render.yaml's worker, started by its startCommand: it logs that it takes jobs, takes the
+    deploy check's probe job from documents' queue (asking the database documents migrated), reaches
+    no network, and stops cleanly on SIGTERM."""
+    if not deployed["workers"]:
+        pytest.skip("the analysis worker takes its jobs from Redis (TEST_REDIS_URL)")
+    assert list(deployed["workers"]) == ["documents"]
+    proc, log, prefix = deployed["workers"]["documents"]
+    deadline = time.monotonic() + 60
+    while WORKER_READY not in log.read_text(errors="replace"):
+        assert proc.poll() is None, f"exited {proc.returncode}:\n{dc.tail(log, 40)}"
+        assert time.monotonic() < deadline, dc.tail(log, 40)
+        time.sleep(0.1)
+    assert dc.probe_worker(deployed["redis_url"], prefix) is None, dc.tail(log, 40)
+    # Another queue than the worker's: nobody takes the job.
+    assert "no worker took" in (dc.probe_worker(deployed["redis_url"], prefix + "-other", timeout=2) or "")
+    dc.forget_queue(deployed["redis_url"], prefix + "-other")
+    netlog = deployed["work"] / "documents-worker.network.log"
+    assert not netlog.exists() or not netlog.read_text(), netlog.read_text()
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(30) in (0, -signal.SIGTERM, 128 + signal.SIGTERM), dc.tail(log)
+    assert "analysis worker stopped" in log.read_text(), dc.tail(log)
+
+
+def test_the_probe_names_the_queue_and_job_documents_uses(tmp_path: Path) -> None:
+    from tests.documents.conftest import settings_for
+    from ultrai_documents.analysis.runner import JOB_FUNCTION, analysis_queue
+
+    settings = settings_for(tmp_path, redis_url="redis://127.0.0.1:6379/0", redis_key_prefix="p")
+    assert dc.WORKER_QUEUE.format(prefix="p") == analysis_queue(settings).name
+    assert dc.WORKER_JOB == JOB_FUNCTION
 
 
 def test_services_stop_cleanly_on_sigterm(deployed: dict[str, Any]) -> None:

@@ -3,7 +3,9 @@
 
 Exactly once (every analysis, delivered twice, calls each model once), a worker killed with SIGKILL
 mid-analysis (another worker finishes it from the answers already received), cancel while queued
-and while running, and an event stream on one instance following an analysis a worker runs.
+and while running, an event stream on one instance following an analysis a worker runs, and the
+queue's metrics (what the workers recorded, the depth) on both instances' /metrics, one of them
+with two uvicorn workers (multiprocess mode).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from saq import Queue
 
 from tests.conftest import running_stack, stack_env
 from tests.documents.test_e2e import LLM_ENV
+from tests.documents.test_queue_metrics import Samples, sample, scrape
 from tests.fakes.openai_server import FakeOpenAI
 from tests.support.users import bearer, new_access_token
 from tests.support.waiting import eventually
@@ -35,7 +38,7 @@ pytestmark = pytest.mark.e2e
 API = "/api/v1/documents"
 # Analyses started across both instances in the exactly-once test (kept small: 2-core machines).
 N_ANALYSES = 20
-MODELS = ["q-alpha", "q-beta", "q-synth", "q-hold", "q-fast"]
+MODELS = ["q-alpha", "q-beta", "q-synth", "q-hold", "q-fast", "q-fail"]
 # Each worker runs this many analyses at once: 2 workers, 4 slots (the cancel-while-queued test fills them).
 WORKER_CONCURRENCY = 2
 QUEUE_ENV = {
@@ -65,8 +68,10 @@ async def queue_stack(pg_databases, redis_url, fake_provider: FakeOpenAI) -> Asy
     # machine would free its worker slot early (the cancel-while-queued test fills every slot).
     env = {**await stack_env(pg_databases, redis_url, "queue"), **LLM_ENV, "LLM_TIMEOUT": "300"}
     async with running_stack(env, per_service_env={"documents": QUEUE_ENV}, files=models) as st:
-        # A second documents instance and two workers, on the same database and queue.
-        await asyncio.to_thread(st.start_extra, "documents", "documents-b")
+        # A second documents instance (two uvicorn workers: its /metrics in multiprocess mode) and
+        # two analysis workers, on the same database and queue.
+        multiproc = {"WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(st.workdir / "metrics")}
+        await asyncio.to_thread(st.start_extra, "documents", "documents-b", env=multiproc)
         await asyncio.to_thread(st.start_extra, "documents", "worker-1", worker=True)
         await asyncio.to_thread(st.start_extra, "documents", "worker-2", worker=True)
         yield st
@@ -344,3 +349,56 @@ async def test_an_event_stream_on_one_instance_follows_a_worker_in_order(
     assert await _events(b, url) == streamed
     middle = ids[len(ids) // 2]
     assert await _events(a, url, last_id=middle) == [e for e in streamed if e[0] > middle]
+
+
+async def test_the_queue_metrics_show_on_every_instance(
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient], fake_provider: FakeOpenAI
+) -> None:
+    """What the workers (separate processes) recorded and the queue's depth, read by either
+    documents instance's /metrics: jobs waiting while every worker slot is busy, then the runs that
+    completed, one that failed (its one model answers 500), their waits and run times."""
+    a, b = clients
+    gate = fake_provider.hold("q-hold")
+    fake_provider.behave("q-fail", status=500)
+    before = await scrape(a)
+    doc = await _document(a)
+    tag = secrets.token_hex(4)
+    try:
+        busy = [await _start(a, doc, f"Metrics busy {tag}-{i}?", ["q-hold"]) for i in range(2 * WORKER_CONCURRENCY)]
+        await eventually(
+            lambda: _async(_calls_for(fake_provider, f"Metrics busy {tag}-", "q-hold")),
+            lambda n: n == 2 * WORKER_CONCURRENCY,
+            what="every slot busy",
+            timeout=30,
+        )
+        waiting = await _start(b, doc, f"Metrics waiting {tag}?", ["q-fast"])
+        failing = await _start(b, doc, f"Metrics failing {tag}?", ["q-fail"])
+        for client in (a, b):
+            now = await scrape(client)
+            assert sample(now, "ultrai_analysis_queue_depth", state="queued") >= 2, now
+            assert sample(now, "ultrai_analysis_queue_depth", state="active") >= 2 * WORKER_CONCURRENCY
+    finally:
+        gate.set()
+    for analysis in busy:
+        assert (await _until(a, analysis["links"]["self"], ("completed", "failed")))["status"] == "completed"
+    assert (await _until(a, waiting["links"]["self"], ("completed", "failed")))["status"] == "completed"
+    assert (await _until(a, failing["links"]["self"], ("completed", "failed")))["status"] == "failed"
+    ran = 2 * WORKER_CONCURRENCY + 2
+    for client in (a, b):
+        # A worker records a run just after its last event: the scrape may come first.
+        after = await eventually(
+            lambda c=client: scrape(c),  # type: ignore[misc]
+            lambda s: _delta(s, before, "ultrai_analysis_run_seconds_count") >= ran,
+            what="the runs recorded",
+            timeout=30,
+        )
+        assert _delta(after, before, "ultrai_analysis_runs_total", outcome="completed") >= 2 * WORKER_CONCURRENCY + 1
+        assert _delta(after, before, "ultrai_analysis_runs_total", outcome="failed") >= 1
+        assert _delta(after, before, "ultrai_analysis_queue_wait_seconds_count") >= ran
+        assert _delta(after, before, "ultrai_analysis_queue_wait_seconds_sum") > 0
+        assert _delta(after, before, "ultrai_analysis_run_seconds_sum") > 0
+        assert sample(after, "ultrai_analysis_queue_depth", state="queued") == 0
+
+
+def _delta(after: Samples, before: Samples, name: str, **labels: str) -> float:
+    return sample(after, name, **labels) - sample(before, name, **labels)

@@ -16,6 +16,7 @@ from shared.db import Database
 from shared.settings import load_settings
 from shared.tokens import ServiceTokenSource, TokenVerifier
 from ultrai_documents.analysis.analyst import Analyst
+from ultrai_documents.analysis.metrics import QueueMetrics
 from ultrai_documents.analysis.notify import notifier_for
 from ultrai_documents.analysis.runner import (
     InProcessRunner,
@@ -90,10 +91,14 @@ async def _lifespan(app: FastAPI, settings: DocumentsSettings, verifier: TokenVe
     analyst = Analyst(db.sessions, llm, settings, models, notifier)
     runner: Runner
     consumer: asyncio.Task[None] | None = None
+    queue_metrics: QueueMetrics | None = None
     if settings.uses_queue:
         queue_runner = QueueRunner(analysis_queue(settings), settings)
         await queue_runner.start()
         runner = queue_runner
+        # The queue's depth and what the workers recorded, read when /metrics is scraped.
+        queue_metrics = QueueMetrics(queue_runner.queue, settings.redis_key_prefix)
+        app.state.metric_sources.append(queue_metrics.families)
         if settings.analysis_web_consumes:
             consumer = await consume_in_process(queue_runner.queue, analyst, settings)
         # The queue's sweep finds the jobs of dead workers: nothing running is requeued here.
@@ -114,6 +119,8 @@ async def _lifespan(app: FastAPI, settings: DocumentsSettings, verifier: TokenVe
         if consumer is not None:
             consumer.cancel()
             await asyncio.gather(consumer, return_exceptions=True)
+        if queue_metrics is not None:
+            app.state.metric_sources.remove(queue_metrics.families)
         await runner.aclose()
         await notifier.aclose()
         await llm.aclose()

@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -34,6 +35,7 @@ from shared.logs import configure_logging
 from shared.settings import load_settings
 from shared.tokens import ServiceTokenSource
 from ultrai_documents.analysis.analyst import Analyst
+from ultrai_documents.analysis.metrics import Outcome, QueueMetrics
 from ultrai_documents.analysis.notify import notifier_for
 from ultrai_documents.analysis.runner import JOB_FUNCTION, analysis_queue
 from ultrai_documents.llm import ModelCatalog, llm_client
@@ -47,20 +49,32 @@ log = logging.getLogger("ultrai_documents.worker")
 
 class AnalysisContext(Context, total=False):
     analyst: Analyst
+    metrics: QueueMetrics
     settler: asyncio.Task[None]
 
 
-async def run_analysis(ctx: AnalysisContext, *, analysis_id: str) -> None:
+async def run_analysis(ctx: AnalysisContext, *, analysis_id: str) -> Outcome:
     """The job: the analyst runs the analysis while a companion task beats the job's heartbeat.
-    A job delivered again (its first worker stopped beating) takes the running analysis over."""
+    A job delivered again (its first worker stopped beating) takes the running analysis over.
+    Its wait, run time and outcome go to the queue's metrics (analysis/metrics.py); the outcome is
+    also the job's result (SAQ keeps it with the job)."""
     job = ctx["job"]
     analyst = ctx["analyst"]
+    metrics = ctx["metrics"]
+    started = time.perf_counter()
+    # SAQ's times are epoch milliseconds: enqueued, and taken by this worker.
+    await metrics.started(job.attempts, (job.started - job.queued) / 1000 if job.started and job.queued else None)
     beat = asyncio.create_task(_heartbeat(job, analyst, analysis_id), name=f"heartbeat-{analysis_id}")
+    outcome: Outcome = "interrupted"
     try:
-        await analyst.run(analysis_id, takeover=job.attempts > 1)
+        outcome = await analyst.run(analysis_id, takeover=job.attempts > 1)
     finally:
         beat.cancel()
         await asyncio.gather(beat, return_exceptions=True)
+        # Also when the job is aborted, times out or its worker stops (the task is cancelled).
+        with contextlib.suppress(asyncio.CancelledError):
+            await metrics.ended(outcome, time.perf_counter() - started)
+    return outcome
 
 
 async def _heartbeat(job: Job, analyst: Analyst, analysis_id: str) -> None:
@@ -108,6 +122,7 @@ async def settle_abandoned(queue: Queue, analyst: Analyst, settings: DocumentsSe
         if ended:
             log.warning("analysis %s: abandoned by the queue, recorded as failed", analysis_id)
             await analyst.notifier.publish(analysis_id)
+            await QueueMetrics(queue, settings.redis_key_prefix).ended("abandoned", None)
             settled.append(analysis_id)
     return settled
 
@@ -134,6 +149,7 @@ def make_worker(
 
     async def startup(ctx: AnalysisContext) -> None:
         ctx["analyst"] = analyst
+        ctx["metrics"] = QueueMetrics(queue, settings.redis_key_prefix)
         ctx["settler"] = asyncio.create_task(_settle_every(queue, analyst, settings), name="analysis-settler")
 
     async def shutdown(ctx: AnalysisContext) -> None:

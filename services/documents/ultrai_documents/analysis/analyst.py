@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.client import ServiceClient
+from ultrai_documents.analysis.metrics import Outcome
 from ultrai_documents.analysis.notify import Notifier
 from ultrai_documents.analysis.prompts import notes_prompt, part_prompt, synthesis_prompt, task_text
 from ultrai_documents.extraction.chunking import estimate_tokens
@@ -93,22 +94,25 @@ class Analyst:
             await repository.commit()
         await self.notifier.publish(job.analysis_id)
 
-    async def run(self, analysis_id: str, *, takeover: bool = False) -> None:
-        """Run the analysis if this delivery claims it. ``takeover``: the queue redelivers it after
-        the worker running it stopped beating; a running analysis is then claimed too."""
+    async def run(self, analysis_id: str, *, takeover: bool = False) -> Outcome:
+        """Run the analysis if this delivery claims it, and say how the delivery ended. ``takeover``:
+        the queue redelivers it after the worker running it stopped beating; a running analysis is
+        then claimed too."""
         job: _Job | None = None
         try:
             job = await self._claim(analysis_id, takeover)
-            if job is not None:
-                await self._run(job)
+            if job is None:
+                return "skipped"
+            return await self._run(job)
         except asyncio.CancelledError:
             raise
         except Superseded:
             log.info("analysis %s: no longer this delivery's (cancelled or taken over)", analysis_id)
+            return "superseded"
         except Exception as exc:
             log.exception("analysis %s failed", analysis_id)
             if job is None:
-                return
+                return "failed"
             try:
                 await self.event(
                     job,
@@ -119,11 +123,12 @@ class Analyst:
                     finished_at=utcnow(),
                 )
             except Superseded:
-                pass
+                return "superseded"
             except Exception:
                 log.exception("could not record the failure of analysis %s", analysis_id)
+            return "failed"
 
-    async def _run(self, job: _Job) -> None:
+    async def _run(self, job: _Job) -> Outcome:
         started = time.perf_counter()
         parts, map_reduce = await self._document_parts(job)
         await self.event(
@@ -144,7 +149,7 @@ class Analyst:
         usage = _total_usage([*results, *([synthesis] if synthesis else [])])
         if not ok:
             await self._all_failed(job, results, usage)
-            return
+            return "failed"
         answer = synthesis["text"] if synthesis and synthesis["status"] == "ok" else ok[0]["text"]
         result = {
             "answer": answer,
@@ -165,6 +170,7 @@ class Analyst:
             partial=None,
             **_usage_columns(usage),
         )
+        return "completed"
 
     async def _claim(self, analysis_id: str, takeover: bool) -> _Job | None:
         """Claim the analysis (queued -> running; with ``takeover`` running too) and read what it

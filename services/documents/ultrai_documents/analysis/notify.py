@@ -1,12 +1,12 @@
-"""Progress pushed, not polled: whoever records an analysis' event says so, and every event stream
-of that analysis, on any instance, reads the database at once.
+"""Progress pushed, not polled: whoever records an analysis' event says so, and the reader of that
+analysis' event streams in each process, on any instance, reads the database at once (events.py).
 
 The database stays the record; a notification carries only the analysis' id and means "read
 again". With Redis, notifications go through one pub/sub channel that every documents instance
 and worker shares (one subscription per process, dispatched here to the streams waiting on it);
-without Redis they reach the streams of this process only, and a stream also re-reads the database
+without Redis they reach the readers of this process only, and a reader also re-reads the database
 every ``SSE_POLL_SECONDS`` for analyses that other processes run. Pub/sub delivers at most once,
-so with Redis a stream still re-reads every ``SSE_FALLBACK_SECONDS`` in case a message was lost.
+so with Redis a reader still re-reads every ``SSE_FALLBACK_SECONDS`` in case a message was lost.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class InProcessRunner:
 
     def __init__(
         self,
-        work: Callable[[str], Awaitable[None]],
+        work: Callable[[str], Awaitable[object]],
         concurrency: int = 4,
         *,
         sessions: async_sessionmaker[AsyncSession] | None = None,
