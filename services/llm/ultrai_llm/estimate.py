@@ -29,8 +29,12 @@ refuses), without any provider call:
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import math
+import threading
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,6 +62,10 @@ log = logging.getLogger("ultrai_llm.estimate")
 
 OUTPUT_CAP = 4096  # the output estimate of a call without max_tokens, at most
 DEFAULT_OUTPUT_TOKENS = 1024  # ... and when the model's output limit is unknown
+# Token counts remembered (least recently used dropped), by litellm model and a digest of the messages.
+COUNTS_KEPT = 4096
+_COUNTS: OrderedDict[tuple[str, bytes], int] = OrderedDict()
+_COUNTS_LOCK = threading.Lock()
 # Above this many characters the token counting runs in a worker thread (it would hold the loop).
 INLINE_CHARS = 50_000
 
@@ -71,13 +79,29 @@ def output_estimate(model: ModelPlan, spec: ModelSpec) -> int:
 
 
 def count_tokens(spec: ModelSpec, messages: Messages) -> int:
-    """litellm's count for the model; a content it cannot count, a character per token (never fewer
-    tokens than that for text)."""
+    """litellm's count for the model, remembered for the same model and messages (an estimate
+    followed by its orchestration, or models behind the same litellm model, count once); a content
+    it cannot count, a character per token (never fewer tokens than that for text)."""
+    digest = hashlib.blake2b(json.dumps(messages, sort_keys=True).encode(), digest_size=16).digest()
+    return _count(spec.litellm_model, digest, messages)
+
+
+def _count(model: str, digest: bytes, messages: Messages) -> int:
+    key = (model, digest)
+    with _COUNTS_LOCK:  # a large estimate counts in a worker thread
+        if (known := _COUNTS.get(key)) is not None:
+            _COUNTS.move_to_end(key)
+            return known
     try:
-        return int(litellm.token_counter(model=spec.litellm_model, messages=messages))
+        counted = int(litellm.token_counter(model=model, messages=messages))
     except Exception as exc:
-        log.warning("token count failed for %s: %s", spec.name, type(exc).__name__)
+        log.warning("token count failed for %s: %s", model, type(exc).__name__)
         return sum(len(str(m.get("content") or "")) for m in messages)
+    with _COUNTS_LOCK:
+        _COUNTS[key] = counted
+        if len(_COUNTS) > COUNTS_KEPT:
+            _COUNTS.popitem(last=False)
+    return counted
 
 
 class _Calls:

@@ -133,6 +133,11 @@ class EstimateRange(BaseModel):
     high: float
 
 
+class TokenRange(BaseModel):
+    low: int
+    high: int
+
+
 class EstimateBudget(BaseModel):
     usd_per_day: float | None = Field(description="The user's daily budget")
     key_usd_per_day: float | None = Field(description="The API key's daily budget (with a key)")
@@ -149,7 +154,7 @@ class EstimateResponse(BaseModel):
     calls_per_stage: dict[str, int] = Field(description="Planned provider calls per stage")
     calls: list[PlannedCall]
     refused: dict[str, str] = Field(description="Models refused before any call (too long for them), and why")
-    input_tokens: EstimateRange
+    input_tokens: TokenRange
     output_tokens: int
     cost_usd: EstimateRange
     wall_time_ms: float | None = Field(
