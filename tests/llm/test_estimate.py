@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.fakes.openai_server import FakeOpenAI, litellm_usage
 from tests.llm.conftest import LLM_ENV, METERED, METERED_MAX_OUTPUT, MODELS, keys_fetched, unique, write_models_file
 from tests.support.users import new_access_token
+from ultrai_llm.schemas import EstimateResponse
 
 pytestmark = pytest.mark.e2e
 ESTIMATE = "/api/v1/llm/orchestrate/estimate"
@@ -49,6 +50,7 @@ async def test_the_estimate_equals_the_usage_of_the_run(gateway, fake_provider: 
     r = await gateway.post(ESTIMATE, json=body)
     assert r.status_code == 200, r.text
     estimate = r.json()
+    EstimateResponse.model_validate(estimate)  # the contract, as the OpenAPI document states it
     assert fake_provider.calls() == []  # no provider call at all
     assert estimate["pattern"] == "parallel" and estimate["calls_per_stage"] == {"answer": 2}
     assert estimate["refused"] == {} and estimate["budget"]["fits"] is True

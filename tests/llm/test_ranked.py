@@ -12,6 +12,7 @@ import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
 from tests.llm.conftest import parse_sse, unique
+from ultrai_llm.schemas import OrchestrateResponse
 
 pytestmark = pytest.mark.e2e
 
@@ -66,6 +67,7 @@ async def test_ranked_reviews_shuffled_answers_and_the_synthesis_sees_the_aggreg
     )
     assert r.status_code == 200, r.text
     body = r.json()
+    OrchestrateResponse.model_validate(body)  # the contract, ranking included
     assert body["pattern"] == "ranked" and body["status"] == "completed"
     stages = sorted((x["model"], x["stage"]) for x in body["results"])
     assert stages == sorted([(m, "answer") for m in RANKERS] + [(m, "review") for m in RANKERS])
