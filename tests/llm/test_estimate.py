@@ -73,7 +73,14 @@ async def test_the_estimate_equals_the_usage_of_the_run(gateway, fake_provider: 
     assert again["wall_time_ms"] is not None and again["wall_time_ms"] > 0
 
 
-async def test_later_stages_are_bounded_by_the_estimate(gateway, fake_provider: FakeOpenAI):
+async def test_later_stages_equal_the_estimate_when_the_answers_are_as_long_as_estimated(
+    gateway, fake_provider: FakeOpenAI
+):
+    """A later stage's messages hold earlier answers unknown beforehand: its input lies between the
+    two counts, and is the high one exactly when every earlier answer is as long as its output
+    estimate (here: max_tokens at each reply's exact length). The ranked synthesis also holds the
+    aggregate, whose text depends on the rankings: the high count assumes every answer ranked; the
+    fake's replies rank nothing, so there it is the low count plus the answers."""
     counted(fake_provider)
     params = {m: {"max_tokens": completion_tokens(m)} for m in TEXTS}
     for pattern, stages in (
@@ -95,14 +102,21 @@ async def test_later_stages_are_bounded_by_the_estimate(gateway, fake_provider: 
         assert r.status_code == 200, r.text
         answer = r.json()
         runs = answer["results"] + [answer["synthesis"]]
+        outputs = {c["model"]: c["output_tokens"] for c in estimate["calls"] if c["stage"] == "answer"}
         for call in estimate["calls"]:
             run = next(x for x in runs if x["model"] == call["model"] and x["stage"] == call["stage"])
-            # The earlier answers' text is unknown beforehand: the input lies between the two counts.
             assert call["input_tokens"] <= run["prompt_tokens"] <= call["input_tokens_max"], (pattern, call, run)
+            assert run["completion_tokens"] == call["output_tokens"]
+            if pattern == "ranked" and call["stage"] == "synthesis":
+                assert answer["ranking"]["left_out"] == ["metered-a", "metered-b"]
+                assert run["prompt_tokens"] == call["input_tokens"] + sum(outputs.values()) < call["input_tokens_max"]
+            else:
+                assert run["prompt_tokens"] == call["input_tokens_max"], (pattern, call, run)
             if call["stage"] == "answer":
                 assert call["input_tokens"] == run["prompt_tokens"]
-            assert run["completion_tokens"] <= call["output_tokens"]
         assert estimate["cost_usd"]["low"] <= answer["usage"]["cost_usd"] <= estimate["cost_usd"]["high"]
+        if pattern != "ranked":
+            assert estimate["cost_usd"]["high"] == pytest.approx(answer["usage"]["cost_usd"], abs=1e-9)
 
 
 async def test_the_estimate_refuses_what_orchestrate_refuses(gateway, fake_provider: FakeOpenAI):

@@ -51,6 +51,8 @@ class Reviewers:
         if form == "list":
             lines = "\n".join(f"{i}. {x}" for i, x in enumerate(best_first, 1))
             return f"{best_first[0]} is the most precise.\n\nFINAL RANKING:\n{lines}"
+        if form == "fail":
+            raise RuntimeError("the fake provider fails this review")  # answered 500
         return "All of these answers have merit; I would not rank them."
 
 
@@ -118,6 +120,27 @@ async def test_ranked_reviews_shuffled_answers_and_the_synthesis_sees_the_aggreg
     assert "1. Answer 3 (mean Borda points 2 over 3 reviewer(s))" in synthesis
     assert synthesis.index("Answer 3 (") < synthesis.index("Answer 1 (") < synthesis.index("Answer 4 (")
     assert "Answer 2 (mean Borda points 0 over 2" in synthesis
+
+
+async def test_a_reviewer_whose_call_fails_is_left_out_and_reported(gateway, fake_provider):
+    Reviewers(fake_provider, {"ranker-a": "json", "ranker-b": "fail", "ranker-c": "list", "ranker-d": "json"})
+    fake_provider.behave("writer", text="still synthesised")
+    r = await gateway.post(
+        "/api/v1/llm/orchestrate",
+        json={"prompt": unique(), "models": RANKERS[:3], "pattern": "ranked", "synthesis_model": "writer"},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "partial" and body["synthesis"]["text"] == "still synthesised"
+    failed = next(x for x in body["results"] if x["model"] == "ranker-b" and x["stage"] == "review")
+    assert failed["status"] == "error"
+    ranking = body["ranking"]
+    assert ranking["left_out"] == ["ranker-b"]
+    b = next(x for x in ranking["reviewers"] if x["reviewer"] == "ranker-b")
+    assert b["parsed"] is False and b["error"].startswith("the call failed")
+    # The two readable ballots (2 answers each: 1 and 0 points): a ranks c > b, c ranks a > b.
+    aggregate = [(x["model"], x["rank"], x["score"], x["ballots"]) for x in ranking["aggregate"]]
+    assert aggregate == [("ranker-a", 1, 1.0, 1), ("ranker-c", 1, 1.0, 1), ("ranker-b", 3, 0.0, 2)]
 
 
 async def test_each_reviewer_sees_an_order_of_its_own(gateway, fake_provider):
