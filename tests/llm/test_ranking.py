@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from ultrai_llm.ranking import Ballot, Ranking, labels_for, parse_ranking, ranking_schema, shuffled_ballots
+from ultrai_llm.ranking import Ballot, Ranking, distinct, labels_for, parse_ranking, ranking_schema, shuffled_ballots
 
 ABC = labels_for(3)  # Response A, B, C
 
@@ -142,3 +142,7 @@ def test_the_json_schema_names_the_labels() -> None:
     assert schema["type"] == "json_schema"
     items = schema["json_schema"]["schema"]["properties"]["ranking"]["items"]
     assert items["enum"] == ["Response A", "Response B"]
+
+
+def test_a_model_answering_more_than_once_is_told_apart() -> None:
+    assert distinct(["a", "b", "a", "a"]) == ["a", "b", "a (2)", "a (3)"]

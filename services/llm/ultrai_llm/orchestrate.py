@@ -190,7 +190,7 @@ class Orchestrator:
         synthesis = None
         if plan.synthesis is not None and not plan.cancelled:
             await self._before_stage(plan)
-            synthesis = await self._synthesis_stage(plan, plan.synthesis, finals, emit, aggregate)
+            synthesis = await self._synthesis_stage(plan, plan.synthesis, list(finals.values()), emit, aggregate)
         answer = self._answer(plan, results, synthesis)
         if plan.pattern == "ranked":
             answer["ranking"] = ranking
@@ -229,23 +229,17 @@ class Orchestrator:
         )
 
     async def _synthesis_stage(
-        self,
-        plan: Plan,
-        writer: ModelPlan,
-        finals: dict[str, str],
-        emit: Emit | None,
-        aggregate: Callable[[dict[str, int]], str] | None = None,
+        self, plan: Plan, writer: ModelPlan, finals: list[str], emit: Emit | None, aggregate: str | None = None
     ) -> CallResult:
-        """``aggregate`` (the ranked pattern): the ranking's text, given each model's answer number."""
+        """``aggregate`` (the ranked pattern): the aggregate ranking, in the answers' numbers here."""
         await self._emit(emit, "stage", {"stage": "synthesis", "models": [writer.name]})
-        answers = labelled(list(finals.values()), True)
-        ranked = aggregate({m: i for i, m in enumerate(finals, 1)}) if aggregate is not None else None
+        answers = labelled(finals, True)
 
         def content(ctx: list[str]) -> str:
             question = question_text(plan.prompt, ctx)
-            if ranked is None:
+            if aggregate is None:
                 return SYNTHESIS_INSTRUCTION.format(question=question, answers=answers)
-            return RANKED_SYNTHESIS_INSTRUCTION.format(question=question, answers=answers, aggregate=ranked)
+            return RANKED_SYNTHESIS_INSTRUCTION.format(question=question, answers=answers, aggregate=aggregate)
 
         fitted = await self._fit(writer.name, writer.params, content, plan.context, plan.truncate)
         return await self._call(plan, fitted, fitted.messages, "synthesis", emit)
@@ -285,6 +279,7 @@ class Orchestrator:
         messages: Messages | None,
         stage: str,
         emit: Emit | None,
+        *,
         response_format: dict[str, Any] | None = None,
     ) -> CallResult:
         if plan.cancelled:

@@ -27,9 +27,9 @@ import json
 import random
 import re
 import string
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ultrai_llm.prompts import RANKING_INSTRUCTION, labelled_responses, with_system
 
@@ -37,8 +37,20 @@ if TYPE_CHECKING:
     from ultrai_llm.engine import CallResult, Messages
     from ultrai_llm.orchestrate import Emit, ModelPlan
 
-    # The orchestrator's call within the plan: (model, messages, stage, emit, response_format).
-    Call = Callable[[ModelPlan, Messages | None, str, Emit | None, dict[str, Any] | None], Awaitable[CallResult]]
+
+class Call(Protocol):
+    """The orchestrator's call within the plan."""
+
+    def __call__(
+        self,
+        model: ModelPlan,
+        messages: Messages | None,
+        stage: str,
+        emit: Emit | None,
+        *,
+        response_format: dict[str, Any] | None = None,
+    ) -> Awaitable[CallResult]: ...
+
 
 LABEL_PREFIX = "Response "
 MAX_RANKED = len(string.ascii_uppercase)  # one letter per answer
@@ -310,24 +322,37 @@ def aggregate_text(rows: list[dict[str, Any]], numbers: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
+def distinct(names: list[str]) -> list[str]:
+    """The names, a repeated one numbered from its second time ("model (2)"): the same model may
+    answer more than once (samples)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out
+
+
 async def rank_stage(
     ok: list[tuple[ModelPlan, CallResult]], call: Call, emit: Emit | None, structured: set[str]
-) -> tuple[list[CallResult], dict[str, Any], Callable[[dict[str, int]], str]]:
+) -> tuple[list[CallResult], dict[str, Any], str]:
     """Every model that answered ranks the others (concurrently): the calls' results, the ranking
     as the answer shows it (also emitted as a ``ranking`` event), and the aggregate's text for the
-    synthesis. The models in ``structured`` are asked for the JSON through ``response_format``."""
-    texts = {m.name: r.text or "" for m, r in ok}
-    plans = {m.name: m for m, _ in ok}
-    ballots = shuffled_ballots(list(texts))
+    synthesis (whose answers are numbered in the order of ``ok``). The models in ``structured`` are
+    asked for the JSON through ``response_format``."""
+    keys = distinct([m.name for m, _ in ok])
+    texts = {key: r.text or "" for key, (_, r) in zip(keys, ok, strict=True)}
+    plans = {key: m for key, (m, _) in zip(keys, ok, strict=True)}
+    ballots = shuffled_ballots(keys)
     if emit is not None:
-        await emit("stage", {"stage": "review", "models": [b.reviewer for b in ballots]})
+        await emit("stage", {"stage": "review", "models": [m.name for m, _ in ok]})
 
     async def review(ballot: Ballot) -> CallResult:
         me = plans[ballot.reviewer]
         content = ranking_prompt(me.question, ballot, texts)
         messages = with_system(me.params.system_prompt, [{"role": "user", "content": content}])
         schema = ranking_schema(ballot.labels) if me.name in structured else None
-        result = await call(me, messages, "review", emit, schema)
+        result = await call(me, messages, "review", emit, response_format=schema)
         if result.ok:
             ballot.read(result.text)
         else:
@@ -335,9 +360,7 @@ async def rank_stage(
         return result
 
     results = list(await asyncio.gather(*(review(b) for b in ballots)))
-    ranking = Ranking(ballots)
-    answer = ranking.public(list(texts))
+    answer = Ranking(ballots).public(keys)
     if emit is not None:
         await emit("ranking", answer)
-    rows = answer["aggregate"]
-    return results, answer, lambda numbers: aggregate_text(rows, numbers)
+    return results, answer, aggregate_text(answer["aggregate"], {key: i for i, key in enumerate(keys, 1)})
