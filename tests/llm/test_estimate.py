@@ -14,7 +14,8 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.fakes.openai_server import FakeOpenAI, litellm_usage
 from tests.llm.conftest import LLM_ENV, METERED, METERED_MAX_OUTPUT, MODELS, keys_fetched, unique, write_models_file
-from tests.support.users import new_access_token
+from tests.support.keys import new_key
+from tests.support.users import bearer, new_access_token
 from ultrai_llm.schemas import EstimateResponse
 
 pytestmark = pytest.mark.e2e
@@ -197,3 +198,21 @@ async def test_over_budget_is_refused_before_any_call(make_stack, fake_provider:
         spent = r.json()["usage"]["cost_usd"]
         left = (await client.post(ESTIMATE, json=small)).json()["budget"]["remaining_usd"]
         assert left == pytest.approx(0.001 - spent, abs=1e-8)
+
+
+async def test_an_api_keys_budget_counts_too(llm_stack, token, fake_provider: FakeOpenAI):
+    """No user budget here: the key's own daily budget is what the estimate is held against."""
+    counted(fake_provider)
+    key = (await new_key(llm_stack.url("gateway"), token, scopes=["llm"], budget_usd=0.001))["key"]
+    big = {"prompt": unique(), "models": ["metered-a", "metered-b"], "pattern": "parallel", "cache": False}
+    async with httpx.AsyncClient(base_url=llm_stack.url("gateway"), headers=bearer(key), timeout=30) as client:
+        estimate = (await client.post(ESTIMATE, json=big)).json()
+        budget = estimate["budget"]
+        assert budget["usd_per_day"] is None and budget["key_usd_per_day"] == 0.001
+        assert budget["remaining_usd"] == 0.001 and budget["fits"] is False
+        r = await client.post("/api/v1/llm/orchestrate", json=big)
+        assert r.status_code == 402 and r.json()["over_by_usd"] == budget["over_by_usd"]
+        assert fake_provider.calls() == []
+        # The same request with the user's token (no budget): it fits.
+        mine = (await client.post(ESTIMATE, json=big, headers=bearer(token))).json()["budget"]
+        assert mine["remaining_usd"] is None and mine["fits"] is True
