@@ -15,6 +15,11 @@ It stands in for every external LLM provider in tests and benchmarks, so the rea
         fake.requests                          # every chat request received (model, body, headers)
         gate = fake.hold("model-e")            # answers only once gate.set() is called (any thread)
 
+``reply=callable`` answers with ``callable(messages)`` (a test reads what the model was sent and
+answers accordingly). ``count_tokens=True`` reports usage counted the way litellm's token counter
+counts (``litellm.token_counter`` over the messages, and over the reply's text) instead of words:
+what the llm service's estimate counts.
+
 ``fails=N`` makes only the next N requests for that model fail (with ``status``), then it answers
 normally: what a retry should overcome. Models with no behaviour set answer at once with a text
 derived from the prompt (the same prompt gives the same text, different prompts different texts).
@@ -31,11 +36,12 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +65,8 @@ class Behaviour:
     prompt_tokens: int | None = None  # usage to report (None: counted from the words)
     completion_tokens: int | None = None
     retry_after: float | None = None  # Retry-After header on errors
+    reply: Callable[[list[dict[str, Any]]], str] | None = None  # the reply from the messages received
+    count_tokens: bool = False  # usage as litellm's token counter counts it (None: words)
 
 
 @dataclass
@@ -82,6 +90,23 @@ def default_reply(model: str, messages: list[dict[str, Any]]) -> str:
             break
     digest = hashlib.sha256(f"{model}\n{last}".encode()).hexdigest()[:8]
     return f"{model} answers {digest}: the question has been considered with care."
+
+
+def _litellm() -> Any:
+    """litellm, imported on first use only (it takes seconds), with its bundled cost map (offline)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    return litellm
+
+
+def litellm_usage(model: str, messages: list[dict[str, Any]], text: str) -> dict[str, int]:
+    """Usage as litellm's token counter counts it: the messages, and the reply as a completion."""
+    counter = _litellm().token_counter
+    return {
+        "prompt_tokens": int(counter(model=model, messages=messages)),
+        "completion_tokens": int(counter(model=model, text=text, count_response_tokens=True)),
+    }
 
 
 def _chunks(text: str) -> list[str]:
@@ -124,6 +149,8 @@ class FakeOpenAI:
 
     def behave(self, model: str, **kwargs: Any) -> Behaviour:
         behaviour = Behaviour(**kwargs)
+        if behaviour.count_tokens:
+            _litellm()  # imported here, not in the middle of a request
         with self._lock:
             self.behaviours[model] = behaviour
         return behaviour
@@ -237,12 +264,18 @@ class FakeOpenAI:
             kind = "rate_limit_error" if behaviour.status == 429 else "server_error"
             return _error(behaviour.status, f"The fake provider answers {behaviour.status}.", kind, headers=headers)
 
-        text = behaviour.text if behaviour.text is not None else default_reply(model, messages)
-        prompt_text = " ".join(str(m.get("content", "")) for m in messages)
-        usage = {
-            "prompt_tokens": behaviour.prompt_tokens or _words(prompt_text),
-            "completion_tokens": behaviour.completion_tokens or _words(text),
-        }
+        if behaviour.reply is not None:
+            text = behaviour.reply(messages)
+        else:
+            text = behaviour.text if behaviour.text is not None else default_reply(model, messages)
+        if behaviour.count_tokens:
+            usage = litellm_usage(model, messages, text)
+        else:
+            prompt_text = " ".join(str(m.get("content", "")) for m in messages)
+            usage = {
+                "prompt_tokens": behaviour.prompt_tokens or _words(prompt_text),
+                "completion_tokens": behaviour.completion_tokens or _words(text),
+            }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         cid = f"chatcmpl-{uuid.uuid4().hex[:20]}"
         created = int(time.time())
@@ -314,7 +347,9 @@ class FakeOpenAI:
     async def _control_behave(self, request: Request) -> Response:
         body = await request.json()
         model = body.pop("model")
-        return JSONResponse(asdict(self.behave(model, **body)))
+        behaviour = asdict(self.behave(model, **body))
+        behaviour.pop("reply")  # a callable: set in process only
+        return JSONResponse(behaviour)
 
     async def _control_reset(self, request: Request) -> Response:
         self.reset()

@@ -41,8 +41,22 @@ MODELS = [
     "stream-b",
     "sdk",
     "priced",  # has a price per token
+    "ranker-a",  # the ranked pattern; ranker-a takes a JSON schema in response_format
+    "ranker-b",
+    "ranker-c",
+    "ranker-d",
+    "metered-a",  # priced, for the estimate
+    "metered-b",
+    "metered-w",
 ]
 PRICE_IN, PRICE_OUT = 0.000002, 0.000004
+# The estimate's models: a price per token, an output limit (the estimate's default output).
+METERED = {
+    "metered-a": (0.0000011, 0.0000031),
+    "metered-b": (0.0000023, 0.0000047),
+    "metered-w": (0.0000005, 0.0000015),
+}
+METERED_MAX_OUTPUT = 300
 
 
 def write_models_file(fake_provider: FakeOpenAI, path: Path, models: list[str]) -> Path:
@@ -55,6 +69,14 @@ def write_models_file(fake_provider: FakeOpenAI, path: Path, models: list[str]) 
                 "output_cost_per_token": PRICE_OUT,
                 "max_input_tokens": 2000,
                 "max_output_tokens": 500,
+            }
+        if name == "ranker-a":
+            entry["model_info"] = {"supports_response_schema": True}
+        if name in METERED:
+            entry["model_info"] = {
+                "input_cost_per_token": METERED[name][0],
+                "output_cost_per_token": METERED[name][1],
+                "max_output_tokens": METERED_MAX_OUTPUT,
             }
         entries.append(entry)
     path.write_text(json.dumps({"model_list": entries, "router_settings": {"fallbacks": [{"primary": ["backup"]}]}}))

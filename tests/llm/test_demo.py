@@ -200,6 +200,31 @@ async def test_peer_review_and_synthesis_of_demo_models():
     assert len(recorded) == 5 and all(r.ok and r.prompt_tokens > 0 for r in recorded)
 
 
+async def test_ranked_on_demo_models_ranks_and_synthesises():
+    """Demo models rank the others' answers by relevance to the question, in a list the service
+    reads, and the synthesis reads the answers past the aggregate."""
+    engine = demo_engine()
+    orchestrator = Orchestrator(engine, settings(llm_demo_models=True), lambda *_: None)
+    request = OrchestrateRequest(
+        prompt="Who runs the company now?",
+        context=[REPORT],
+        models=DEMO,
+        pattern="ranked",
+        synthesis_model="demo/extract",
+        cache=False,
+    )
+    answer = await orchestrator.execute(await orchestrator.plan(request, "u"))
+    assert answer["status"] == "completed"
+    ranking = answer["ranking"]
+    assert ranking["left_out"] == [] and all(r["parsed"] for r in ranking["reviewers"])
+    # extract's answer is the sentence about who runs the company: every other reviewer puts it first.
+    for reviewer in ranking["reviewers"]:
+        if reviewer["reviewer"] != "demo/extract":
+            assert reviewer["ranking"][0]["model"] == "demo/extract"
+    assert ranking["aggregate"][0]["model"] == "demo/extract" and ranking["aggregate"][0]["rank"] == 1
+    assert answer["synthesis"]["text"] == "Jane Doe retired in 1990; her son John Doe now runs the company."
+
+
 def test_any_conversation_gets_a_non_empty_answer():
     """Messy input of every kind (no words, labels without text, templates inside templates, parts
     lists, no content): always an answer, the same one each time."""

@@ -22,7 +22,7 @@ log = logging.getLogger("ultrai_llm.catalog")
 
 VIRTUAL_PREFIX = "ultrai/"
 DEMO_PREFIX = "demo/"
-PATTERNS = ("parallel", "peer_review", "synthesis")
+PATTERNS = ("parallel", "peer_review", "synthesis", "ranked")
 NO_PROVIDER_HINT = (
     "No LLM provider is configured: set OPENAI_API_KEY (or ANTHROPIC_API_KEY, GEMINI_API_KEY, GROQ_API_KEY, "
     "MISTRAL_API_KEY, COHERE_API_KEY, DEEPSEEK_API_KEY, OPENROUTER_API_KEY), or LLM_MODELS_FILE for a local "
@@ -50,6 +50,9 @@ class ModelSpec:
     max_output_tokens: int | None = None
     input_cost_per_token: float = 0.0
     output_cost_per_token: float = 0.0
+    # A JSON schema in ``response_format`` is honoured (litellm's model data, or the models file's
+    # ``model_info.supports_response_schema``).
+    response_schema: bool = False
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return prompt_tokens * self.input_cost_per_token + completion_tokens * self.output_cost_per_token
@@ -128,7 +131,18 @@ def _model_spec(name: str, params: dict[str, Any], info: dict[str, Any], source:
         max_output_tokens=pick("max_output_tokens") or pick("max_tokens"),
         input_cost_per_token=float(pick("input_cost_per_token") or 0.0),
         output_cost_per_token=float(pick("output_cost_per_token") or 0.0),
+        response_schema=_supports_schema(model, pick("supports_response_schema")),
     )
+
+
+def _supports_schema(model: str, given: Any) -> bool:
+    """The models file's word, else litellm's (``litellm.supports_response_schema``)."""
+    if given is not None:
+        return bool(given)
+    try:
+        return bool(litellm.supports_response_schema(model=model))
+    except Exception:  # a model litellm has no data on
+        return False
 
 
 def read_models_file(path: Path) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:

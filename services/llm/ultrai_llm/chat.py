@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from ultrai_llm.catalog import PATTERNS, VIRTUAL_PREFIX, ModelSpec
 from ultrai_llm.engine import Delta, Messages
+from ultrai_llm.estimate import check_affordable
 from ultrai_llm.openai_format import (
     ChunkWriter,
     call_extra,
@@ -115,7 +116,7 @@ async def orchestrated_chat(llm: Llm, body: ChatCompletionRequest, user_id: str)
         raise model_not_found(body.model)
     request = orchestrate_request(body, pattern, llm.orchestrator)
     plan = await llm.orchestrator.plan(request, user_id, endpoint="chat")
-    await llm.usage.check_budget(user_id)
+    await check_affordable(llm, plan, user_id)
     writer = ChunkWriter(body.model, include_usage(body))
     final_stage = "synthesis" if plan.synthesis is not None else None
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import statistics
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -31,6 +33,8 @@ log = logging.getLogger("ultrai_llm.engine")
 
 Delta = Callable[[str], Awaitable[None]]
 Messages = list[dict[str, Any]]
+# How many recent latencies per model are kept for the estimate's expected wall time.
+RECENT_LATENCIES = 50
 _SECRETISH = re.compile(r"(sk-[A-Za-z0-9_-]{6,}|Bearer\s+\S+|api[_-]?key[=:]\s*\S+)", re.IGNORECASE)
 
 
@@ -147,6 +151,8 @@ class Engine:
         self.catalog = catalog
         self.cache = cache
         self.router: Router | None = None
+        # Per model, the latencies (ms) of its recent successful provider calls (cache hits left out).
+        self.latencies: dict[str, deque[float]] = {}
         if any(spec.demo for spec in catalog.specs.values()):
             register_demo_provider()
         if limiter is not None:
@@ -254,6 +260,11 @@ class Engine:
             return None
         return needed if needed > room else None
 
+    def recent_latency(self, model: str) -> float | None:
+        """The median latency (ms) of the model's recent successful calls; None before any."""
+        recent = self.latencies.get(model)
+        return statistics.median(recent) if recent else None
+
     # ---- the call -------------------------------------------------------------------------------
     async def call(
         self,
@@ -266,11 +277,14 @@ class Engine:
         use_cache: bool = True,
         time_limit: float | None = None,
         on_delta: Delta | None = None,
+        response_format: dict[str, Any] | None = None,
     ) -> CallResult:
         """One model's answer; a failure is a result with status "error", never an exception.
         ``scope`` (the user) keeps cache entries apart."""
         spec = self.catalog.specs[model]
         kwargs = params.provider_kwargs()
+        if response_format is not None:
+            kwargs["response_format"] = response_format
         started = time.perf_counter()
         key = None
         if use_cache and self.cache.enabled:
@@ -298,6 +312,8 @@ class Engine:
             UPSTREAM_ERRORS.labels("llm", spec.provider, type(exc).__name__).inc()
             log.warning("model %s failed at %s: %s", model, stage, type(exc).__name__)
         result.latency_ms = (time.perf_counter() - started) * 1000
+        if result.ok:
+            self.latencies.setdefault(model, deque(maxlen=RECENT_LATENCIES)).append(result.latency_ms)
         if result.ok and key is not None and result.text:
             await self.cache.set(key, result.cache_entry())
         return result

@@ -5,6 +5,9 @@ synthesised.
 - ``peer_review``: then each model that answered sees the others' answers, anonymised, critiques
   them and its own, and revises (stage "review").
 - ``synthesis`` (the default): then one model writes the final answer from all of them.
+- ``ranked``: after the answers, each model that answered ranks the others' answers, anonymised and
+  shuffled in an order of its own (stage "review", ``ultrai_llm.ranking``); the rankings are
+  aggregated by Borda count, and the synthesis sees the aggregate.
 
 Models run concurrently, each with a per-model timeout inside the overall budget; a model that fails
 or times out is reported with its error while the others go on. ``plan`` checks everything a request
@@ -21,11 +24,20 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from shared.errors import ProblemError
 from ultrai_llm.engine import CallResult, Engine, Messages
-from ultrai_llm.prompts import REVIEW_INSTRUCTION, SYNTHESIS_INSTRUCTION, labelled, question_text, with_system
+from ultrai_llm.prompts import (
+    RANKED_SYNTHESIS_INSTRUCTION,
+    REVIEW_INSTRUCTION,
+    SYNTHESIS_INSTRUCTION,
+    labelled,
+    question_text,
+    with_system,
+)
+from ultrai_llm.ranking import MAX_RANKED, rank_stage
 from ultrai_llm.schemas import ModelParams, OrchestrateRequest
 from ultrai_llm.settings import LlmSettings
 
@@ -86,6 +98,8 @@ class Orchestrator:
         names = list(dict.fromkeys(req.models or self.default_models()))
         if len(names) > self.settings.llm_max_models:
             raise ProblemError(422, f"At most {self.settings.llm_max_models} models per request.")
+        if req.pattern == "ranked" and len(names) > MAX_RANKED:
+            raise ProblemError(422, f"At most {MAX_RANKED} models in a ranked orchestration.")
         total_chars = len(req.prompt) + sum(len(c) for c in req.context or [])
         if total_chars > self.settings.llm_max_prompt_chars:
             raise ProblemError(413, f"The prompt and context exceed {self.settings.llm_max_prompt_chars} characters.")
@@ -95,7 +109,7 @@ class Orchestrator:
             raise ProblemError(422, f"params name models not in the request: {', '.join(unknown)}.")
         models = [await self._model_plan(name, params.get(name), req) for name in names]
         synthesis = None
-        if req.pattern == "synthesis" or (req.pattern == "peer_review" and req.synthesis_model):
+        if req.pattern in ("synthesis", "ranked") or (req.pattern == "peer_review" and req.synthesis_model):
             name = req.synthesis_model or self.settings.llm_synthesis_model or names[0]
             spec = self.engine.spec(name)
             synthesis = ModelPlan(name, self.engine.check_params(params.get(name), spec), None)
@@ -153,7 +167,7 @@ class Orchestrator:
         Each stage gets an equal share of what is left of the budget (so a model that hangs in the
         answer stage leaves time for the synthesis), and each call at most LLM_TIMEOUT of that.
         """
-        plan.stages_left = 1 + (plan.pattern == "peer_review") + (plan.synthesis is not None)
+        plan.stages_left = 1 + (plan.pattern in ("peer_review", "ranked")) + (plan.synthesis is not None)
         answered = await self._answer_stage(plan, emit)
         results: list[CallResult] = [r for _, r in answered]
         ok = [(m, r) for m, r in answered if r.ok]
@@ -165,13 +179,22 @@ class Orchestrator:
             for review in reviews:
                 if review.ok and review.text:
                     finals[review.model] = review.text
-        if plan.pattern == "peer_review":
+        ranking, aggregate = None, None
+        if plan.pattern == "ranked" and len(ok) >= 2 and not plan.cancelled:
+            await self._before_stage(plan)
+            structured = {m.name for m, _ in ok if self.engine.catalog.specs[m.name].response_schema}
+            reviews, ranking, aggregate = await rank_stage(ok, partial(self._call, plan), emit, structured)
+            results.extend(reviews)
+        if plan.pattern in ("peer_review", "ranked"):
             plan.stages_left -= 1
         synthesis = None
         if plan.synthesis is not None and not plan.cancelled:
             await self._before_stage(plan)
-            synthesis = await self._synthesis_stage(plan, plan.synthesis, list(finals.values()), emit)
-        return self._answer(plan, results, synthesis)
+            synthesis = await self._synthesis_stage(plan, plan.synthesis, list(finals.values()), emit, aggregate)
+        answer = self._answer(plan, results, synthesis)
+        if plan.pattern == "ranked":
+            answer["ranking"] = ranking
+        return answer
 
     @staticmethod
     async def _before_stage(plan: Plan) -> None:
@@ -205,16 +228,20 @@ class Orchestrator:
             await asyncio.gather(*(self._call(plan, m, self._review_messages(m, r, ok), "review", emit) for m, r in ok))
         )
 
-    async def _synthesis_stage(self, plan: Plan, writer: ModelPlan, finals: list[str], emit: Emit | None) -> CallResult:
+    async def _synthesis_stage(
+        self, plan: Plan, writer: ModelPlan, finals: list[str], emit: Emit | None, aggregate: str | None = None
+    ) -> CallResult:
+        """``aggregate`` (the ranked pattern): the aggregate ranking, in the answers' numbers here."""
         await self._emit(emit, "stage", {"stage": "synthesis", "models": [writer.name]})
         answers = labelled(finals, True)
-        fitted = await self._fit(
-            writer.name,
-            writer.params,
-            lambda ctx: SYNTHESIS_INSTRUCTION.format(question=question_text(plan.prompt, ctx), answers=answers),
-            plan.context,
-            plan.truncate,
-        )
+
+        def content(ctx: list[str]) -> str:
+            question = question_text(plan.prompt, ctx)
+            if aggregate is None:
+                return SYNTHESIS_INSTRUCTION.format(question=question, answers=answers)
+            return RANKED_SYNTHESIS_INSTRUCTION.format(question=question, answers=answers, aggregate=aggregate)
+
+        fitted = await self._fit(writer.name, writer.params, content, plan.context, plan.truncate)
         return await self._call(plan, fitted, fitted.messages, "synthesis", emit)
 
     @staticmethod
@@ -246,7 +273,14 @@ class Orchestrator:
         )
 
     async def _call(
-        self, plan: Plan, model: ModelPlan, messages: Messages | None, stage: str, emit: Emit | None
+        self,
+        plan: Plan,
+        model: ModelPlan,
+        messages: Messages | None,
+        stage: str,
+        emit: Emit | None,
+        *,
+        response_format: dict[str, Any] | None = None,
     ) -> CallResult:
         if plan.cancelled:
             result = CallResult(model.name, stage, status="error", error="cancelled before the call")
@@ -272,6 +306,7 @@ class Orchestrator:
                     use_cache=plan.use_cache,
                     time_limit=min(self.settings.llm_timeout, remaining),
                     on_delta=on_delta,
+                    response_format=response_format,
                 )
                 self.record(plan.user_id, plan.endpoint, [result])
         if emit is not None:

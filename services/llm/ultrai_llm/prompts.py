@@ -19,6 +19,22 @@ SYNTHESIS_INSTRUCTION = (
     "Write the single best answer: keep what they get right, resolve their disagreements and correct "
     "their errors. Answer the question directly, without mentioning the other answers."
 )
+# The ``ranked`` pattern (ultrai_llm.ranking): each reviewer ranks the others' answers, then the
+# synthesis sees the aggregate of the rankings.
+RANKING_INSTRUCTION = (
+    "Question: {question}\n\nSeveral responses to this question, anonymised:\n\n{responses}\n\n"
+    "Evaluate each response for accuracy, completeness and clarity, then rank them from best to worst. "
+    'Answer with a JSON object {{"ranking": [{example}, ...]}} listing every response label once, best '
+    "first; or end your answer with the line 'FINAL RANKING:' followed by a numbered list, one label per "
+    "line (1. Response B)."
+)
+RANKED_SYNTHESIS_INSTRUCTION = (
+    "{question}\n\nSeveral expert models answered this question. Their answers, anonymised:\n\n{answers}\n\n"
+    "The models then ranked each other's answers; the aggregate ranking (best first):\n{aggregate}\n\n"
+    "Write the single best answer: weigh the answers by that ranking, keep what they get right, resolve "
+    "their disagreements and correct their errors. Answer the question directly, without mentioning "
+    "the other answers or the ranking."
+)
 
 
 def question_text(prompt: str, context: list[str] | None) -> str:
@@ -35,3 +51,8 @@ def with_system(system_prompt: str | None, messages: Messages) -> Messages:
 def labelled(answers: list[str], numbered: bool = False) -> str:
     labels = [str(i) for i in range(1, len(answers) + 1)] if numbered else list(string.ascii_uppercase)
     return "\n\n".join(f"Answer {labels[i % len(labels)]}:\n{text}" for i, text in enumerate(answers))
+
+
+def labelled_responses(answers: list[str]) -> str:
+    """The answers a ranking reviewer sees: "Response A", "Response B", ... in the order given."""
+    return "\n\n".join(f"Response {string.ascii_uppercase[i]}:\n{text}" for i, text in enumerate(answers))

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Pattern = Literal["parallel", "peer_review", "synthesis"]
+Pattern = Literal["parallel", "peer_review", "synthesis", "ranked"]
 Stage = Literal["answer", "review", "synthesis"]
 
 
@@ -77,6 +77,35 @@ class UsageTotals(BaseModel):
     cost_usd: float
 
 
+class RankedModel(BaseModel):
+    model: str
+    position: int = Field(description="1 is best; tied models share a position")
+
+
+class ReviewerRanking(BaseModel):
+    reviewer: str
+    parsed: bool = Field(description="Whether the reviewer's ranking could be read (if not, it is left out)")
+    shown_order: list[str] = Field(description="The answers' models in the order this reviewer saw them")
+    ranking: list[RankedModel] = Field(description="Best first, in model names (the shuffle undone)")
+    error: str | None
+
+
+class AggregateRow(BaseModel):
+    model: str
+    rank: int | None = Field(description="1 is best; equal scores share a rank; null: no readable ballot")
+    score: float | None = Field(description="Mean Borda points per ballot that ranked this answer")
+    points: float
+    ballots: int
+    mean_position: float | None
+
+
+class RankingOut(BaseModel):
+    method: Literal["borda"]
+    reviewers: list[ReviewerRanking]
+    left_out: list[str] = Field(description="Reviewers whose ranking could not be read or whose call failed")
+    aggregate: list[AggregateRow] = Field(description="Best first")
+
+
 class OrchestrateResponse(BaseModel):
     id: str
     pattern: Pattern
@@ -85,6 +114,53 @@ class OrchestrateResponse(BaseModel):
     synthesis: CallResultOut | None
     usage: UsageTotals
     latency_ms: float
+    # The ranked pattern: each reviewer's ranking and the aggregate (null when fewer than two answered).
+    ranking: RankingOut | None = None
+
+
+class PlannedCall(BaseModel):
+    stage: Stage
+    model: str
+    input_tokens: int = Field(description="litellm's token count of the messages, earlier answers left empty")
+    input_tokens_max: int = Field(description="The same with every earlier answer as long as its output estimate")
+    output_tokens: int = Field(description="max_tokens, or the model's output limit capped (see estimate.py)")
+    cost_usd_low: float = Field(description="The input without earlier answers, no output")
+    cost_usd_high: float = Field(description="input_tokens_max and output_tokens")
+
+
+class EstimateRange(BaseModel):
+    low: float
+    high: float
+
+
+class TokenRange(BaseModel):
+    low: int
+    high: int
+
+
+class EstimateBudget(BaseModel):
+    usd_per_day: float | None = Field(description="The user's daily budget")
+    key_usd_per_day: float | None = Field(description="The API key's daily budget (with a key)")
+    remaining_usd: float | None = Field(description="What is left today of the tighter of both; null: no budget")
+    fits: bool = Field(description="The high estimate fits in what is left")
+    over_by_usd: float | None = Field(description="How much the high estimate exceeds what is left")
+    tokens_per_day: int | None
+    remaining_tokens: int | None
+    fits_tokens: bool
+
+
+class EstimateResponse(BaseModel):
+    pattern: Pattern
+    calls_per_stage: dict[str, int] = Field(description="Planned provider calls per stage")
+    calls: list[PlannedCall]
+    refused: dict[str, str] = Field(description="Models refused before any call (too long for them), and why")
+    input_tokens: TokenRange
+    output_tokens: int
+    cost_usd: EstimateRange
+    wall_time_ms: float | None = Field(
+        description="From the models' recent median latencies, stage by stage; null without recent calls"
+    )
+    budget: EstimateBudget
 
 
 class ModelOut(BaseModel):

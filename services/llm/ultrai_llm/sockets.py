@@ -8,7 +8,8 @@
    and limited as the key's: rpm, tpm and budget), then the request, as the HTTP route does
    (``stream`` is ignored: a socket always streams).
 2. The service sends each event as ``{"event": <the SSE event name>, ...its data}``: ``stage``,
-   ``delta`` and ``result`` while it runs, then ``done`` (the answer, as the POST answers it).
+   ``delta`` and ``result`` while it runs (and ``ranking`` in the ranked pattern), then ``done``
+   (the answer, as the POST answers it).
 3. ``{"type": "cancel"}`` from the client: no call starts after it, the calls under way finish (and
    are recorded in usage like any other), and the last event is ``cancelled`` (the answer so far,
    ``"status": "cancelled"``). Other messages from the client are ignored.
@@ -17,8 +18,8 @@
    socket is closed with 4000 + that HTTP status: 4401 for a missing or invalid token, 4400 for a
    first message that is not a JSON object, 4422 for a request that does not fit the schema (its
    ``errors`` listed), 4403 for an API key without the ``llm`` scope, 4402/4413/4429/4503 as over
-   HTTP, 4502 when every model failed, 4408 when
-   the first message did not come in time.
+   HTTP (4402 too when the estimate's high end does not fit in what is left of the budget), 4502
+   when every model failed, 4408 when the first message did not come in time.
 5. Revocation: a revoked token or key is refused on a new socket (4401). On an open socket the
    credential is checked again before each stage after the first (review, synthesis): once the
    revocation has reached this service no further call starts; the calls under way finish (and are
@@ -44,6 +45,7 @@ from shared.apikeys import current_key
 from shared.context import request_id_var
 from shared.errors import ProblemError
 from shared.tokens import TokenVerifier, unauthorized
+from ultrai_llm.estimate import check_affordable
 from ultrai_llm.orchestrate import Plan
 from ultrai_llm.schemas import OrchestrateRequest
 from ultrai_llm.service import Llm
@@ -129,7 +131,7 @@ async def start(websocket: WebSocket, llm: Llm, verifier: TokenVerifier) -> Plan
     except ValidationError as exc:
         raise validation_problem(exc) from None
     plan = await llm.orchestrator.plan(body, user_id)
-    await llm.usage.check_budget(user_id)
+    await check_affordable(llm, plan, user_id)
 
     async def still_allowed() -> None:
         await verifier.still_valid(principal)

@@ -13,6 +13,8 @@ non-question sentences are the text. Then, by kind:
 
 With other models' answers as the text, a statement several answers make weighs more, repeated
 statements are given once, and a review starts with a short critique of how far the answers agree.
+Asked to rank responses (the ranked pattern), every kind ranks them by how related their sentences
+are to the question (how central, without a question), as a "FINAL RANKING:" list.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ultrai_llm.prompts import CONTEXT_QUESTION, REVIEW_INSTRUCTION, SYNTHESIS_INSTRUCTION
+from ultrai_llm.prompts import (
+    CONTEXT_QUESTION,
+    RANKED_SYNTHESIS_INSTRUCTION,
+    RANKING_INSTRUCTION,
+    REVIEW_INSTRUCTION,
+    SYNTHESIS_INSTRUCTION,
+)
 
 KINDS = ("extract", "brief", "outline")
 WHAT_IT_DOES = {
@@ -46,6 +54,7 @@ _OWN_LINES = re.compile(r"^(?:Key terms|Critique):", re.IGNORECASE)
 _HEADING = re.compile(r"^Revised answer:\s*", re.IGNORECASE)
 _MARKER = re.compile(r"(?:^|\s)(?:Question|Task|Instruction):\s*")
 _ANSWER_LABEL = re.compile(r"(?:^|\n\n)Answer [A-Z0-9]+:\n")
+_RESPONSE_LABEL = re.compile(r"(?:^|\n\n)Response [A-Z]:\n")
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 STOPWORDS = frozenset(
@@ -167,13 +176,17 @@ def gather(sources: list[str], merge: bool) -> list[Sentence]:
 # ---- reading the conversation -----------------------------------------------------------------
 def _template(template: str) -> re.Pattern[str]:
     parts = re.split(r"\{(\w+)\}", template)
-    pattern = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>.*?)" for i, p in enumerate(parts))
+    # Literal parts as str.format writes them: a doubled brace is one brace.
+    literal = [p.replace("{{", "{").replace("}}", "}") for p in parts]
+    pattern = "".join(re.escape(literal[i]) if i % 2 == 0 else f"(?P<{p}>.*?)" for i, p in enumerate(parts))
     return re.compile(pattern, re.DOTALL)
 
 
 _CONTEXT = _template(CONTEXT_QUESTION)
 _REVIEW = _template(REVIEW_INSTRUCTION)
 _SYNTHESIS = _template(SYNTHESIS_INSTRUCTION)
+_RANKED_SYNTHESIS = _template(RANKED_SYNTHESIS_INSTRUCTION)
+_RANKING = _template(RANKING_INSTRUCTION)
 
 
 @dataclass
@@ -184,6 +197,7 @@ class Reading:
     sources: list[str] = field(default_factory=list)
     answers: bool = False  # the sources are answers of models (a synthesis, a review, notes)
     review: bool = False  # a peer review: a critique, then the revised answer under its heading
+    ranking: bool = False  # the sources are responses to rank (Response A, B, ...)
 
 
 def content_text(content: Any) -> str:
@@ -229,8 +243,11 @@ def read(messages: list[dict[str, Any]]) -> Reading:
         question = next((t for r, t in reversed(turns[:last]) if r == "user"), "")
         reading = read_question(question)
         return Reading(reading.ask, [mine, *split_answers(match["others"])], answers=True, review=True)
-    if (match := _SYNTHESIS.fullmatch(text)) is not None:
+    if (match := _SYNTHESIS.fullmatch(text) or _RANKED_SYNTHESIS.fullmatch(text)) is not None:
         return Reading(read_question(match["question"]).ask, split_answers(match["answers"]), answers=True)
+    if (match := _RANKING.fullmatch(text)) is not None:
+        responses = [r.strip() for r in _RESPONSE_LABEL.split(match["responses"]) if r.strip()]
+        return Reading(read_question(match["question"]).ask, responses, ranking=True)
     reading = read_question(text)
     if reading.sources:
         return reading
@@ -381,9 +398,34 @@ def critique(found: list[Sentence], answers: int) -> str:
     )
 
 
+def rank(reading: Reading) -> str:
+    """The responses best first, as a "FINAL RANKING:" list: each scored by the mean over its
+    sentences of their relatedness to the question (a question word few sentences contain weighs
+    more; without a question, how much of the responses' most used vocabulary they carry), earlier
+    responses first on ties."""
+    per = [[frozenset(terms(text)) for text in sentences(source)] for source in reading.sources]
+    every = [sentence for response in per for sentence in response]
+    asked = set(terms(reading.ask))
+    df = Counter(t for sentence in every for t in sentence & asked)
+    idf = {t: math.log((len(every) + 1) / (df[t] + 1)) + 1 for t in asked}
+    used = Counter(t for sentence in every for t in sentence)
+
+    def score(sentence: frozenset[str]) -> float:
+        if asked:
+            return sum(idf[t] for t in sentence & asked)
+        return sum(used[t] for t in sentence) / math.sqrt(len(sentence)) if sentence else 0.0
+
+    means = [sum(map(score, response)) / len(response) if response else 0.0 for response in per]
+    order = sorted(range(len(per)), key=lambda i: (-means[i], i))
+    lines = "\n".join(f"{place}. Response {chr(ord('A') + i)}" for place, i in enumerate(order, 1))
+    return f"Ranked by how closely each response addresses the question.\n\nFINAL RANKING:\n{lines}"
+
+
 def answer(kind: str, name: str, messages: list[dict[str, Any]]) -> str:
     """The demo model ``name`` (of ``kind``)'s answer to the conversation."""
     reading = read(messages)
+    if reading.ranking and reading.sources:
+        return rank(reading)
     found = gather(reading.sources, merge=reading.answers)
     if not found:
         return (
