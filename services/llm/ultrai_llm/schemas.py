@@ -7,12 +7,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Pattern = Literal["parallel", "peer_review", "synthesis"]
-Stage = Literal["answer", "review", "synthesis"]
+Stage = Literal["answer", "refine", "review", "synthesis"]
 
 
 # Bounds shared by the orchestration's parameters and the OpenAI-compatible body that becomes them.
 MAX_OUTPUT_TOKENS = 1_000_000
 MAX_SEED = 2**63 - 1
+# Refinement rounds and samples per model (ultrai_llm.layers).
+MAX_ROUNDS = 4
+MAX_SAMPLES = 8
 
 
 class ModelParams(BaseModel):
@@ -56,6 +59,22 @@ class OrchestrateRequest(BaseModel):
     truncate: bool = False
     # The overall time budget in seconds (capped by LLM_BUDGET_SECONDS).
     timeout: float | None = Field(None, gt=0, le=1800)
+    rounds: int = Field(
+        1,
+        ge=1,
+        le=MAX_ROUNDS,
+        description="Answer rounds (Mixture-of-Agents layers): 1 answers once; from round 2 every model that "
+        "answered the round before answers again, seeing all of that round's answers anonymised (stage "
+        "'refine'). The review and synthesis then use the last round's answers.",
+    )
+    samples: int = Field(
+        1,
+        ge=1,
+        le=MAX_SAMPLES,
+        description="How many times each model answers (self-consistency, Self-MoA): each sample a call of its "
+        "own, with temperature 0.7 unless a temperature above 0 is given and seed (given seed or 0) + sample - 1; "
+        "models x samples at most 32.",
+    )
 
 
 class CallResultOut(BaseModel):
@@ -69,6 +88,8 @@ class CallResultOut(BaseModel):
     completion_tokens: int
     cost_usd: float
     cached: bool = False
+    round: int | None = Field(None, description="The answer round (with rounds above 1)")
+    sample: int | None = Field(None, description="Which sample of the model, from 1 (with samples above 1)")
 
 
 class UsageTotals(BaseModel):

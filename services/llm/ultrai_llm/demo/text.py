@@ -3,7 +3,7 @@ same messages always give the same answer).
 
 The conversation is read the way this service and the documents service build it
 (``ultrai_llm.prompts``): a question with its context chunks, the answers of other models to
-synthesise, or a peer review of them; anything else is a plain conversation whose earlier turns and
+synthesise or refine, or a peer review of them; anything else is a plain conversation whose earlier turns and
 non-question sentences are the text. Then, by kind:
 
 - ``extract``: the sentences most related to the question (shared words, rarer words weighing
@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ultrai_llm.prompts import CONTEXT_QUESTION, REVIEW_INSTRUCTION, SYNTHESIS_INSTRUCTION
+from ultrai_llm.prompts import CONTEXT_QUESTION, REFINE_INSTRUCTION, REVIEW_INSTRUCTION, SYNTHESIS_INSTRUCTION
 
 KINDS = ("extract", "brief", "outline")
 WHAT_IT_DOES = {
@@ -174,6 +174,7 @@ def _template(template: str) -> re.Pattern[str]:
 _CONTEXT = _template(CONTEXT_QUESTION)
 _REVIEW = _template(REVIEW_INSTRUCTION)
 _SYNTHESIS = _template(SYNTHESIS_INSTRUCTION)
+_REFINE = _template(REFINE_INSTRUCTION)
 
 
 @dataclass
@@ -229,7 +230,7 @@ def read(messages: list[dict[str, Any]]) -> Reading:
         question = next((t for r, t in reversed(turns[:last]) if r == "user"), "")
         reading = read_question(question)
         return Reading(reading.ask, [mine, *split_answers(match["others"])], answers=True, review=True)
-    if (match := _SYNTHESIS.fullmatch(text)) is not None:
+    if (match := _SYNTHESIS.fullmatch(text) or _REFINE.fullmatch(text)) is not None:
         return Reading(read_question(match["question"]).ask, split_answers(match["answers"]), answers=True)
     reading = read_question(text)
     if reading.sources:
