@@ -6,7 +6,12 @@
    Overhead = p50(gateway) - p50(direct)   (our bar: under 25 ms; litellm alone adds about 17 ms).
 2. Cache-hit latency at the service: ``POST /v1/chat/completions`` straight to the llm service with a
    request it has cached, sequential (our bar: p50 under 3 ms); through the gateway for comparison.
-3. Start-up of the llm service alone (process start to /live answering) and its resident memory,
+3. Overhead per added refinement round: the same ``parallel`` orchestration of the five models
+   straight to the llm service with ``rounds`` 1, 2 and 3 (each round waits for the five 200 ms
+   calls), alternating with the five calls straight to the fake and through a litellm Router.
+   Per added round = (p50(rounds=3) - p50(rounds=1)) / 2 - p50(direct): what a round costs beyond
+   the models' time (our bar: under 5 ms); the same beyond litellm alone for comparison.
+4. Start-up of the llm service alone (process start to /live answering) and its resident memory,
    at rest and after the load above.
 
 The stack (auth, llm, gateway) runs as `make dev` runs it: SQLite, in-process cache, real processes.
@@ -124,6 +129,44 @@ async def overhead(
     return times
 
 
+LAYERS = (1, 2, 3)
+
+
+async def round_overhead(llm: httpx.AsyncClient, fake: httpx.AsyncClient, router) -> dict[str, list[float]]:
+    """Per repetition, in turn: the orchestration with 1, 2 and 3 rounds straight to the llm service,
+    the five calls straight to the fake, and through a litellm Router in this process."""
+    times: dict[str, list[float]] = {**{f"rounds={n}": [] for n in LAYERS}, "direct": [], "litellm": []}
+    for i in range(ROUNDS + 3):
+        prompt = f"Layers {i}: what is the answer? {secrets.token_hex(4)}"
+        measured: dict[str, float] = {}
+        for n in LAYERS:
+            started = time.perf_counter()
+            r = await llm.post(
+                "/api/v1/llm/orchestrate",
+                json={"prompt": prompt, "models": MODELS, "pattern": "parallel", "cache": False, "rounds": n},
+            )
+            measured[f"rounds={n}"] = time.perf_counter() - started
+            body = r.json()
+            assert r.status_code == 200 and body["status"] == "completed", r.text
+            assert len(body["results"]) == n * len(MODELS)
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(
+                fake.post("/v1/chat/completions", json={"model": m, "messages": [{"role": "user", "content": prompt}]})
+                for m in MODELS
+            )
+        )
+        measured["direct"] = time.perf_counter() - started
+        messages = [{"role": "user", "content": prompt}]
+        started = time.perf_counter()
+        await asyncio.gather(*(router.acompletion(model=m, messages=messages) for m in MODELS))
+        measured["litellm"] = time.perf_counter() - started
+        if i >= 3:
+            for name, seconds in measured.items():
+                times[name].append(seconds * 1000)
+    return times
+
+
 async def cache_hits(client: httpx.AsyncClient, n: int = 300) -> list[float]:
     body = {"model": "bench-1", "messages": [{"role": "user", "content": "cached question"}], "temperature": 0}
     r = await client.post("/v1/chat/completions", json=body)
@@ -176,7 +219,9 @@ async def main() -> int:
                 async with httpx.AsyncClient(
                     base_url=stack.url("llm"), timeout=30, headers={"Authorization": f"Bearer {token}"}, limits=limits
                 ) as llm:
-                    times = await overhead(gw, llm, fake, litellm_router(fake_url))
+                    router = litellm_router(fake_url)
+                    times = await overhead(gw, llm, fake, router)
+                    layers = await round_overhead(llm, fake, router)
                     hits_service = await cache_hits(llm)
                 hits_gateway = await cache_hits(gw, 150)
                 rss_loaded = stack.procs["llm"].rss_mb()
@@ -215,6 +260,16 @@ async def main() -> int:
     print(f"  litellm alone adds (p50 difference)              {p50_alone - p50_direct:7.1f} ms")
     print(f"  our service + gateway beyond litellm             {p50_via - p50_alone:7.1f} ms")
     print(f"  of which the gateway hop                         {p50_via - statistics.median(service):7.1f} ms")
+    p50 = {name: statistics.median(values) for name, values in layers.items()}
+    for n in LAYERS:
+        print(f"  parallel, rounds={n}, straight to the service  p50 {p50[f'rounds={n}']:7.1f} ms")
+    per_round = (p50[f"rounds={LAYERS[-1]}"] - p50["rounds=1"]) / (LAYERS[-1] - 1)
+    print(f"  each added round                                 {per_round:7.1f} ms")
+    print(f"  of which the 5 calls straight to the fake    p50 {p50['direct']:7.1f} ms")
+    print(
+        f"  service overhead per added round                 {per_round - p50['direct']:7.1f} ms   (bar: < 5 ms; "
+        f"beyond litellm alone, p50 {p50['litellm']:.1f} ms: {per_round - p50['litellm']:.1f} ms)"
+    )
     print(
         f"  cache hit at the service                     p50 {statistics.median(hits_service):7.2f} ms   "
         f"p90 {pct(hits_service, 0.9):7.2f} ms   (bar: p50 < 3 ms)"
