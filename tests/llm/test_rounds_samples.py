@@ -270,6 +270,42 @@ async def test_rounds_over_the_websocket(llm_stack: Stack, token: str, fake_prov
     assert planned(fake_provider)[("alpha", "refine")] == 1
 
 
+async def test_each_round_gets_its_share_of_the_time_budget(gateway, fake_provider: FakeOpenAI):
+    """Two rounds in 2 s: round 1 may spend at most half of it, so a model that hangs leaves round 2
+    its time, and the rounds stop within the budget."""
+    fake_provider.behave("hang", hang=True)
+    r = await gateway.post(
+        ORCHESTRATE,
+        json={"prompt": unique(), "models": ["hang", "alpha"], "pattern": "parallel", "rounds": 2, "timeout": 2},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    hung = of(body, "answer")[[x["model"] for x in of(body, "answer")].index("hang")]
+    limit = float(hung["error"].removeprefix("timed out after ").removesuffix(" s"))
+    assert 0 < limit <= 1.0
+    assert [(x["model"], x["status"]) for x in of(body, "refine", 2)] == [("alpha", "ok")]
+
+
+async def test_a_cancel_starts_no_further_round(llm_stack: Stack, token: str, fake_provider: FakeOpenAI):
+    fake_provider.behave("beta", delay=1)
+    request = {"prompt": unique(), "models": ["alpha", "beta"], "synthesis_model": "writer", "rounds": 3}
+    url = llm_stack.url("gateway").replace("http://", "ws://") + ORCHESTRATE + "/ws"
+    events: list[dict[str, Any]] = []
+    async with connect(url) as ws:
+        await ws.send(json.dumps({"token": token, "request": request}))
+        with pytest.raises(ConnectionClosed):
+            while True:
+                events.append(json.loads(await ws.recv()))
+                if events[-1]["event"] == "stage" and events[-1]["stage"] == "refine":
+                    await ws.send(json.dumps({"type": "cancel"}))
+    assert [(e["stage"], e.get("round")) for e in events if e["event"] == "stage"] == [("answer", 1), ("refine", 2)]
+    assert events[-1]["event"] == "cancelled" and events[-1]["synthesis"] is None
+    counts = planned(fake_provider)
+    assert counts[("alpha", "answer")] == counts[("beta", "answer")] == 1
+    # Round 2's calls may have started before the cancel came; round 3 and the synthesis never do.
+    assert counts[("alpha", "refine")] <= 1 and counts[("beta", "refine")] <= 1 and not fake_provider.calls("writer")
+
+
 @pytest.fixture
 async def sdk(llm_stack, token):
     client = AsyncOpenAI(base_url=llm_stack.url("gateway") + "/v1", api_key=token, max_retries=0, timeout=30)
