@@ -71,9 +71,9 @@ class OrchestrateRequest(BaseModel):
         1,
         ge=1,
         le=MAX_SAMPLES,
-        description="How many times each model answers (self-consistency, Self-MoA): each sample a call of its "
-        "own, with temperature 0.7 unless a temperature above 0 is given and seed (given seed or 0) + sample - 1; "
-        "models x samples at most 32.",
+        description="How many times each model answers (self-consistency, Self-MoA), each sample a call of its "
+        "own: with the given temperature (0.7 when none or 0 is given) and the given seed (or 0) plus the sample's "
+        "index - 1, so that samples differ. Results carry 'sample' (from 1); models x samples at most 32.",
     )
 
 
