@@ -6,17 +6,26 @@
    Overhead = p50(gateway) - p50(direct)   (our bar: under 25 ms; litellm alone adds about 17 ms).
 2. Cache-hit latency at the service: ``POST /v1/chat/completions`` straight to the llm service with a
    request it has cached, sequential (our bar: p50 under 3 ms); through the gateway for comparison.
-3. Start-up of the llm service alone (process start to /live answering) and its resident memory,
+3. Overhead per added refinement round: the same ``parallel`` orchestration of the five models
+   straight to the llm service with ``rounds`` 1, 2 and 3 (each round waits for the five 200 ms
+   calls), alternating with the five calls straight to the fake and through a litellm Router.
+   Per added round = (p50(rounds=3) - p50(rounds=1)) / 2 - p50(direct): what a round costs beyond
+   the models' time (our bar: under 5 ms); the same beyond litellm alone for comparison. Then in
+   this process, without HTTP, auth or usage recording: the orchestrator with 1 and 3 rounds against
+   1 and 3 sequential gathers of the same calls through the orchestrator's own Router, i.e. what the
+   orchestration code itself adds per round.
+4. Start-up of the llm service alone (process start to /live answering) and its resident memory,
    at rest and after the load above.
 
 The stack (auth, llm, gateway) runs as `make dev` runs it: SQLite, in-process cache, real processes.
-Usage: python bench/bench_llm.py [rounds]   (default 40; about a minute)
+Usage: python bench/bench_llm.py [repetitions]   (default 40; about five minutes)
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -124,6 +133,88 @@ async def overhead(
     return times
 
 
+LAYERS = (1, 2, 3)
+
+
+async def round_overhead(llm: httpx.AsyncClient, fake: httpx.AsyncClient, router) -> dict[str, list[float]]:
+    """Per repetition, in turn: the orchestration with 1, 2 and 3 rounds straight to the llm service,
+    the five calls straight to the fake, and through a litellm Router in this process."""
+    times: dict[str, list[float]] = {**{f"rounds={n}": [] for n in LAYERS}, "direct": [], "litellm": []}
+    for i in range(ROUNDS + 3):
+        prompt = f"Layers {i}: what is the answer? {secrets.token_hex(4)}"
+        measured: dict[str, float] = {}
+        for n in LAYERS:
+            started = time.perf_counter()
+            r = await llm.post(
+                "/api/v1/llm/orchestrate",
+                json={"prompt": prompt, "models": MODELS, "pattern": "parallel", "cache": False, "rounds": n},
+            )
+            measured[f"rounds={n}"] = time.perf_counter() - started
+            body = r.json()
+            assert r.status_code == 200 and body["status"] == "completed", r.text
+            assert len(body["results"]) == n * len(MODELS)
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(
+                fake.post("/v1/chat/completions", json={"model": m, "messages": [{"role": "user", "content": prompt}]})
+                for m in MODELS
+            )
+        )
+        measured["direct"] = time.perf_counter() - started
+        messages = [{"role": "user", "content": prompt}]
+        started = time.perf_counter()
+        await asyncio.gather(*(router.acompletion(model=m, messages=messages) for m in MODELS))
+        measured["litellm"] = time.perf_counter() - started
+        if i >= 3:
+            for name, seconds in measured.items():
+                times[name].append(seconds * 1000)
+    return times
+
+
+async def rounds_in_process(models_file: Path) -> dict[str, list[float]]:
+    """The orchestrator in this process (the service's Engine and Router, no usage recording) with 1
+    and 3 rounds, alternating with 1 and 3 sequential gathers of the five calls through its Router."""
+    sys.path.insert(0, str(ROOT / "services" / "llm"))
+    from shared.kv import KeyValue
+    from ultrai_llm.cache import ResponseCache
+    from ultrai_llm.catalog import build_catalog
+    from ultrai_llm.engine import Engine
+    from ultrai_llm.orchestrate import Orchestrator
+    from ultrai_llm.schemas import OrchestrateRequest
+    from ultrai_llm.settings import LlmSettings
+
+    keys = ("openai", "anthropic", "gemini", "groq", "mistral", "cohere", "deepseek", "openrouter")
+    config = LlmSettings(
+        **{f"{k}_api_key": None for k in keys}, llm_models_file=str(models_file), llm_demo_models=False
+    )
+    engine = Engine(config, build_catalog(config), ResponseCache(KeyValue(None, service="bench"), 60))
+    orchestrator = Orchestrator(engine, config, lambda user, endpoint, results: None)
+    router = engine.router
+    assert router is not None
+    times: dict[str, list[float]] = {"orchestrator 1": [], "orchestrator 3": [], "router 1": [], "router 3": []}
+    for i in range(ROUNDS + 3):
+        prompt = f"In process {i}: what is the answer? {secrets.token_hex(4)}"
+        measured: dict[str, float] = {}
+        for n in (1, 3):
+            request = OrchestrateRequest(prompt=prompt, models=MODELS, pattern="parallel", cache=False, rounds=n)
+            started = time.perf_counter()
+            answer = await orchestrator.execute(await orchestrator.plan(request, "bench"))
+            measured[f"orchestrator {n}"] = time.perf_counter() - started
+            assert answer["status"] == "completed"
+            messages = [{"role": "user", "content": prompt}]
+            started = time.perf_counter()
+            for _ in range(n):
+                await asyncio.gather(*(router.acompletion(model=m, messages=messages, timeout=60) for m in MODELS))
+            measured[f"router {n}"] = time.perf_counter() - started
+        if i >= 3:
+            for name, seconds in measured.items():
+                times[name].append(seconds * 1000)
+    # The Router's aiohttp sessions stay open until the process ends (as in the service), and asyncio
+    # would complain about each of them then: the figures are what this prints.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    return times
+
+
 async def cache_hits(client: httpx.AsyncClient, n: int = 300) -> list[float]:
     body = {"model": "bench-1", "messages": [{"role": "user", "content": "cached question"}], "temperature": 0}
     r = await client.post("/v1/chat/completions", json=body)
@@ -176,10 +267,13 @@ async def main() -> int:
                 async with httpx.AsyncClient(
                     base_url=stack.url("llm"), timeout=30, headers={"Authorization": f"Bearer {token}"}, limits=limits
                 ) as llm:
-                    times = await overhead(gw, llm, fake, litellm_router(fake_url))
+                    router = litellm_router(fake_url)
+                    times = await overhead(gw, llm, fake, router)
+                    layers = await round_overhead(llm, fake, router)
                     hits_service = await cache_hits(llm)
                 hits_gateway = await cache_hits(gw, 150)
                 rss_loaded = stack.procs["llm"].rss_mb()
+            in_process = await rounds_in_process(models_file)
         stack.stop("llm")
         # Start-up alone (nothing else starting at the same time), three times.
         starts = []
@@ -215,6 +309,22 @@ async def main() -> int:
     print(f"  litellm alone adds (p50 difference)              {p50_alone - p50_direct:7.1f} ms")
     print(f"  our service + gateway beyond litellm             {p50_via - p50_alone:7.1f} ms")
     print(f"  of which the gateway hop                         {p50_via - statistics.median(service):7.1f} ms")
+    p50 = {name: statistics.median(values) for name, values in layers.items()}
+    for n in LAYERS:
+        print(f"  parallel, rounds={n}, straight to the service  p50 {p50[f'rounds={n}']:7.1f} ms")
+    per_round = (p50[f"rounds={LAYERS[-1]}"] - p50["rounds=1"]) / (LAYERS[-1] - 1)
+    print(f"  each added round                                 {per_round:7.1f} ms")
+    print(f"  of which the 5 calls straight to the fake    p50 {p50['direct']:7.1f} ms")
+    print(
+        f"  service overhead per added round                 {per_round - p50['direct']:7.1f} ms   (bar: < 5 ms; "
+        f"beyond litellm alone, p50 {p50['litellm']:.1f} ms: {per_round - p50['litellm']:.1f} ms)"
+    )
+    p50 = {name: statistics.median(values) for name, values in in_process.items()}
+    own = (p50["orchestrator 3"] - p50["orchestrator 1"]) / 2
+    alone = (p50["router 3"] - p50["router 1"]) / 2
+    print(f"  in process: each added round, orchestrator       {own:7.1f} ms")
+    print(f"  in process: each added gather, its Router alone  {alone:7.1f} ms")
+    print(f"  in process: the orchestration code per round     {own - alone:7.1f} ms   (bar: < 5 ms)")
     print(
         f"  cache hit at the service                     p50 {statistics.median(hits_service):7.2f} ms   "
         f"p90 {pct(hits_service, 0.9):7.2f} ms   (bar: p50 < 3 ms)"

@@ -22,7 +22,8 @@ what the llm service's estimate counts.
 
 ``fails=N`` makes only the next N requests for that model fail (with ``status``), then it answers
 normally: what a retry should overcome. Models with no behaviour set answer at once with a text
-derived from the prompt (the same prompt gives the same text, different prompts different texts).
+derived from the prompt and the seed, as a sampling model's would be (the same prompt and seed give
+the same text; a different prompt or seed a different text).
 
 Run it standalone (for example for ``make dev`` or a benchmark in another process) with
 ``python -m tests.fakes.openai_server --port 9100``; behaviour is then set over HTTP with
@@ -81,14 +82,15 @@ def _words(text: str) -> int:
     return max(1, len(text.split()))
 
 
-def default_reply(model: str, messages: list[dict[str, Any]]) -> str:
+def default_reply(model: str, messages: list[dict[str, Any]], seed: int | None = None) -> str:
     last = ""
     for message in reversed(messages):
         if message.get("role") == "user":
             content = message.get("content")
             last = content if isinstance(content, str) else json.dumps(content)
             break
-    digest = hashlib.sha256(f"{model}\n{last}".encode()).hexdigest()[:8]
+    seeded = "" if seed is None else f"\n{seed}"
+    digest = hashlib.sha256(f"{model}\n{last}{seeded}".encode()).hexdigest()[:8]
     return f"{model} answers {digest}: the question has been considered with care."
 
 
@@ -267,7 +269,7 @@ class FakeOpenAI:
         if behaviour.reply is not None:
             text = behaviour.reply(messages)
         else:
-            text = behaviour.text if behaviour.text is not None else default_reply(model, messages)
+            text = behaviour.text if behaviour.text is not None else default_reply(model, messages, body.get("seed"))
         if behaviour.count_tokens:
             usage = litellm_usage(model, messages, text)
         else:

@@ -20,7 +20,7 @@ from ultrai_llm.cache import ResponseCache
 from ultrai_llm.catalog import CatalogError, build_catalog
 from ultrai_llm.engine import CallResult, Engine
 from ultrai_llm.orchestrate import Orchestrator
-from ultrai_llm.prompts import question_text
+from ultrai_llm.prompts import REFINE_INSTRUCTION, labelled, question_text
 from ultrai_llm.schemas import ModelParams, OrchestrateRequest
 
 DEMO = ["demo/extract", "demo/brief", "demo/outline"]
@@ -223,6 +223,40 @@ async def test_ranked_on_demo_models_ranks_and_synthesises():
             assert reviewer["ranking"][0]["model"] == "demo/extract"
     assert ranking["aggregate"][0]["model"] == "demo/extract" and ranking["aggregate"][0]["rank"] == 1
     assert answer["synthesis"]["text"] == "Jane Doe retired in 1990; her son John Doe now runs the company."
+
+
+async def test_refinement_rounds_and_samples_of_demo_models():
+    """A demo model reads a refinement round as it reads a synthesis: from the answers it is shown,
+    keeping the sentence that answers the question."""
+    engine = demo_engine()
+    orchestrator = Orchestrator(engine, settings(llm_demo_models=True), lambda user, endpoint, results: None)
+    request = OrchestrateRequest(
+        prompt="Who runs the company now?",
+        context=[REPORT],
+        models=["demo/extract", "demo/brief"],
+        synthesis_model="demo/extract",
+        rounds=2,
+        samples=2,
+        cache=False,
+    )
+    answer = await orchestrator.execute(await orchestrator.plan(request, "u"))
+    assert answer["status"] == "completed"
+    labels = [(r["model"], r["stage"], r["round"], r["sample"]) for r in answer["results"]]
+    assert labels == [
+        (m, stage, number, i)
+        for stage, number in (("answer", 1), ("refine", 2))
+        for m in ("demo/extract", "demo/brief")
+        for i in (1, 2)
+    ]
+    refined = [r["text"] for r in answer["results"] if r["stage"] == "refine"]
+    assert all("John Doe now runs the company" in text for text in refined)
+    assert answer["synthesis"]["text"] == "Jane Doe retired in 1990; her son John Doe now runs the company."
+    # Read from the answers shown, not from the context of the question.
+    shown = labelled(["Jane Doe founded it. John Doe now runs the company.", "The rockets division lost money."], True)
+    question = question_text("Who runs the company now?", [REPORT])
+    messages = [{"role": "user", "content": REFINE_INSTRUCTION.format(question=question, answers=shown)}]
+    result = await engine.call("demo/extract", messages, ModelParams(), stage="refine", scope="u", use_cache=False)
+    assert result.text == "John Doe now runs the company."
 
 
 def test_any_conversation_gets_a_non_empty_answer():

@@ -120,6 +120,42 @@ async def test_later_stages_equal_the_estimate_when_the_answers_are_as_long_as_e
             assert estimate["cost_usd"]["high"] == pytest.approx(answer["usage"]["cost_usd"], abs=1e-9)
 
 
+async def test_rounds_and_samples_are_in_the_estimate_call_for_call(gateway, fake_provider: FakeOpenAI):
+    """Refinement rounds and samples are planned call for call: each refine call's input holds every
+    answer of the round before (the high count when they are as long as estimated), and the wall
+    time adds the rounds one after the other."""
+    counted(fake_provider)
+    params = {m: {"max_tokens": completion_tokens(m)} for m in TEXTS}
+    body = {
+        "prompt": unique("Rounds?"),
+        "models": ["metered-a", "metered-b"],
+        "synthesis_model": "metered-w",
+        "rounds": 3,
+        "samples": 2,
+        "params": params,
+        "cache": False,
+    }
+    estimate = (await gateway.post(ESTIMATE, json=body)).json()
+    assert estimate["calls_per_stage"] == {"answer": 4, "refine": 8, "synthesis": 1}
+    assert sorted(c["round"] for c in estimate["calls"] if c["stage"] == "refine") == [2] * 4 + [3] * 4
+    r = await gateway.post("/api/v1/llm/orchestrate", json=body)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    runs = answer["results"] + [answer["synthesis"]]
+
+    def key(call: dict) -> tuple:
+        return call["model"], call["stage"], call.get("round") if call["stage"] == "refine" else None
+
+    planned: dict[tuple, list[int]] = {}
+    made: dict[tuple, list[int]] = {}
+    for call in estimate["calls"]:
+        planned.setdefault(key(call), []).append(call["input_tokens_max"])
+    for run in runs:
+        made.setdefault(key(run), []).append(run["prompt_tokens"])
+    assert {k: sorted(v) for k, v in made.items()} == {k: sorted(v) for k, v in planned.items()}
+    assert estimate["cost_usd"]["high"] == pytest.approx(answer["usage"]["cost_usd"], abs=1e-9)
+
+
 async def test_the_estimate_refuses_what_orchestrate_refuses(gateway, fake_provider: FakeOpenAI):
     for body, status in (
         ({"prompt": "x", "models": ["no-such-model"]}, 422),

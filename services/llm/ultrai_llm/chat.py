@@ -1,5 +1,7 @@
 """Chat completions, OpenAI style: one model of the catalog, or a virtual ``ultrai/<pattern>`` model
-that orchestrates (its models from the ``models`` extension field, or the service's defaults).
+that orchestrates (its models from the ``models`` extension field, or the service's defaults); the
+virtual ``ultrai/rounds-N`` and ``ultrai/samples-N`` models add refinement rounds or samples to the
+synthesis (``ultrai_llm.layers``).
 
 ``cache: false`` in the body bypasses the response cache. With ``stream`` the answer is a stream of
 ``chat.completion.chunk`` events; a failure before the first event is answered with its status.
@@ -11,9 +13,10 @@ from typing import Any
 
 from starlette.responses import Response
 
-from ultrai_llm.catalog import PATTERNS, VIRTUAL_PREFIX, ModelSpec
+from ultrai_llm.catalog import VIRTUAL_PREFIX, ModelSpec
 from ultrai_llm.engine import Delta, Messages
 from ultrai_llm.estimate import check_affordable
+from ultrai_llm.layers import variant, with_variant
 from ultrai_llm.openai_format import (
     ChunkWriter,
     call_extra,
@@ -111,10 +114,10 @@ def model_chunks(writer: ChunkWriter) -> Renderer:
 
 # ---- a virtual model: an orchestration ------------------------------------------------------------
 async def orchestrated_chat(llm: Llm, body: ChatCompletionRequest, user_id: str) -> Response | dict[str, Any]:
-    pattern = body.model.removeprefix(VIRTUAL_PREFIX)
-    if pattern not in PATTERNS:
+    chosen = variant(body.model.removeprefix(VIRTUAL_PREFIX))
+    if chosen is None:
         raise model_not_found(body.model)
-    request = orchestrate_request(body, pattern, llm.orchestrator)
+    request = with_variant(orchestrate_request(body, chosen.pattern, llm.orchestrator), chosen, bool(body.models))
     plan = await llm.orchestrator.plan(request, user_id, endpoint="chat")
     await check_affordable(llm, plan, user_id)
     writer = ChunkWriter(body.model, include_usage(body))
@@ -163,8 +166,9 @@ def final_text(answer: dict[str, Any]) -> str:
     finals: dict[str, str] = {}
     for r in answer["results"]:
         if r["status"] == "ok":
-            finals[r["model"]] = r["text"]  # a review replaces the model's first answer
-    return "\n\n".join(f"### {model}\n{t}" for model, t in finals.items())
+            name = r["model"] + (f" (sample {r['sample']})" if "sample" in r else "")
+            finals[name] = r["text"]  # a later round or a review replaces the model's first answer
+    return "\n\n".join(f"### {name}\n{t}" for name, t in finals.items())
 
 
 def orchestration_chunks(writer: ChunkWriter, final_stage: str | None) -> Renderer:

@@ -56,6 +56,8 @@ class CallResult:
     cost_usd: float = 0.0
     cached: bool = False
     finish_reason: str | None = None
+    round: int | None = None  # the answer round, with rounds above 1 (ultrai_llm.layers)
+    sample: int | None = None  # which sample of the model, with samples above 1
 
     @property
     def ok(self) -> bool:
@@ -82,7 +84,12 @@ class CallResult:
         """The call as the API shows it."""
         answer = {name: getattr(self, name) for name in _PUBLIC_FIELDS}
         answer["latency_ms"] = round(self.latency_ms, 2)
+        answer.update(self.labels())
         return answer
+
+    def labels(self) -> dict[str, int]:
+        """Its round and sample, when it has them."""
+        return {k: v for k, v in (("round", self.round), ("sample", self.sample)) if v is not None}
 
 
 _CACHED_FIELDS = ("text", "prompt_tokens", "completion_tokens", "finish_reason")

@@ -47,6 +47,7 @@ from ultrai_llm.orchestrate import ModelPlan, Plan
 from ultrai_llm.prompts import (
     RANKED_SYNTHESIS_INSTRUCTION,
     RANKING_INSTRUCTION,
+    REFINE_INSTRUCTION,
     REVIEW_INSTRUCTION,
     SYNTHESIS_INSTRUCTION,
     labelled,
@@ -113,62 +114,84 @@ class _Calls:
         self.calls: list[dict[str, Any]] = []
 
     def add(
-        self, stage: str, model: ModelPlan, messages: Messages, earlier: int, longest: Messages | None = None
+        self,
+        stage: str,
+        model: ModelPlan,
+        messages: Messages,
+        earlier: int,
+        longest: Messages | None = None,
+        number: int | None = None,
     ) -> int:
-        """One call; ``earlier``: the output estimates of the earlier answers its messages hold;
-        ``longest``: the messages at their longest when more than the answers varies. Returns its
-        output estimate."""
+        """One call (of refinement round ``number``); ``earlier``: the output estimates of the
+        earlier answers its messages hold; ``longest``: the messages at their longest when more
+        than the answers varies. Returns its output estimate."""
         spec = self.specs[model.name]
         low = count_tokens(spec, messages)
         high = (low if longest is None else count_tokens(spec, longest)) + earlier
         out = output_estimate(model, spec)
-        self.calls.append(
-            {
-                "stage": stage,
-                "model": model.name,
-                "input_tokens": low,
-                "input_tokens_max": high,
-                "output_tokens": out,
-                "cost_usd_low": spec.cost(low, 0),
-                "cost_usd_high": spec.cost(high, out),
-            }
-        )
+        call: dict[str, Any] = {
+            "stage": stage,
+            "model": model.name,
+            "input_tokens": low,
+            "input_tokens_max": high,
+            "output_tokens": out,
+            "cost_usd_low": spec.cost(low, 0),
+            "cost_usd_high": spec.cost(high, out),
+        }
+        if number is not None:
+            call["round"] = number
+        self.calls.append(call)
         return out
 
     def build(self) -> list[dict[str, Any]]:
         plan = self.plan
         answering = [m for m in plan.models if m.messages is not None]
-        outputs = {m.name: self.add("answer", m, m.messages, 0) for m in answering if m.messages is not None}
-        finals = dict(outputs)
+        # The output estimate of each answering model's (each sample's) latest answer, in order.
+        outputs = [self.add("answer", m, m.messages, 0) for m in answering if m.messages is not None]
+        question = question_text(plan.prompt, plan.context)
+        for number in range(2, plan.rounds + 1):
+            # Every model that answered is shown all of the last round's answers (as many as answered).
+            shown = labelled([""] * len(answering), True)
+            content = REFINE_INSTRUCTION.format(question=question, answers=shown)
+            earlier = sum(outputs)
+            outputs = [
+                self.add(
+                    "refine",
+                    m,
+                    with_system(m.params.system_prompt, [{"role": "user", "content": content}]),
+                    earlier,
+                    number=number,
+                )
+                for m in answering
+            ]
+        finals = list(outputs)
         if plan.pattern == "peer_review" and len(answering) >= 2:
             empty = labelled([""] * (len(answering) - 1))
-            for m in answering:
+            for i, m in enumerate(answering):
                 turns = [
                     {"role": "user", "content": m.question},
                     {"role": "assistant", "content": ""},
                     {"role": "user", "content": REVIEW_INSTRUCTION.format(others=empty)},
                 ]
-                finals[m.name] = self.add(
-                    "review", m, with_system(m.params.system_prompt, turns), sum(outputs.values())
-                )
+                finals[i] = self.add("review", m, with_system(m.params.system_prompt, turns), sum(outputs))
         if plan.pattern == "ranked" and len(answering) >= 2:
             labels = labels_for(len(answering) - 1)
-            for m in answering:
+            for i, m in enumerate(answering):
                 content = RANKING_INSTRUCTION.format(
                     question=m.question, responses=labelled_responses([""] * len(labels)), example=", ".join(labels[:2])
                 )
-                others = sum(v for k, v in outputs.items() if k != m.name)
+                others = sum(outputs) - outputs[i]
                 self.add(
                     "review", m, with_system(m.params.system_prompt, [{"role": "user", "content": content}]), others
                 )
         if plan.synthesis is not None and finals:
-            models = list(finals)
+            models = [m.name for m in answering]
             ranked = plan.pattern == "ranked" and len(models) >= 2
             self.add(
                 "synthesis",
                 plan.synthesis,
                 self._synthesis_messages(models, ranked, scored=False),
-                sum(finals.values()),
+                sum(finals),
                 self._synthesis_messages(models, ranked, scored=True) if ranked else None,
             )
         return self.calls
@@ -197,8 +220,8 @@ def wall_time(engine: Engine, calls: list[dict[str, Any]]) -> float | None:
     """Stage after stage, the slowest model of each (their recent median latencies); None when a
     planned model has no recent latency."""
     total = 0.0
-    for stage in dict.fromkeys(c["stage"] for c in calls):
-        latencies = [engine.recent_latency(c["model"]) for c in calls if c["stage"] == stage]
+    for stage in dict.fromkeys((c["stage"], c.get("round")) for c in calls):
+        latencies = [engine.recent_latency(c["model"]) for c in calls if (c["stage"], c.get("round")) == stage]
         known = [x for x in latencies if x is not None]
         if len(known) != len(latencies):
             return None

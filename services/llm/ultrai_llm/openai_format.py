@@ -9,8 +9,8 @@ import uuid
 from typing import Any
 
 from shared.errors import ProblemError
-from ultrai_llm.catalog import PATTERNS, VIRTUAL_PREFIX
 from ultrai_llm.engine import CallResult
+from ultrai_llm.layers import virtual_models
 
 CREATED = int(time.time())
 
@@ -30,9 +30,7 @@ def model_list(statuses: list[dict[str, Any]]) -> dict[str, Any]:
         for m in statuses
     ]
     if data:
-        data += [
-            {"id": VIRTUAL_PREFIX + p, "object": "model", "created": CREATED, "owned_by": "ultrai"} for p in PATTERNS
-        ]
+        data += [{"id": name, "object": "model", "created": CREATED, "owned_by": "ultrai"} for name in virtual_models()]
     return {"object": "list", "data": data}
 
 

@@ -9,6 +9,9 @@ synthesised.
   shuffled in an order of its own (stage "review", ``ultrai_llm.ranking``); the rankings are
   aggregated by Borda count, and the synthesis sees the aggregate.
 
+With any pattern, ``rounds`` refines the answers over several rounds before the review and the
+synthesis, and ``samples`` has each model answer several times (``ultrai_llm.layers``).
+
 Models run concurrently, each with a per-model timeout inside the overall budget; a model that fails
 or times out is reported with its error while the others go on. ``plan`` checks everything a request
 can get wrong (and raises 4xx/503 before anything is sent or streamed); ``execute`` runs the plan,
@@ -23,14 +26,16 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 from shared.errors import ProblemError
 from ultrai_llm.engine import CallResult, Engine, Messages
+from ultrai_llm.layers import MAX_AGENTS, sample_params
 from ultrai_llm.prompts import (
     RANKED_SYNTHESIS_INSTRUCTION,
+    REFINE_INSTRUCTION,
     REVIEW_INSTRUCTION,
     SYNTHESIS_INSTRUCTION,
     labelled,
@@ -53,6 +58,7 @@ class ModelPlan:
     messages: Messages | None  # None: refused before the call (see ``refusal``)
     question: str = ""
     refusal: str | None = None
+    sample: int | None = None  # which sample of the model, with samples above 1
 
 
 @dataclass
@@ -68,6 +74,7 @@ class Plan:
     truncate: bool
     use_cache: bool
     deadline: float
+    rounds: int = 1
     stages_left: int = 1
     started: float = field(default_factory=time.perf_counter)
     # Set by ``cancel``: no call starts after it; the calls under way finish and are recorded.
@@ -100,6 +107,10 @@ class Orchestrator:
             raise ProblemError(422, f"At most {self.settings.llm_max_models} models per request.")
         if req.pattern == "ranked" and len(names) > MAX_RANKED:
             raise ProblemError(422, f"At most {MAX_RANKED} models in a ranked orchestration.")
+        if len(names) * req.samples > MAX_AGENTS:
+            raise ProblemError(
+                422, f"At most {MAX_AGENTS} answers per round: models x samples is {len(names) * req.samples}."
+            )
         total_chars = len(req.prompt) + sum(len(c) for c in req.context or [])
         if total_chars > self.settings.llm_max_prompt_chars:
             raise ProblemError(413, f"The prompt and context exceed {self.settings.llm_max_prompt_chars} characters.")
@@ -108,6 +119,12 @@ class Orchestrator:
         if unknown:
             raise ProblemError(422, f"params name models not in the request: {', '.join(unknown)}.")
         models = [await self._model_plan(name, params.get(name), req) for name in names]
+        if req.samples > 1:
+            models = [
+                replace(m, params=sample_params(m.params, i), sample=i)
+                for m in models
+                for i in range(1, req.samples + 1)
+            ]
         synthesis = None
         if req.pattern in ("synthesis", "ranked") or (req.pattern == "peer_review" and req.synthesis_model):
             name = req.synthesis_model or self.settings.llm_synthesis_model or names[0]
@@ -126,6 +143,7 @@ class Orchestrator:
             truncate=req.truncate,
             use_cache=req.cache,
             deadline=time.monotonic() + budget,
+            rounds=req.rounds,
         )
 
     async def _model_plan(self, name: str, given: ModelParams | None, req: OrchestrateRequest) -> ModelPlan:
@@ -167,18 +185,20 @@ class Orchestrator:
         Each stage gets an equal share of what is left of the budget (so a model that hangs in the
         answer stage leaves time for the synthesis), and each call at most LLM_TIMEOUT of that.
         """
-        plan.stages_left = 1 + (plan.pattern in ("peer_review", "ranked")) + (plan.synthesis is not None)
+        later = (plan.pattern in ("peer_review", "ranked")) + (plan.synthesis is not None)
+        plan.stages_left = plan.rounds + later
         answered = await self._answer_stage(plan, emit)
         results: list[CallResult] = [r for _, r in answered]
         ok = [(m, r) for m, r in answered if r.ok]
-        finals = {m.name: r.text or "" for m, r in ok}
+        if plan.rounds > 1:
+            ok = await self._refine_rounds(plan, ok, results, emit)
+            plan.stages_left = later  # rounds that did not run leave their share to the stages after
+        finals = [r.text or "" for _, r in ok]
         if plan.pattern == "peer_review" and len(ok) >= 2 and not plan.cancelled:
             await self._before_stage(plan)
             reviews = await self._review_stage(plan, ok, emit)
             results.extend(reviews)
-            for review in reviews:
-                if review.ok and review.text:
-                    finals[review.model] = review.text
+            finals = [r.text if r.ok and r.text else text for text, r in zip(finals, reviews, strict=True)]
         ranking, aggregate = None, None
         if plan.pattern == "ranked" and len(ok) >= 2 and not plan.cancelled:
             await self._before_stage(plan)
@@ -190,7 +210,7 @@ class Orchestrator:
         synthesis = None
         if plan.synthesis is not None and not plan.cancelled:
             await self._before_stage(plan)
-            synthesis = await self._synthesis_stage(plan, plan.synthesis, list(finals.values()), emit, aggregate)
+            synthesis = await self._synthesis_stage(plan, plan.synthesis, finals, emit, aggregate)
         answer = self._answer(plan, results, synthesis)
         if plan.pattern == "ranked":
             answer["ranking"] = ranking
@@ -207,8 +227,11 @@ class Orchestrator:
 
     async def _answer_stage(self, plan: Plan, emit: Emit | None) -> list[tuple[ModelPlan, CallResult]]:
         """Every model's answer; a 502 when none of them answered."""
-        await self._emit(emit, "stage", {"stage": "answer", "models": [m.name for m in plan.models]})
-        answers = await asyncio.gather(*(self._call(plan, m, m.messages, "answer", emit) for m in plan.models))
+        first = {"round": 1} if plan.rounds > 1 else {}
+        await self._emit(emit, "stage", {"stage": "answer", **first, "models": [m.name for m in plan.models]})
+        answers = await asyncio.gather(
+            *(self._call(plan, m, m.messages, "answer", emit, first.get("round")) for m in plan.models)
+        )
         plan.stages_left -= 1
         if not any(r.ok for r in answers) and not plan.cancelled:
             detail = "; ".join(f"{r.model}: {r.error}" for r in answers)
@@ -219,6 +242,42 @@ class Orchestrator:
                 extra={"results": [r.public() for r in answers]},
             )
         return list(zip(plan.models, answers, strict=True))
+
+    async def _refine_rounds(
+        self, plan: Plan, ok: list[tuple[ModelPlan, CallResult]], results: list[CallResult], emit: Emit | None
+    ) -> list[tuple[ModelPlan, CallResult]]:
+        """Rounds 2 to ``plan.rounds``, each with the models that answered the round before (their
+        results added to ``results``); the last round's good answers, or the last good ones when a
+        round had none."""
+        for number in range(2, plan.rounds + 1):
+            if plan.cancelled:
+                break
+            await self._before_stage(plan)
+            answered = await self._refine_stage(plan, ok, number, emit)
+            plan.stages_left -= 1
+            results.extend(r for _, r in answered)
+            good = [(m, r) for m, r in answered if r.ok]
+            if not good:
+                break
+            ok = good
+        return ok
+
+    async def _refine_stage(
+        self, plan: Plan, ok: list[tuple[ModelPlan, CallResult]], number: int, emit: Emit | None
+    ) -> list[tuple[ModelPlan, CallResult]]:
+        """One refinement round: each model shown all of the last round's answers, anonymised."""
+        await self._emit(emit, "stage", {"stage": "refine", "round": number, "models": [m.name for m, _ in ok]})
+        answers = labelled([r.text or "" for _, r in ok], True)
+
+        def content(ctx: list[str]) -> str:
+            return REFINE_INSTRUCTION.format(question=question_text(plan.prompt, ctx), answers=answers)
+
+        async def refine(model: ModelPlan) -> CallResult:
+            fitted = await self._fit(model.name, model.params, content, plan.context, plan.truncate)
+            return await self._call(plan, replace(fitted, sample=model.sample), fitted.messages, "refine", emit, number)
+
+        refined = await asyncio.gather(*(refine(m) for m, _ in ok))
+        return [(m, r) for (m, _), r in zip(ok, refined, strict=True)]
 
     async def _review_stage(
         self, plan: Plan, ok: list[tuple[ModelPlan, CallResult]], emit: Emit | None
@@ -262,7 +321,7 @@ class Orchestrator:
         }
 
     def _review_messages(self, me: ModelPlan, mine: CallResult, ok: list[tuple[ModelPlan, CallResult]]) -> Messages:
-        others = [r.text or "" for m, r in ok if m.name != me.name]
+        others = [r.text or "" for m, r in ok if m is not me]
         return with_system(
             me.params.system_prompt,
             [
@@ -279,9 +338,12 @@ class Orchestrator:
         messages: Messages | None,
         stage: str,
         emit: Emit | None,
+        number: int | None = None,
         *,
         response_format: dict[str, Any] | None = None,
     ) -> CallResult:
+        """One call of a stage (of round ``number`` when there are several rounds)."""
+        labels = {k: v for k, v in (("round", number), ("sample", model.sample)) if v is not None}
         if plan.cancelled:
             result = CallResult(model.name, stage, status="error", error="cancelled before the call")
         elif messages is None:
@@ -295,7 +357,7 @@ class Orchestrator:
                 if emit is not None:
 
                     async def on_delta(text: str) -> None:
-                        await emit("delta", {"model": model.name, "stage": stage, "text": text})
+                        await emit("delta", {"model": model.name, "stage": stage, **labels, "text": text})
 
                 result = await self.engine.call(
                     model.name,
@@ -309,6 +371,7 @@ class Orchestrator:
                     response_format=response_format,
                 )
                 self.record(plan.user_id, plan.endpoint, [result])
+        result.round, result.sample = number, model.sample
         if emit is not None:
             await emit("result", result.public())
         return result

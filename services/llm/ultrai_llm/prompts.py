@@ -1,5 +1,6 @@
-"""What the orchestration patterns send the models: the question with its context, the peer review
-and the synthesis instructions. The demo models read these same templates back (``ultrai_llm.demo``)."""
+"""What the orchestration patterns send the models: the question with its context, the refinement
+round, the peer review and the synthesis instructions. The demo models read these same templates
+back (``ultrai_llm.demo``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ REVIEW_INSTRUCTION = (
     "Other expert models answered the same question. Their answers, anonymised:\n\n{others}\n\n"
     "Critique these answers and your own: point out errors, omissions and disagreements. "
     "Then write your revised answer under the heading 'Revised answer:'."
+)
+REFINE_INSTRUCTION = (
+    "{question}\n\nSeveral expert models, you perhaps among them, answered this question. Their answers, "
+    "anonymised:\n\n{answers}\n\nUse them as material for a better answer of your own: keep what they get "
+    "right, correct their errors and add what they miss. Answer the question directly, without mentioning the "
+    "other answers."
 )
 SYNTHESIS_INSTRUCTION = (
     "{question}\n\nSeveral expert models answered this question. Their answers, anonymised:\n\n{answers}\n\n"

@@ -7,12 +7,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Pattern = Literal["parallel", "peer_review", "synthesis", "ranked"]
-Stage = Literal["answer", "review", "synthesis"]
+Stage = Literal["answer", "refine", "review", "synthesis"]
 
 
 # Bounds shared by the orchestration's parameters and the OpenAI-compatible body that becomes them.
 MAX_OUTPUT_TOKENS = 1_000_000
 MAX_SEED = 2**63 - 1
+# Refinement rounds and samples per model (ultrai_llm.layers).
+MAX_ROUNDS = 4
+MAX_SAMPLES = 8
 
 
 class ModelParams(BaseModel):
@@ -56,6 +59,22 @@ class OrchestrateRequest(BaseModel):
     truncate: bool = False
     # The overall time budget in seconds (capped by LLM_BUDGET_SECONDS).
     timeout: float | None = Field(None, gt=0, le=1800)
+    rounds: int = Field(
+        1,
+        ge=1,
+        le=MAX_ROUNDS,
+        description="Answer rounds (Mixture-of-Agents layers): 1 answers once; from round 2 every model that "
+        "answered the round before answers again, seeing all of that round's answers anonymised (stage "
+        "'refine'). The review and synthesis then use the last round's answers.",
+    )
+    samples: int = Field(
+        1,
+        ge=1,
+        le=MAX_SAMPLES,
+        description="How many times each model answers (self-consistency, Self-MoA), each sample a call of its "
+        "own: with the given temperature (0.7 when none or 0 is given) and the given seed (or 0) plus the sample's "
+        "index - 1, so that samples differ. Results carry 'sample' (from 1); models x samples at most 32.",
+    )
 
 
 class CallResultOut(BaseModel):
@@ -69,6 +88,8 @@ class CallResultOut(BaseModel):
     completion_tokens: int
     cost_usd: float
     cached: bool = False
+    round: int | None = Field(None, description="The answer round (with rounds above 1)")
+    sample: int | None = Field(None, description="Which sample of the model, from 1 (with samples above 1)")
 
 
 class UsageTotals(BaseModel):
@@ -121,6 +142,7 @@ class OrchestrateResponse(BaseModel):
 class PlannedCall(BaseModel):
     stage: Stage
     model: str
+    round: int | None = Field(None, description="The refinement round of a refine call (rounds > 1)")
     input_tokens: int = Field(description="litellm's token count of the messages, earlier answers left empty")
     input_tokens_max: int = Field(description="The same with every earlier answer as long as its output estimate")
     output_tokens: int = Field(description="max_tokens, or the model's output limit capped (see estimate.py)")

@@ -3,7 +3,7 @@ same messages always give the same answer).
 
 The conversation is read the way this service and the documents service build it
 (``ultrai_llm.prompts``): a question with its context chunks, the answers of other models to
-synthesise, or a peer review of them; anything else is a plain conversation whose earlier turns and
+synthesise or refine, or a peer review of them; anything else is a plain conversation whose earlier turns and
 non-question sentences are the text. Then, by kind:
 
 - ``extract``: the sentences most related to the question (shared words, rarer words weighing
@@ -30,6 +30,7 @@ from ultrai_llm.prompts import (
     CONTEXT_QUESTION,
     RANKED_SYNTHESIS_INSTRUCTION,
     RANKING_INSTRUCTION,
+    REFINE_INSTRUCTION,
     REVIEW_INSTRUCTION,
     SYNTHESIS_INSTRUCTION,
 )
@@ -187,6 +188,7 @@ _REVIEW = _template(REVIEW_INSTRUCTION)
 _SYNTHESIS = _template(SYNTHESIS_INSTRUCTION)
 _RANKED_SYNTHESIS = _template(RANKED_SYNTHESIS_INSTRUCTION)
 _RANKING = _template(RANKING_INSTRUCTION)
+_REFINE = _template(REFINE_INSTRUCTION)
 
 
 @dataclass
@@ -243,7 +245,9 @@ def read(messages: list[dict[str, Any]]) -> Reading:
         question = next((t for r, t in reversed(turns[:last]) if r == "user"), "")
         reading = read_question(question)
         return Reading(reading.ask, [mine, *split_answers(match["others"])], answers=True, review=True)
-    if (match := _SYNTHESIS.fullmatch(text) or _RANKED_SYNTHESIS.fullmatch(text)) is not None:
+    if (
+        match := _SYNTHESIS.fullmatch(text) or _RANKED_SYNTHESIS.fullmatch(text) or _REFINE.fullmatch(text)
+    ) is not None:
         return Reading(read_question(match["question"]).ask, split_answers(match["answers"]), answers=True)
     if (match := _RANKING.fullmatch(text)) is not None:
         responses = [r.strip() for r in _RESPONSE_LABEL.split(match["responses"]) if r.strip()]

@@ -8,8 +8,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from shared.errors import problem_responses
-from ultrai_llm.catalog import DEMO_ONLY_HINT, NO_PROVIDER_HINT, PATTERNS, VIRTUAL_PREFIX
+from ultrai_llm.catalog import DEMO_ONLY_HINT, NO_PROVIDER_HINT
 from ultrai_llm.deps import Caller, LlmDep
+from ultrai_llm.layers import virtual_models
 from ultrai_llm.routes import PREFIX
 from ultrai_llm.schemas import ModelsResponse
 
@@ -25,4 +26,4 @@ router = APIRouter(prefix=PREFIX, tags=["llm"])
 async def models(_: Caller, llm: LlmDep) -> dict[str, Any]:
     listed = await llm.engine.model_statuses()
     detail = DEMO_ONLY_HINT if llm.engine.catalog.demo_only else None if listed else NO_PROVIDER_HINT
-    return {"models": listed, "patterns": [VIRTUAL_PREFIX + p for p in PATTERNS], "detail": detail}
+    return {"models": listed, "patterns": virtual_models(), "detail": detail}

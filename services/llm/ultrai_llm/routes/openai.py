@@ -2,7 +2,8 @@
 
 Any OpenAI client (the official SDK, LangChain, a frontend) uses it through the gateway with the
 user's access token as its API key. The orchestration patterns appear as virtual models
-(``ultrai/parallel``, ``ultrai/peer_review``, ``ultrai/synthesis``); see ``ultrai_llm.chat``. Errors
+(``ultrai/parallel``, ``ultrai/peer_review``, ``ultrai/synthesis``, and ``ultrai/rounds-2``,
+``ultrai/samples-3`` and the like); see ``ultrai_llm.chat``. Errors
 are problem+json with an OpenAI-style ``error`` member, which OpenAI clients read.
 """
 
