@@ -56,6 +56,9 @@ class OrchestrateRequest(BaseModel):
     truncate: bool = False
     # The overall time budget in seconds (capped by LLM_BUDGET_SECONDS).
     timeout: float | None = Field(None, gt=0, le=1800)
+    # A stored conversation of the caller's (``/conversations``): its earlier turns go to the models
+    # before the prompt, and this run is stored as its next turn.
+    conversation_id: str | None = Field(None, min_length=1, max_length=64)
 
 
 class CallResultOut(BaseModel):
@@ -106,6 +109,12 @@ class RankingOut(BaseModel):
     aggregate: list[AggregateRow] = Field(description="Best first")
 
 
+class ConversationTurnRef(BaseModel):
+    id: str = Field(description="The conversation")
+    stored: bool = Field(description="Whether this run was stored as its next turn (not when nothing answered)")
+    turn: int | None = Field(description="The stored turn's number (1 for the first); null when not stored")
+
+
 class OrchestrateResponse(BaseModel):
     id: str
     pattern: Pattern
@@ -116,6 +125,8 @@ class OrchestrateResponse(BaseModel):
     latency_ms: float
     # The ranked pattern: each reviewer's ranking and the aggregate (null when fewer than two answered).
     ranking: RankingOut | None = None
+    # With a conversation_id: the conversation and the turn this run was stored as.
+    conversation: ConversationTurnRef | None = None
 
 
 class PlannedCall(BaseModel):
