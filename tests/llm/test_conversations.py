@@ -227,6 +227,7 @@ async def test_rename_delete_and_paging(fresh):
     [
         ("POST", BASE, {"title": "x" * 201}, 422),
         ("POST", BASE, {"title": "ok", "colour": "red"}, 422),
+        ("PATCH", f"{BASE}/0123456789abcdef0123456789abcdef", {}, 422),  # a rename names the title
         ("GET", f"{BASE}?limit=0", None, 422),
         ("GET", f"{BASE}?limit=101", None, 422),
         ("GET", f"{BASE}?cursor=not-a-cursor", None, 400),

@@ -14,6 +14,12 @@ class ConversationIn(BaseModel):
     title: str | None = Field(None, max_length=MAX_TITLE_CHARS, description="Blank or absent: untitled")
 
 
+class ConversationRename(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(max_length=MAX_TITLE_CHARS, description="Blank or null: untitled")
+
+
 class ConversationOut(BaseModel):
     id: str
     title: str | None

@@ -11,7 +11,13 @@ from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
 from shared.errors import problem_responses
-from ultrai_llm.conversation_schemas import ConversationDetail, ConversationIn, ConversationOut, ConversationPage
+from ultrai_llm.conversation_schemas import (
+    ConversationDetail,
+    ConversationIn,
+    ConversationOut,
+    ConversationPage,
+    ConversationRename,
+)
 from ultrai_llm.deps import LlmDep, UserId
 from ultrai_llm.routes import PREFIX
 
@@ -62,7 +68,7 @@ async def get_conversation(conversation_id: ConversationId, user_id: UserId, llm
     responses=problem_responses(401, 404, 422),
 )
 async def rename_conversation(
-    conversation_id: ConversationId, body: ConversationIn, user_id: UserId, llm: LlmDep
+    conversation_id: ConversationId, body: ConversationRename, user_id: UserId, llm: LlmDep
 ) -> dict[str, Any]:
     return await llm.conversations.rename(user_id, conversation_id, body.title)
 
