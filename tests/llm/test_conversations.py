@@ -94,6 +94,22 @@ async def test_history_reaches_every_model_and_turns_are_stored(fresh, fake_prov
     assert [(c["id"], c["turns"]) for c in listed["items"]] == [(conversation["id"], 2)]
 
 
+async def test_the_estimate_counts_the_history(fresh, fake_provider: FakeOpenAI):
+    fake_provider.behave("convo-w", text="A stored answer of several words for the estimate to count.")
+    conversation = await new_conversation(fresh)
+    await turn(fresh, conversation["id"], unique("A first question?"))
+    calls_before = len(fake_provider.calls())
+    body = {"prompt": unique("A second question?"), "models": ["convo-a", "convo-b"], "synthesis_model": "convo-w"}
+    alone = await fresh.post(ORCHESTRATE + "/estimate", json=body)
+    within = await fresh.post(ORCHESTRATE + "/estimate", json={**body, "conversation_id": conversation["id"]})
+    assert alone.status_code == within.status_code == 200, (alone.text, within.text)
+    tokens = {(c["stage"], c["model"]): c["input_tokens"] for c in alone.json()["calls"]}
+    more = {(c["stage"], c["model"]): c["input_tokens"] for c in within.json()["calls"]}
+    assert set(tokens) == set(more) == {("answer", "convo-a"), ("answer", "convo-b"), ("synthesis", "convo-w")}
+    assert all(more[call] > tokens[call] for call in tokens), (tokens, more)
+    assert len(fake_provider.calls()) == calls_before  # an estimate calls nothing
+
+
 async def test_a_pattern_without_synthesis_stores_every_answer(fresh, fake_provider: FakeOpenAI):
     fake_provider.behave("convo-a", text="Red.")
     fake_provider.behave("convo-b", text="Blue.")
