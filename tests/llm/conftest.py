@@ -48,8 +48,13 @@ MODELS = [
     "metered-a",  # priced, for the estimate
     "metered-b",
     "metered-w",
+    "convo-a",  # conversations (test_conversations.py)
+    "convo-b",
+    "convo-w",
+    "convo-narrow",  # a small context window: a conversation's oldest turns are dropped for it
 ]
 PRICE_IN, PRICE_OUT = 0.000002, 0.000004
+NARROW_WINDOW = 250  # convo-narrow's max_input_tokens
 # The estimate's models: a price per token, an output limit (the estimate's default output).
 METERED = {
     "metered-a": (0.0000011, 0.0000031),
@@ -70,6 +75,8 @@ def write_models_file(fake_provider: FakeOpenAI, path: Path, models: list[str]) 
                 "max_input_tokens": 2000,
                 "max_output_tokens": 500,
             }
+        if name == "convo-narrow":
+            entry["model_info"] = {"max_input_tokens": NARROW_WINDOW}
         if name == "ranker-a":
             entry["model_info"] = {"supports_response_schema": True}
         if name in METERED:

@@ -134,7 +134,7 @@ async def test_health_warns_while_litellm_cools_a_failing_model_down(fake_provid
     config = settings(llm_models_file=path, llm_allowed_fails=0, llm_cooldown_time=60, llm_num_retries=0)
     kv = KeyValue(None, service="llm-test")
     engine = Engine(config, build_catalog(config), ResponseCache(kv, 60))
-    check = providers_check(Llm(engine, None, None))  # the check reads the engine only
+    check = providers_check(Llm(engine, None, None, None))  # the check reads the engine only
     assert (await check.probe()).status == "pass"
     fake_provider.behave("limited", status=500, retry_after=0.01)
     for _ in range(3):

@@ -158,7 +158,7 @@ class _Calls:
                 self.add(
                     "refine",
                     m,
-                    with_system(m.params.system_prompt, [{"role": "user", "content": content}]),
+                    with_system(m.params.system_prompt, [*plan.history, {"role": "user", "content": content}]),
                     earlier,
                     number=number,
                 )
@@ -213,7 +213,9 @@ class _Calls:
             content = RANKED_SYNTHESIS_INSTRUCTION.format(question=question, answers=answers, aggregate=aggregate)
         else:
             content = SYNTHESIS_INSTRUCTION.format(question=question, answers=answers)
-        return with_system(plan.synthesis.params.system_prompt, [{"role": "user", "content": content}])
+        # A conversation's earlier turns precede it, as in the answer stage's messages (all of them: the high side).
+        messages = [*plan.history, {"role": "user", "content": content}]
+        return with_system(plan.synthesis.params.system_prompt, messages)
 
 
 def wall_time(engine: Engine, calls: list[dict[str, Any]]) -> float | None:

@@ -15,9 +15,10 @@ from shared.settings import load_settings
 from shared.tokens import TokenVerifier
 from ultrai_llm.cache import ResponseCache
 from ultrai_llm.catalog import load_catalog
+from ultrai_llm.conversations import ConversationStore
 from ultrai_llm.engine import Engine
 from ultrai_llm.orchestrate import Orchestrator
-from ultrai_llm.routes import PREFIX, models, openai, orchestrate, usage
+from ultrai_llm.routes import PREFIX, conversations, models, openai, orchestrate, usage
 from ultrai_llm.service import Llm, providers_check
 from ultrai_llm.settings import LlmSettings
 from ultrai_llm.usage import UsageStore
@@ -29,6 +30,8 @@ DIRECTORY = {
     f"{PREFIX}/models": "GET: the configured models with provider, status, context window and demo flag",
     f"{PREFIX}/orchestrate": "POST: one prompt to several models (parallel, peer_review, synthesis); SSE with stream",
     f"{PREFIX}/orchestrate/ws": "WebSocket: the same as JSON messages, cancellable; the token in the first",
+    f"{PREFIX}/conversations": "GET, POST: your stored conversations (newest first), a new one",
+    f"{PREFIX}/conversations/{{id}}": "GET, PATCH, DELETE: a conversation with its turns; rename; delete",
     f"{PREFIX}/usage": "GET: your tokens and cost per model, per API key and per day, and your budget",
     "/v1/chat/completions": "POST: OpenAI-compatible chat completions (virtual models ultrai/<pattern>)",
     "/v1/models": "GET: OpenAI-compatible model list",
@@ -50,7 +53,8 @@ def build(settings: LlmSettings | None = None) -> FastAPI:
         usage_store = UsageStore(app.state.db, settings, limiter=limiter, report=report)
         usage_store.start()
         warm_up = asyncio.create_task(engine.warm_up())
-        app.state.llm = Llm(engine, Orchestrator(engine, settings, usage_store.record), usage_store)
+        orchestrator = Orchestrator(engine, settings, usage_store.record)
+        app.state.llm = Llm(engine, orchestrator, usage_store, ConversationStore(app.state.db))
         app.state.health.add(providers_check(app.state.llm))
         try:
             yield
@@ -70,7 +74,7 @@ def build(settings: LlmSettings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
         max_body_size=2 * settings.llm_max_prompt_chars + 65_536,
     )
-    for routes in (models, orchestrate, usage, openai):
+    for routes in (models, orchestrate, conversations, usage, openai):
         app.include_router(routes.router)
     return app
 

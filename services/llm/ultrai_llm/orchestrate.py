@@ -18,6 +18,10 @@ can get wrong (and raises 4xx/503 before anything is sent or streamed); ``execut
 reporting progress through ``emit`` (stage, delta and result events) when streaming. A plan can be
 cancelled while it runs (``Plan.cancel``): the calls under way finish, no other starts, and the
 answer says ``"status": "cancelled"``.
+
+A plan can carry a conversation's earlier turns (``history``, ``ultrai_llm.conversations``): they
+precede the question in the answer and synthesis stages' messages, the oldest dropped first when
+they do not fit a model's context window.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from functools import partial
 from typing import Any
 
 from shared.errors import ProblemError
+from ultrai_llm.conversations import latest_turns
 from ultrai_llm.engine import CallResult, Engine, Messages
 from ultrai_llm.layers import MAX_AGENTS, sample_params
 from ultrai_llm.prompts import (
@@ -75,6 +80,8 @@ class Plan:
     use_cache: bool
     deadline: float
     rounds: int = 1
+    # A conversation's earlier turns (user and assistant messages, oldest first) before the question.
+    history: Messages = field(default_factory=list)
     stages_left: int = 1
     started: float = field(default_factory=time.perf_counter)
     # Set by ``cancel``: no call starts after it; the calls under way finish and are recorded.
@@ -100,7 +107,9 @@ class Orchestrator:
         return chosen or (catalog.real_names() or catalog.names())[:3]
 
     # ---- plan: everything that can be refused is refused here -----------------------------------
-    async def plan(self, req: OrchestrateRequest, user_id: str, endpoint: str = "orchestrate") -> Plan:
+    async def plan(
+        self, req: OrchestrateRequest, user_id: str, endpoint: str = "orchestrate", history: Messages | None = None
+    ) -> Plan:
         self.engine.require_provider()
         names = list(dict.fromkeys(req.models or self.default_models()))
         if len(names) > self.settings.llm_max_models:
@@ -118,7 +127,8 @@ class Orchestrator:
         unknown = [m for m in params if m not in names and m != req.synthesis_model]
         if unknown:
             raise ProblemError(422, f"params name models not in the request: {', '.join(unknown)}.")
-        models = [await self._model_plan(name, params.get(name), req) for name in names]
+        history = history or []
+        models = [await self._model_plan(name, params.get(name), req, history) for name in names]
         if req.samples > 1:
             models = [
                 replace(m, params=sample_params(m.params, i), sample=i)
@@ -144,12 +154,16 @@ class Orchestrator:
             use_cache=req.cache,
             deadline=time.monotonic() + budget,
             rounds=req.rounds,
+            history=history,
         )
 
-    async def _model_plan(self, name: str, given: ModelParams | None, req: OrchestrateRequest) -> ModelPlan:
+    async def _model_plan(
+        self, name: str, given: ModelParams | None, req: OrchestrateRequest, history: Messages
+    ) -> ModelPlan:
         spec = self.engine.spec(name)
         params = self.engine.check_params(given, spec)
-        return await self._fit(name, params, lambda ctx: question_text(req.prompt, ctx), req.context, req.truncate)
+        question = partial(question_text, req.prompt)
+        return await self._fit(name, params, question, req.context, req.truncate, history)
 
     async def _fit(
         self,
@@ -158,17 +172,25 @@ class Orchestrator:
         content: Callable[[list[str]], str],
         context: list[str] | None,
         truncate: bool,
+        history: Messages | None = None,
     ) -> ModelPlan:
-        """The messages for one model, checked against its context window: refused when too long,
-        or (``truncate``) with context chunks dropped from the end until they fit."""
+        """The messages for one model, checked against its context window: a conversation's
+        earlier turns (``history``) dropped oldest first until they fit; then refused when still too
+        long, or (``truncate``) with context chunks dropped from the end until they fit."""
         spec = self.engine.catalog.specs[name]
         chunks = list(context or [])
         while True:
             question = content(chunks)
-            messages = with_system(params.system_prompt, [{"role": "user", "content": question}])
-            needed = await self.engine.overflow(spec, messages, params.max_tokens)
+
+            def messages_with(earlier: Messages, question: str = question) -> Messages:
+                return with_system(params.system_prompt, [*earlier, {"role": "user", "content": question}])
+
+            async def needs(earlier: Messages) -> int | None:
+                return await self.engine.overflow(spec, messages_with(earlier), params.max_tokens)
+
+            earlier, needed = await latest_turns(history or [], needs)
             if needed is None:
-                return ModelPlan(name, params, messages, question)
+                return ModelPlan(name, params, messages_with(earlier), question)
             if not truncate or not chunks:
                 room = (spec.context_window or 0) - (params.max_tokens or 0)
                 why = f"the request needs {needed} tokens but {name} has room for {room}"
@@ -273,7 +295,7 @@ class Orchestrator:
             return REFINE_INSTRUCTION.format(question=question_text(plan.prompt, ctx), answers=answers)
 
         async def refine(model: ModelPlan) -> CallResult:
-            fitted = await self._fit(model.name, model.params, content, plan.context, plan.truncate)
+            fitted = await self._fit(model.name, model.params, content, plan.context, plan.truncate, plan.history)
             return await self._call(plan, replace(fitted, sample=model.sample), fitted.messages, "refine", emit, number)
 
         refined = await asyncio.gather(*(refine(m) for m, _ in ok))
@@ -300,7 +322,7 @@ class Orchestrator:
                 return SYNTHESIS_INSTRUCTION.format(question=question, answers=answers)
             return RANKED_SYNTHESIS_INSTRUCTION.format(question=question, answers=answers, aggregate=aggregate)
 
-        fitted = await self._fit(writer.name, writer.params, content, plan.context, plan.truncate)
+        fitted = await self._fit(writer.name, writer.params, content, plan.context, plan.truncate, plan.history)
         return await self._call(plan, fitted, fitted.messages, "synthesis", emit)
 
     @staticmethod

@@ -75,6 +75,9 @@ class OrchestrateRequest(BaseModel):
         "own: with the given temperature (0.7 when none or 0 is given) and the given seed (or 0) plus the sample's "
         "index - 1, so that samples differ. Results carry 'sample' (from 1); models x samples at most 32.",
     )
+    # A stored conversation of the caller's (``/conversations``): its earlier turns go to the models
+    # before the prompt, and this run is stored as its next turn.
+    conversation_id: str | None = Field(None, min_length=1, max_length=64)
 
 
 class CallResultOut(BaseModel):
@@ -127,6 +130,12 @@ class RankingOut(BaseModel):
     aggregate: list[AggregateRow] = Field(description="Best first")
 
 
+class ConversationTurnRef(BaseModel):
+    id: str = Field(description="The conversation")
+    stored: bool = Field(description="Whether this run was stored as its next turn (not when nothing answered)")
+    turn: int | None = Field(description="The stored turn's number (1 for the first); null when not stored")
+
+
 class OrchestrateResponse(BaseModel):
     id: str
     pattern: Pattern
@@ -137,6 +146,8 @@ class OrchestrateResponse(BaseModel):
     latency_ms: float
     # The ranked pattern: each reviewer's ranking and the aggregate (null when fewer than two answered).
     ranking: RankingOut | None = None
+    # With a conversation_id: the conversation and the turn this run was stored as.
+    conversation: ConversationTurnRef | None = None
 
 
 class PlannedCall(BaseModel):

@@ -1,4 +1,5 @@
-"""What the routes use, built once in the lifespan: the engine, the orchestrator and the usage store;
+"""What the routes use, built once in the lifespan: the engine, the orchestrator, the usage store and
+the conversations;
 and the health check on the providers behind them."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 
 from shared.health import Check, CheckResult
 from ultrai_llm.catalog import DEMO_ONLY_HINT, NO_PROVIDER_HINT
+from ultrai_llm.conversations import ConversationStore
 from ultrai_llm.engine import Engine
 from ultrai_llm.orchestrate import Orchestrator
 from ultrai_llm.usage import UsageStore
@@ -19,6 +21,7 @@ class Llm:
     engine: Engine
     orchestrator: Orchestrator
     usage: UsageStore
+    conversations: ConversationStore
 
 
 def providers_check(llm: Llm) -> Check:

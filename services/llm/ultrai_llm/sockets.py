@@ -36,6 +36,7 @@ import json
 import logging
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -45,6 +46,7 @@ from shared.apikeys import current_key
 from shared.context import request_id_var
 from shared.errors import ProblemError
 from shared.tokens import TokenVerifier, unauthorized
+from ultrai_llm.conversation_runs import execute_turn, plan_turn
 from ultrai_llm.estimate import check_affordable
 from ultrai_llm.orchestrate import Plan
 from ultrai_llm.schemas import OrchestrateRequest
@@ -95,16 +97,25 @@ async def serve_orchestration(websocket: WebSocket, llm: Llm, verifier: TokenVer
     request_id_var.set(incoming if incoming and _VALID_ID.match(incoming) else uuid.uuid4().hex)
     await websocket.accept()
     try:
-        plan = await start(websocket, llm, verifier)
+        started = await start(websocket, llm, verifier)
     except ClientGone:
         return
     except ProblemError as exc:
         await finish(websocket, "error", problem_body(exc))
         return
-    await run(websocket, llm, plan)
+    await run(websocket, llm, started)
 
 
-async def start(websocket: WebSocket, llm: Llm, verifier: TokenVerifier) -> Plan:
+@dataclass
+class Started:
+    """A checked request and its plan, ready to run."""
+
+    plan: Plan
+    body: OrchestrateRequest
+    user_id: str
+
+
+async def start(websocket: WebSocket, llm: Llm, verifier: TokenVerifier) -> Started:
     """The plan of the first message's request, once its token and the request are checked."""
     try:
         async with asyncio.timeout(FIRST_MESSAGE_SECONDS):
@@ -130,21 +141,22 @@ async def start(websocket: WebSocket, llm: Llm, verifier: TokenVerifier) -> Plan
         body = OrchestrateRequest.model_validate(first.get("request"))
     except ValidationError as exc:
         raise validation_problem(exc) from None
-    plan = await llm.orchestrator.plan(body, user_id)
+    plan = await plan_turn(llm, body, user_id)
     await check_affordable(llm, plan, user_id)
 
     async def still_allowed() -> None:
         await verifier.still_valid(principal)
 
     plan.before_stage = still_allowed
-    return plan
+    return Started(plan, body, user_id)
 
 
-async def run(websocket: WebSocket, llm: Llm, plan: Plan) -> None:
+async def run(websocket: WebSocket, llm: Llm, started: Started) -> None:
     """Run the plan, each event a message, while the client's messages are read for a cancel."""
+    plan = started.plan
 
     async def runner(emit: Emit) -> dict[str, Any]:
-        return await llm.orchestrator.execute(plan, emit)
+        return await execute_turn(llm, plan, started.body, started.user_id, emit)
 
     events = EventRun(runner)
     reader = asyncio.create_task(read_client(websocket, plan, events))

@@ -11,6 +11,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.responses import JSONResponse, Response
 
 from shared.errors import problem_responses
+from ultrai_llm.conversation_runs import execute_turn, plan_turn
 from ultrai_llm.deps import LlmDep, UserId, VerifierDep
 from ultrai_llm.estimate import check_affordable, estimate
 from ultrai_llm.routes import PREFIX
@@ -26,16 +27,16 @@ router = APIRouter(prefix=PREFIX, tags=["llm"])
     summary="One prompt to several models: parallel, peer_review, synthesis or ranked (JSON, or SSE with stream)",
     response_model=OrchestrateResponse,
     responses={
-        **problem_responses(400, 401, 402, 413, 422, 429, 502, 503),
+        **problem_responses(400, 401, 402, 404, 409, 413, 422, 429, 502, 503),
         200: {"content": {"application/json": {}, "text/event-stream": {}}},
     },
 )
 async def orchestrate(body: OrchestrateRequest, user_id: UserId, llm: LlmDep) -> Response:
-    plan = await llm.orchestrator.plan(body, user_id)
+    plan = await plan_turn(llm, body, user_id)
     await check_affordable(llm, plan, user_id)
 
     async def run(emit: Emit | None) -> dict[str, Any]:
-        return await llm.orchestrator.execute(plan, emit)
+        return await execute_turn(llm, plan, body, user_id, emit)
 
     if body.stream:
         return await event_stream(run, sse)
@@ -47,10 +48,10 @@ async def orchestrate(body: OrchestrateRequest, user_id: UserId, llm: LlmDep) ->
     "/orchestrate/estimate",
     summary="What an orchestration would cost and take, and whether it fits the budget, without any call",
     response_model=EstimateResponse,
-    responses=problem_responses(400, 401, 413, 422, 503),
+    responses=problem_responses(400, 401, 404, 409, 413, 422, 503),
 )
 async def orchestrate_estimate(body: OrchestrateRequest, user_id: UserId, llm: LlmDep) -> Response:
-    plan = await llm.orchestrator.plan(body, user_id)
+    plan = await plan_turn(llm, body, user_id)
     # Built by us to the contract (tests/llm/test_estimate.py checks it): answered as is.
     return JSONResponse(await estimate(llm, plan, user_id))
 
