@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.client import ServiceClient
+from ultrai_documents.analysis.estimate import context_budget, document_parts
 from ultrai_documents.analysis.metrics import Outcome
 from ultrai_documents.analysis.notify import Notifier
 from ultrai_documents.analysis.prompts import notes_prompt, part_prompt, synthesis_prompt, task_text
@@ -248,12 +249,10 @@ class Analyst:
         """The text the models read: whole, or its chunks when it is longer than the context
         budget (map-reduce). Returns (parts, map_reduce)."""
         budget = await self.context_budget(job.params["models"])
-        map_reduce = job.token_count > budget and job.chunk_count > 1
         async with self.sessions() as session:
-            repository = DocumentsRepository(session)
-            if map_reduce:
-                return await repository.chunk_texts(job.document_id), True
-            return [await repository.full_text(job.document_id)], False
+            return await document_parts(
+                DocumentsRepository(session), job.document_id, job.token_count, job.chunk_count, budget
+            )
 
     async def _all_failed(self, job: _Job, results: list[ModelResult], usage: dict[str, Any]) -> None:
         errors = "; ".join(f"{r['model']}: {r['error']}" for r in results)
@@ -295,15 +294,8 @@ class Analyst:
         return result
 
     async def context_budget(self, models: list[str]) -> int:
-        """Tokens of document one request may carry: ANALYSIS_CONTEXT_TOKENS, or half the smallest
-        context window among the models when the llm service reports a smaller one (the rest is
-        left for the instructions and the answer)."""
-        budget = self.settings.analysis_context_tokens
-        windows = await self.models.context_windows()
-        known = [windows[m] for m in models if windows.get(m)]
-        if known:
-            budget = min(budget, max(min(known) // 2, 100))
-        return budget
+        """Tokens of document one request may carry (``estimate.context_budget``)."""
+        return await context_budget(self.settings, self.models, models)
 
     async def _map(self, job: _Job, caller: Caller, model: str, task: str, parts: list[str], usage: Usage) -> list[str]:
         """Notes on each part, ANALYSIS_CONCURRENCY parts at a time."""
