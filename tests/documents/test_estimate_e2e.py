@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import running_stack, stack_env
 from tests.fakes.openai_server import FakeOpenAI, litellm_usage
+from tests.support.keys import new_key
 from tests.support.users import bearer, new_access_token
 from tools.stack import Stack
 from ultrai_documents.schemas import AnalysisEstimate
@@ -251,4 +252,25 @@ async def test_the_estimate_is_checked_like_the_start(
     assert r.status_code == 422, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     assert "est-unknown" in r.json()["detail"]
+    assert fake_provider.calls() == []
+
+
+async def test_with_an_api_key_the_keys_budget_counts(est_stack: Stack, fake_provider: FakeOpenAI) -> None:
+    """The estimate is asked as the key the analysis' calls would be made as: its budget counts."""
+    _counted(fake_provider)
+    token = await new_access_token(est_stack.url("gateway"), "docest")
+    key = await new_key(est_stack.url("gateway"), token, budget_usd=0.000001)
+    async with httpx.AsyncClient(base_url=est_stack.url("gateway"), headers=bearer(key["key"]), timeout=60) as client:
+        doc = await _upload(client, "A memo. The meeting moved to Thursday at noon.", "k.txt")
+        body = {"kind": "summary", "models": ["est-a"]}
+        estimate = (await client.post(f"{API}/{doc['id']}/analyses/estimate", json=body)).json()
+        budget = estimate["budget"]
+        assert budget["key_usd_per_day"] == 0.000001 and budget["remaining_usd"] == 0.000001
+        assert budget["fits"] is False
+        r = await client.post(f"{API}/{doc['id']}/analyses", json=body)
+        assert r.status_code == 402, r.text
+    # The same analysis as the account (no key): within the account's budget.
+    async with httpx.AsyncClient(base_url=est_stack.url("gateway"), headers=bearer(token), timeout=60) as client:
+        estimate = (await client.post(f"{API}/{doc['id']}/analyses/estimate", json=body)).json()
+        assert estimate["budget"]["key_usd_per_day"] is None and estimate["budget"]["fits"] is True
     assert fake_provider.calls() == []
