@@ -27,7 +27,14 @@ from shared.client import ServiceClient
 from ultrai_documents.analysis.estimate import context_budget, document_parts
 from ultrai_documents.analysis.metrics import Outcome
 from ultrai_documents.analysis.notify import Notifier
-from ultrai_documents.analysis.prompts import notes_prompt, part_prompt, synthesis_prompt, task_text
+from ultrai_documents.analysis.prompts import (
+    answers_context,
+    notes_context,
+    notes_prompt,
+    part_prompt,
+    synthesis_prompt,
+    task_text,
+)
 from ultrai_documents.extraction.chunking import estimate_tokens
 from ultrai_documents.llm import Caller, LLMError, ModelCatalog, Usage, ask
 from ultrai_documents.models import Analysis, utcnow
@@ -321,10 +328,7 @@ class Analyst:
                 groups[-1].append(note)
                 size += tokens
             prompt = notes_prompt(task)
-            combined = [
-                await self._ask(job, caller, model, prompt, [f"[Part {i + 1}]\n{n}" for i, n in enumerate(g)], usage)
-                for g in groups
-            ]
+            combined = [await self._ask(job, caller, model, prompt, notes_context(g), usage) for g in groups]
             if len(combined) == 1:
                 return combined[0]
             notes = combined
@@ -338,7 +342,7 @@ class Analyst:
         await self.event(job, "stage", {"stage": "synthesis", "model": model}, once=True, stage="synthesis")
         started = time.perf_counter()
         usage = Usage()
-        context = [f"[Answer from {a['model']}]\n{a['text']}" for a in answers]
+        context = answers_context([(a["model"], a["text"]) for a in answers])
         try:
             text = await self._ask(job, Caller(job.owner, job.key_id), model, synthesis_prompt(task), context, usage)
             result: ModelResult = {"model": model, "status": "ok", "text": text, "error": None}

@@ -31,7 +31,14 @@ import httpx
 
 from shared.client import ServiceClient
 from shared.errors import ProblemError
-from ultrai_documents.analysis.prompts import notes_prompt, part_prompt, synthesis_prompt, task_text
+from ultrai_documents.analysis.prompts import (
+    answers_context,
+    notes_context,
+    notes_prompt,
+    part_prompt,
+    synthesis_prompt,
+    task_text,
+)
 from ultrai_documents.llm import ESTIMATE_PATH, Caller, ModelCatalog, orchestrate_body, problem_detail
 from ultrai_documents.models import Document
 from ultrai_documents.repository import DocumentsRepository
@@ -102,13 +109,13 @@ def plan_steps(params: dict[str, Any], parts: list[str], map_reduce: bool) -> li
                 _Step("map", model, orchestrate_body(model, part_prompt(task, i, len(parts)), [p]), [])
                 for i, p in enumerate(parts)
             ]
-            notes = [f"[Part {i + 1}]\n" for i in range(len(maps))]
+            notes = notes_context([""] * len(maps))
             final = _Step("reduce", model, orchestrate_body(model, notes_prompt(task), notes), maps)
             steps.extend([*maps, final])
         finals.append(final)
     synthesis: str | None = params.get("synthesis_model")
     if synthesis:
-        context = [f"[Answer from {m}]\n" for m in models]
+        context = answers_context([(m, "") for m in models])
         body = orchestrate_body(synthesis, synthesis_prompt(task), context)
         steps.append(_Step("synthesis", synthesis, body, finals))
     return steps
