@@ -481,6 +481,26 @@ async def test_unfinished_analyses_are_picked_up_at_start(tmp_dir: Path, issuer:
         assert (await client.get(url, headers=h)).json()["status"] == "failed"
 
 
+async def test_estimate_without_llm_is_503_and_the_start_goes_ahead(
+    client: httpx.AsyncClient, issuer: TokenIssuer
+) -> None:
+    """The llm service is down: the estimate cannot be made (503), and starting the analysis does
+    as it does without the llm service (queued; it fails saying why, as above)."""
+    h = issuer.headers(new_user_id())
+    doc = await _ok(client, h, b"estimate me without llm", "e.txt")
+    body = {"kind": "summary", "models": ["m"]}
+    resp = await client.post(f"{API}/{doc['id']}/analyses/estimate", headers=h, json=body)
+    assert resp.status_code == 503, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    assert (await client.get(f"{API}/{doc['id']}/analyses", headers=h)).json() == []
+    # Checked like the start: someone else's document is not there, a bad body is a 422.
+    intruder = issuer.headers(new_user_id())
+    assert (await client.post(f"{API}/{doc['id']}/analyses/estimate", headers=intruder, json=body)).status_code == 404
+    bad = await client.post(f"{API}/{doc['id']}/analyses/estimate", headers=h, json={"kind": "qa", "models": ["m"]})
+    assert bad.status_code == 422
+    assert (await client.post(f"{API}/{doc['id']}/analyses", headers=h, json=body)).status_code == 202
+
+
 async def test_too_many_running_analyses_per_user_is_429(tmp_dir: Path, issuer: TokenIssuer, shared_db) -> None:
     import socket
 
@@ -490,8 +510,15 @@ async def test_too_many_running_analyses_per_user_is_429(tmp_dir: Path, issuer: 
     silent.listen(16)
     url = f"http://127.0.0.1:{silent.getsockname()[1]}"
     try:
+        # (Starting waits for the silent llm's estimate, the budget check, only that long.)
         async with documents_app(
-            tmp_dir, issuer, shared_db, auth_url=url, llm_url=url, analysis_max_active_per_user=1
+            tmp_dir,
+            issuer,
+            shared_db,
+            auth_url=url,
+            llm_url=url,
+            analysis_max_active_per_user=1,
+            analysis_budget_check_seconds=0.2,
         ) as client:
             h = issuer.headers(new_user_id())
             doc = await _ok(client, h, b"busy document", "b.txt")
@@ -632,7 +659,9 @@ async def test_cancel_an_analysis(tmp_dir: Path, issuer: TokenIssuer, shared_db)
     silent.listen(16)
     url = f"http://127.0.0.1:{silent.getsockname()[1]}"
     try:
-        async with documents_app(tmp_dir, issuer, shared_db, auth_url=url, llm_url=url) as client:
+        async with documents_app(
+            tmp_dir, issuer, shared_db, auth_url=url, llm_url=url, analysis_budget_check_seconds=0.2
+        ) as client:
             h = issuer.headers(new_user_id())
             doc = await _ok(client, h, b"a document whose analysis is stopped", "s.txt")
             resp = await client.post(

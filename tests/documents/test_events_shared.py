@@ -81,7 +81,15 @@ async def test_the_database_is_read_per_analysis_not_per_watcher(
     url = f"http://127.0.0.1:{silent.getsockname()[1]}"
     try:
         # No fallback read within the test (in process, news comes from the analyst directly).
-        async with documents_app(tmp_dir, issuer, shared_db, auth_url=url, llm_url=url, sse_poll_seconds=10) as client:
+        async with documents_app(
+            tmp_dir,
+            issuer,
+            shared_db,
+            auth_url=url,
+            llm_url=url,
+            sse_poll_seconds=10,
+            analysis_budget_check_seconds=0.2,
+        ) as client:
             h = issuer.headers(new_user_id())
             resp = await upload(client, h, b"a document watched by many", "w.txt")
             assert resp.status_code == 201, resp.text

@@ -74,7 +74,13 @@ async def test_concurrent_analysis_starts_stay_within_the_active_limit(
 ) -> None:
     limit = 3
     async with documents_app(
-        tmp_dir, issuer, database, auth_url=silent_url, llm_url=silent_url, analysis_max_active_per_user=limit
+        tmp_dir,
+        issuer,
+        database,
+        auth_url=silent_url,
+        llm_url=silent_url,
+        analysis_max_active_per_user=limit,
+        analysis_budget_check_seconds=0.2,  # the start's wait for the silent llm's estimate
     ) as client:
         h = issuer.headers(new_user_id())
         doc = await upload(client, h, b"a document to analyse at once", "a.txt")

@@ -1,9 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { chatPiece } from "./api/chat";
 import { ApiError } from "./api/problem";
-import type { AnalysisOut } from "./api/types";
+import type { AnalysisEstimate, AnalysisOut } from "./api/types";
 import { renderMarkdown } from "./components/MarkdownView";
 import { safeNext } from "./next";
+import { analysisBody, estimateText } from "./pages/AnalysisForm";
 import { analysisMarkdown } from "./pages/exportMarkdown";
 import { dailyBars, dayRange, niceMax } from "./pages/usageChart";
 
@@ -111,5 +112,67 @@ describe("analysisMarkdown", () => {
     expect(md.indexOf("## Synthesis (m/a)")).toBeLessThan(md.indexOf("## m/a"));
     expect(md).toContain("## Question\n\nWho?");
     expect(md).toContain("## m/b\n\n_0 prompt + 0 completion tokens · $0.000000 · 9 ms_\n\nFailed: timed out");
+  });
+});
+
+describe("the new-analysis form's estimate", () => {
+  const estimate = (over: Partial<AnalysisEstimate>, budget: Partial<AnalysisEstimate["budget"]> = {}): AnalysisEstimate => ({
+    models: ["a", "b"],
+    synthesis_model: null,
+    map_reduce: null,
+    orchestrations: 2,
+    orchestrations_per_step: { answer: 2 },
+    calls: 2,
+    refused: {},
+    input_tokens: { low: 100, high: 100 },
+    output_tokens: 50,
+    cost_usd: { low: 0.0001, high: 0.0003 },
+    wall_time_ms: null,
+    ...over,
+    budget: {
+      usd_per_day: 1,
+      key_usd_per_day: null,
+      remaining_usd: 0.5,
+      fits: true,
+      over_by_usd: null,
+      tokens_per_day: null,
+      remaining_tokens: null,
+      fits_tokens: true,
+      ...budget,
+    },
+  });
+
+  it("asks with the body the start sends: the kind's own field only, trimmed", () => {
+    const choices = { kind: "extract" as const, question: "ignored", instruction: "", fields: " party,\ndate , ", models: ["a"], synthesisModel: null, fresh: false };
+    expect(analysisBody(choices)).toEqual({ kind: "extract", models: ["a"], fresh: false, fields: ["party", "date"], synthesis_model: null });
+    expect(analysisBody({ ...choices, kind: "qa", question: " why? ", synthesisModel: "s" })).toEqual({
+      kind: "qa",
+      models: ["a"],
+      fresh: false,
+      question: "why?",
+      synthesis_model: "s",
+    });
+  });
+
+  it("says the cost range, the calls and whether it fits", () => {
+    const text = estimateText(estimate({}));
+    expect(text.cost).toBe("$0.000100 to $0.000300");
+    expect(text.plan).toBe("2 model calls");
+    expect(text.fits).toBe(true);
+    expect(text.budget).toBe("Fits your budget ($0.50 left today).");
+  });
+
+  it("names a long document's parts, the time, the models it is too long for, and an overrun", () => {
+    const text = estimateText(
+      estimate(
+        { map_reduce: { chunks: 12 }, calls: 13, wall_time_ms: 2500, refused: { small: "too long" }, cost_usd: { low: 2, high: 2 } },
+        { remaining_usd: 1, fits: false, over_by_usd: 1 },
+      ),
+    );
+    expect(text.cost).toBe("about $2.00");
+    expect(text.plan).toBe("13 model calls, the document read in 12 parts, about 2.5 s; too long for small");
+    expect(text.fits).toBe(false);
+    expect(text.budget).toBe("Over your budget by $1.00 ($1.00 left today): it would be refused.");
+    expect(estimateText(estimate({}, { remaining_usd: null })).budget).toBe("No budget limit applies.");
   });
 });

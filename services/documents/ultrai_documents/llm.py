@@ -19,6 +19,7 @@ from ultrai_documents.settings import DocumentsSettings
 
 MODELS_PATH = "/api/v1/llm/models"
 ORCHESTRATE_PATH = "/api/v1/llm/orchestrate"
+ESTIMATE_PATH = ORCHESTRATE_PATH + "/estimate"
 # What a malformed or unreachable answer can raise while it is read (RuntimeError: no service token).
 _UNREADABLE = (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError, RuntimeError)
 
@@ -128,6 +129,12 @@ class Usage:
         }
 
 
+def orchestrate_body(model: str, prompt: str, context: list[str]) -> dict[str, Any]:
+    """The orchestrate request of one step of an analysis: one model, one prompt over ``context``
+    (what ``ask`` sends, and what the analysis' estimate asks the cost of)."""
+    return {"prompt": prompt, "context": context, "models": [model], "pattern": "parallel", "stream": False}
+
+
 async def ask(
     llm: ServiceClient,
     caller: Caller,
@@ -141,15 +148,15 @@ async def ask(
     """One model's answer to ``prompt`` over ``context``, asked for ``caller`` and awaited up to
     ``read_seconds``; its tokens and cost are added to ``usage`` (also when the model failed).
     Raises LLMError with the reason."""
-    body = {"prompt": prompt, "context": context, "models": [model], "pattern": "parallel", "stream": False}
     try:
+        body = orchestrate_body(model, prompt, context)
         resp = await llm.post(ORCHESTRATE_PATH, json=body, headers=caller.headers(), timeout=read_seconds)
     except httpx.HTTPError as exc:
         raise LLMError(f"the llm service could not be reached ({type(exc).__name__})") from None
     except RuntimeError as exc:  # no service token (auth unreachable or refused)
         raise LLMError(f"no service token for the llm service ({exc})") from None
     if resp.status_code != 200:
-        raise LLMError(_problem_detail(resp))
+        raise LLMError(problem_detail(resp))
     try:
         answer = resp.json()
         item = next((r for r in answer.get("results", []) if r.get("model") == model), None)
@@ -163,7 +170,7 @@ async def ask(
     return str(item.get("text") or "")
 
 
-def _problem_detail(resp: httpx.Response) -> str:
+def problem_detail(resp: httpx.Response) -> str:
     try:
         body = resp.json()
         detail = body.get("detail") or body.get("title")

@@ -142,3 +142,37 @@ class AnalysisOut(BaseModel):
 class TicketOut(BaseModel):
     ticket: str = Field(description="Pass as ?ticket= to the analysis' events URL; valid once.")
     expires_in: int = Field(description="Seconds until the ticket expires unused.")
+
+
+class EstimateBudget(BaseModel):
+    usd_per_day: float | None = Field(description="The user's daily llm budget")
+    key_usd_per_day: float | None = Field(description="The API key's daily budget (with a key)")
+    remaining_usd: float | None = Field(description="What is left today of the tighter of both; null: no budget")
+    fits: bool = Field(description="The analysis' high estimate fits in what is left")
+    over_by_usd: float | None = Field(description="How much the high estimate exceeds what is left")
+    tokens_per_day: int | None
+    remaining_tokens: int | None
+    fits_tokens: bool
+
+
+class AnalysisEstimate(BaseModel):
+    """The sum of the llm service's estimates of the orchestrations the analysis would make."""
+
+    models: list[str]
+    synthesis_model: str | None
+    map_reduce: dict[str, int] | None = Field(description="{chunks}: the document is read chunk by chunk")
+    orchestrations: int = Field(description="The orchestrate requests the analysis would make")
+    orchestrations_per_step: dict[str, int] = Field(
+        description="By step: answer (one per model), or map (one per chunk and model) and reduce (one per "
+        "model; a further round when the notes do not fit together is not counted); synthesis (one)"
+    )
+    calls: int = Field(description="Planned provider calls in all")
+    refused: dict[str, str] = Field(description="Models the llm service refuses before any call, and why")
+    input_tokens: dict[str, int] = Field(
+        description="low: the answers a step reads (notes, models' answers) counted empty; high: at their output "
+        "estimate"
+    )
+    output_tokens: int
+    cost_usd: dict[str, float] = Field(description="low and high")
+    wall_time_ms: float | None = Field(description="From the models' recent latencies; null without recent calls")
+    budget: EstimateBudget

@@ -72,6 +72,9 @@ class DocumentsSettings(DatabaseSettings):
     analysis_max_active_per_user: int = Field(5, ge=1, le=1000)
     analysis_workers: int = Field(8, ge=1, le=256)
     llm_timeout_seconds: float = Field(300.0, gt=0, le=3600)
+    # seconds starting an analysis waits for the llm service's estimate (the budget check); past it, or
+    # with the llm service unreachable, the analysis is queued without the check.
+    analysis_budget_check_seconds: float = Field(5.0, gt=0, le=60)
     # without Redis: how often an analysis event stream reads the database for news.
     sse_poll_seconds: float = Field(0.25, gt=0, le=10)
     # with Redis (news is pushed): how often a stream reads anyway, in case a notification was lost.

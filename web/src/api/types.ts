@@ -148,3 +148,28 @@ export interface Account {
 }
 
 export const KEY_SCOPES = ["llm", "documents:read", "documents:write"] as const;
+
+/** What an analysis would cost before any call (POST .../analyses/estimate). */
+export interface AnalysisEstimate {
+  models: string[];
+  synthesis_model: string | null;
+  map_reduce: { chunks: number } | null;
+  orchestrations: number;
+  orchestrations_per_step: Record<string, number>;
+  calls: number;
+  refused: Record<string, string>;
+  input_tokens: { low: number; high: number };
+  output_tokens: number;
+  cost_usd: { low: number; high: number };
+  wall_time_ms: number | null;
+  budget: {
+    usd_per_day: number | null;
+    key_usd_per_day: number | null;
+    remaining_usd: number | null;
+    fits: boolean;
+    over_by_usd: number | null;
+    tokens_per_day: number | null;
+    remaining_tokens: number | null;
+    fits_tokens: boolean;
+  };
+}

@@ -1,8 +1,11 @@
-import { useEffect, useState, type FormEvent } from "react";
+import { useEffect, useRef, useState, type FormEvent } from "react";
 import { api } from "../api";
-import type { AnalysisOut, ModelOut, ModelsResponse } from "../api/types";
+import { isAbort } from "../api/client";
+import type { AnalysisEstimate, AnalysisOut, ModelOut, ModelsResponse } from "../api/types";
 import { ErrorMessage } from "../components/ErrorMessage";
+import { formatMs, formatNumber, formatUsd } from "../format";
 import { useDraft } from "../hooks";
+import { latestOnly } from "../latest";
 import { useRouter } from "../router";
 
 type Kind = "summary" | "qa" | "extract" | "custom";
@@ -29,6 +32,52 @@ export function unavailableReason(model: ModelOut): string {
   if (model.detail) return model.detail;
   if (model.status === "cooling_down") return "cooling down after failures or rate limits; try again shortly";
   return model.status.replace(/_/g, " ");
+}
+
+/** The wait after the last change before the estimate is asked again. */
+export const ESTIMATE_DEBOUNCE_MS = 400;
+
+export interface AnalysisChoices {
+  kind: Kind;
+  question: string;
+  instruction: string;
+  fields: string;
+  models: string[];
+  synthesisModel: string | null;
+  fresh: boolean;
+}
+
+/** The body of POST .../analyses (and of its estimate) for the form's choices. */
+export function analysisBody(c: AnalysisChoices): Record<string, unknown> {
+  const body: Record<string, unknown> = { kind: c.kind, models: c.models, fresh: c.fresh };
+  if (c.kind === "qa") body.question = c.question.trim();
+  if (c.kind === "custom") body.instruction = c.instruction.trim();
+  if (c.kind === "extract")
+    body.fields = c.fields
+      .split(/[\n,]/)
+      .map((f) => f.trim())
+      .filter(Boolean);
+  body.synthesis_model = c.synthesisModel || null;
+  return body;
+}
+
+/** The estimate in a few words: cost range, calls, time, and whether it fits the budget. */
+export function estimateText(e: AnalysisEstimate): { cost: string; plan: string; budget: string; fits: boolean } {
+  const cost =
+    e.cost_usd.low === e.cost_usd.high
+      ? `about ${formatUsd(e.cost_usd.high)}`
+      : `${formatUsd(e.cost_usd.low)} to ${formatUsd(e.cost_usd.high)}`;
+  const calls = `${formatNumber(e.calls)} model call${e.calls === 1 ? "" : "s"}`;
+  const chunks = e.map_reduce ? `, the document read in ${formatNumber(e.map_reduce.chunks)} parts` : "";
+  const time = e.wall_time_ms !== null ? `, about ${formatMs(e.wall_time_ms)}` : "";
+  const refused = Object.keys(e.refused);
+  const plan = `${calls}${chunks}${time}${refused.length ? `; too long for ${refused.join(", ")}` : ""}`;
+  const left = e.budget.remaining_usd;
+  let budget: string;
+  if (left === null) budget = "No budget limit applies.";
+  else if (e.budget.fits) budget = `Fits your budget (${formatUsd(left)} left today).`;
+  else budget = `Over your budget by ${formatUsd(e.budget.over_by_usd)} (${formatUsd(left)} left today): it would be refused.`;
+  return { cost, plan, budget, fits: e.budget.fits };
 }
 
 export function AnalysisForm({ documentId }: { documentId: string }) {
@@ -71,18 +120,19 @@ export function AnalysisForm({ documentId }: { documentId: string }) {
     setChosen(next);
   };
 
+  const body = analysisBody({
+    kind,
+    question,
+    instruction,
+    fields,
+    models: selected,
+    synthesisModel: pattern === "synthesis" ? synthesisModel || null : null,
+    fresh,
+  });
+
   const submit = async (event: FormEvent) => {
     event.preventDefault();
     setError(null);
-    const body: Record<string, unknown> = { kind, models: selected, fresh };
-    if (kind === "qa") body.question = question.trim();
-    if (kind === "custom") body.instruction = instruction.trim();
-    if (kind === "extract")
-      body.fields = fields
-        .split(/[\n,]/)
-        .map((f) => f.trim())
-        .filter(Boolean);
-    body.synthesis_model = pattern === "synthesis" ? synthesisModel || null : null;
     setBusy(true);
     try {
       const analysis = await api.json<AnalysisOut>(`/api/v1/documents/${encodeURIComponent(documentId)}/analyses`, {
@@ -111,6 +161,39 @@ export function AnalysisForm({ documentId }: { documentId: string }) {
           : kind === "extract" && !fields.trim()
             ? "Name at least one field."
             : null;
+
+  // The estimate of the current choices, asked again (debounced) whenever they change; a request
+  // still in flight for older choices is abandoned, and its answer dropped.
+  const [estimate, setEstimate] = useState<AnalysisEstimate | null>(null);
+  const [estimateError, setEstimateError] = useState<unknown>(null);
+  const estimateRun = useRef(latestOnly()).current;
+  // `fresh` changes nothing of the estimate: not asked again for it.
+  const bodyKey = JSON.stringify({ ...body, fresh: false });
+  const ready = models !== null && !noProvider && missing === null;
+  useEffect(() => {
+    setEstimate(null);
+    setEstimateError(null);
+    if (!ready) return;
+    const abort = new AbortController();
+    const timer = setTimeout(() => {
+      void estimateRun(
+        api.json<AnalysisEstimate>(`/api/v1/documents/${encodeURIComponent(documentId)}/analyses/estimate`, {
+          method: "POST",
+          json: JSON.parse(bodyKey) as unknown,
+          signal: abort.signal,
+        }),
+        setEstimate,
+        (err) => {
+          if (!isAbort(err)) setEstimateError(err);
+        },
+      );
+    }, ESTIMATE_DEBOUNCE_MS);
+    return () => {
+      clearTimeout(timer);
+      abort.abort();
+    };
+  }, [bodyKey, ready, documentId, estimateRun]);
+  const shown = estimate ? estimateText(estimate) : null;
 
   return (
     <form onSubmit={submit} className="form analysis-form" aria-labelledby="new-analysis-heading">
@@ -236,6 +319,20 @@ export function AnalysisForm({ documentId }: { documentId: string }) {
       <div className="choice">
         <input type="checkbox" id="fresh" checked={fresh} onChange={(e) => setFresh(e.target.checked)} />
         <label htmlFor="fresh">Run again even if the same analysis was made before</label>
+      </div>
+
+      <div className="estimate" aria-live="polite">
+        {shown && (
+          <p>
+            <strong>Estimated cost: {shown.cost}</strong> ({shown.plan}).{" "}
+            <span className={shown.fits ? "fits" : "over"}>{shown.budget}</span>
+          </p>
+        )}
+        {estimateError !== null && (
+          <p className="hint">
+            No estimate: {estimateError instanceof Error ? estimateError.message : "the estimate failed"}
+          </p>
+        )}
       </div>
 
       {error !== null && <ErrorMessage error={error} />}

@@ -24,9 +24,17 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.client import ServiceClient
+from ultrai_documents.analysis.estimate import context_budget, document_parts
 from ultrai_documents.analysis.metrics import Outcome
 from ultrai_documents.analysis.notify import Notifier
-from ultrai_documents.analysis.prompts import notes_prompt, part_prompt, synthesis_prompt, task_text
+from ultrai_documents.analysis.prompts import (
+    answers_context,
+    notes_context,
+    notes_prompt,
+    part_prompt,
+    synthesis_prompt,
+    task_text,
+)
 from ultrai_documents.extraction.chunking import estimate_tokens
 from ultrai_documents.llm import Caller, LLMError, ModelCatalog, Usage, ask
 from ultrai_documents.models import Analysis, utcnow
@@ -248,12 +256,10 @@ class Analyst:
         """The text the models read: whole, or its chunks when it is longer than the context
         budget (map-reduce). Returns (parts, map_reduce)."""
         budget = await self.context_budget(job.params["models"])
-        map_reduce = job.token_count > budget and job.chunk_count > 1
         async with self.sessions() as session:
-            repository = DocumentsRepository(session)
-            if map_reduce:
-                return await repository.chunk_texts(job.document_id), True
-            return [await repository.full_text(job.document_id)], False
+            return await document_parts(
+                DocumentsRepository(session), job.document_id, job.token_count, job.chunk_count, budget
+            )
 
     async def _all_failed(self, job: _Job, results: list[ModelResult], usage: dict[str, Any]) -> None:
         errors = "; ".join(f"{r['model']}: {r['error']}" for r in results)
@@ -295,15 +301,8 @@ class Analyst:
         return result
 
     async def context_budget(self, models: list[str]) -> int:
-        """Tokens of document one request may carry: ANALYSIS_CONTEXT_TOKENS, or half the smallest
-        context window among the models when the llm service reports a smaller one (the rest is
-        left for the instructions and the answer)."""
-        budget = self.settings.analysis_context_tokens
-        windows = await self.models.context_windows()
-        known = [windows[m] for m in models if windows.get(m)]
-        if known:
-            budget = min(budget, max(min(known) // 2, 100))
-        return budget
+        """Tokens of document one request may carry (``estimate.context_budget``)."""
+        return await context_budget(self.settings, self.models, models)
 
     async def _map(self, job: _Job, caller: Caller, model: str, task: str, parts: list[str], usage: Usage) -> list[str]:
         """Notes on each part, ANALYSIS_CONCURRENCY parts at a time."""
@@ -329,10 +328,7 @@ class Analyst:
                 groups[-1].append(note)
                 size += tokens
             prompt = notes_prompt(task)
-            combined = [
-                await self._ask(job, caller, model, prompt, [f"[Part {i + 1}]\n{n}" for i, n in enumerate(g)], usage)
-                for g in groups
-            ]
+            combined = [await self._ask(job, caller, model, prompt, notes_context(g), usage) for g in groups]
             if len(combined) == 1:
                 return combined[0]
             notes = combined
@@ -346,7 +342,7 @@ class Analyst:
         await self.event(job, "stage", {"stage": "synthesis", "model": model}, once=True, stage="synthesis")
         started = time.perf_counter()
         usage = Usage()
-        context = [f"[Answer from {a['model']}]\n{a['text']}" for a in answers]
+        context = answers_context([(a["model"], a["text"]) for a in answers])
         try:
             text = await self._ask(job, Caller(job.owner, job.key_id), model, synthesis_prompt(task), context, usage)
             result: ModelResult = {"model": model, "status": "ok", "text": text, "error": None}

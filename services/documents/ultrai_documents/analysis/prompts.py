@@ -47,3 +47,13 @@ def synthesis_prompt(task: str) -> str:
         "them into one answer: keep what they agree on, resolve or flag disagreements, and add nothing that "
         f"none of them says.\nTask: {task}"
     )
+
+
+def notes_context(notes: list[str]) -> list[str]:
+    """The context of a reduce step: the notes of consecutive parts, numbered."""
+    return [f"[Part {i + 1}]\n{n}" for i, n in enumerate(notes)]
+
+
+def answers_context(answers: list[tuple[str, str]]) -> list[str]:
+    """The context of the synthesis: each (model, answer), named."""
+    return [f"[Answer from {model}]\n{text}" for model, text in answers]

@@ -4,8 +4,10 @@ progress are read back for the document's owner only."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,15 +19,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.apikeys import KeyGrant
 from shared.errors import ProblemError
 from shared.tokens import unauthorized
+from ultrai_documents.analysis.estimate import estimate_analysis, over_budget
 from ultrai_documents.analysis.events import event_stream
 from ultrai_documents.analysis.notify import Notifier
 from ultrai_documents.analysis.runner import Runner
 from ultrai_documents.documents import owned_document
-from ultrai_documents.llm import ModelCatalog
-from ultrai_documents.models import Analysis, AnalysisTicket, new_id, utcnow
+from ultrai_documents.llm import Caller, ModelCatalog
+from ultrai_documents.models import Analysis, AnalysisTicket, Document, new_id, utcnow
 from ultrai_documents.repository import DocumentsRepository
 from ultrai_documents.schemas import AnalysisRequest
 from ultrai_documents.settings import DocumentsSettings
+
+log = logging.getLogger("ultrai_documents.analyses")
 
 # An analysis in one of these answers a request for the same one (unless it asks for a fresh one).
 REUSABLE = ("completed", "queued", "running")
@@ -66,29 +71,13 @@ class AnalysisService:
         With an API key (``key``): an analysis spends llm budget, so the key needs the ``llm`` scope
         as well as ``documents:write`` (403 otherwise), and the analysis' llm calls are made as the
         key's: recorded under it and held to its budget, rpm and tpm."""
-        if key is not None and LLM_SCOPE not in key.scopes:
-            raise ProblemError(
-                403,
-                f"This API key does not have the {LLM_SCOPE} scope: an analysis spends llm budget.",
-                title="Forbidden",
-            )
-        doc = await owned_document(self.repository, owner, document_id)
-        await self.repository.release()
-        if doc.chunk_count > self.settings.analysis_max_chunks:
-            raise ProblemError(
-                422,
-                f"The document is too long to analyse ({doc.chunk_count} chunks; the limit is "
-                f"{self.settings.analysis_max_chunks}).",
-            )
-        models = list(dict.fromkeys(request.models)) if request.models else await self._default_models()
-        if len(models) > self.settings.analysis_max_models:
-            raise ProblemError(422, f"Use at most {self.settings.analysis_max_models} models.")
-        params = request.params(models, request.synthesis_model)
+        doc, params = await self._prepare(owner, document_id, request, key)
         digest = params_hash(params)
         if not request.fresh:
             previous = await self.repository.latest_analysis(owner, doc.id, digest, REUSABLE)
             if previous is not None:
                 return previous, True
+        await self._check_budget(owner, doc, params, key)
         analysis = Analysis(
             id=new_id(),
             document_id=doc.id,
@@ -108,6 +97,66 @@ class AnalysisService:
         await self.repository.commit()
         await self.runner.submit(analysis.id)
         return analysis, False
+
+    async def _prepare(
+        self, owner: str, document_id: str, request: AnalysisRequest, key: KeyGrant | None
+    ) -> tuple[Document, dict[str, Any]]:
+        """What starting the analysis checks (403, 404, 422), and the parameters it runs on.
+        Returns (document, params)."""
+        if key is not None and LLM_SCOPE not in key.scopes:
+            raise ProblemError(
+                403,
+                f"This API key does not have the {LLM_SCOPE} scope: an analysis spends llm budget.",
+                title="Forbidden",
+            )
+        doc = await owned_document(self.repository, owner, document_id)
+        await self.repository.release()
+        if doc.chunk_count > self.settings.analysis_max_chunks:
+            raise ProblemError(
+                422,
+                f"The document is too long to analyse ({doc.chunk_count} chunks; the limit is "
+                f"{self.settings.analysis_max_chunks}).",
+            )
+        models = list(dict.fromkeys(request.models)) if request.models else await self._default_models()
+        if len(models) > self.settings.analysis_max_models:
+            raise ProblemError(422, f"Use at most {self.settings.analysis_max_models} models.")
+        return doc, request.params(models, request.synthesis_model)
+
+    async def estimate(
+        self, owner: str, document_id: str, request: AnalysisRequest, key: KeyGrant | None = None
+    ) -> dict[str, Any]:
+        """What the analysis the request asks for would cost, make and take, and whether it fits the
+        budget (``analysis.estimate``): checked as starting it is, with no model call and nothing
+        stored."""
+        doc, params = await self._prepare(owner, document_id, request, key)
+        caller = Caller(owner, key.key_id if key is not None else None)
+        answer = await estimate_analysis(self.repository, self.settings, self.models, caller, doc, params)
+        assert answer is not None  # None only for a budget check
+        return answer
+
+    async def _check_budget(self, owner: str, doc: Document, params: dict[str, Any], key: KeyGrant | None) -> None:
+        """Before an analysis is queued: refused (402) when its estimate does not fit in what is left
+        of the budget, so it makes no call. When the llm service cannot estimate it (unreachable, not
+        answering within ANALYSIS_BUDGET_CHECK_SECONDS, or refusing the request for another reason),
+        the analysis is queued as before, as it is when the llm service is down: analyses wait for
+        it, it refuses each call over budget itself (402 before the call), and a model it refuses is
+        reported as that model's failure."""
+        caller = Caller(owner, key.key_id if key is not None else None)
+        try:
+            deadline = asyncio.get_running_loop().time() + self.settings.analysis_budget_check_seconds
+            answer = await estimate_analysis(
+                self.repository, self.settings, self.models, caller, doc, params, budget_check=True, deadline=deadline
+            )
+        except ProblemError as exc:
+            if exc.status == 402:
+                raise
+            log.info("analysis start: no estimate (%s %s); queued without the budget check", exc.status, exc.detail)
+            return
+        except TimeoutError:
+            log.info("analysis start: no estimate within ANALYSIS_BUDGET_CHECK_SECONDS; queued without the check")
+            return
+        if answer is not None and not answer["budget"]["fits"]:
+            raise over_budget(answer)
 
     async def _default_models(self) -> list[str]:
         """ANALYSIS_DEFAULT_MODELS, or the first models the llm service has available (its demo

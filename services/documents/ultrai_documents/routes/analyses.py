@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
 from shared.errors import problem_responses
 from ultrai_documents.deps import Analyses, CallerKey, LastEventId, Owner, StreamOwner
-from ultrai_documents.schemas import PREFIX, AnalysisOut, AnalysisRequest, TicketOut, analysis_url
+from ultrai_documents.schemas import PREFIX, AnalysisEstimate, AnalysisOut, AnalysisRequest, TicketOut, analysis_url
 
 router = APIRouter(prefix=PREFIX + "/{document_id}/analyses", tags=["analyses"])
 
@@ -19,7 +21,7 @@ router = APIRouter(prefix=PREFIX + "/{document_id}/analyses", tags=["analyses"])
     summary="Start an analysis; answers 202 with its URL (or the stored result)",
     responses={
         200: {"model": AnalysisOut, "description": "The stored result of the same analysis (fresh=false)"},
-        **problem_responses(401, 403, 404, 413, 422, 429),
+        **problem_responses(401, 402, 403, 404, 413, 422, 429),
     },
 )
 async def create_analysis(
@@ -30,6 +32,25 @@ async def create_analysis(
     if reused and analysis.status == "completed":
         response.status_code = 200
     return AnalysisOut.of(analysis, reused=reused)
+
+
+@router.post(
+    "/estimate",
+    response_model=AnalysisEstimate,
+    summary="What the analysis would cost, call and take, and whether it fits the budget, without any model call",
+    description=(
+        "The same body as starting the analysis, checked the same way. The orchestrate requests the "
+        "analysis would make (one per model; a long document one per chunk and model, then one per model "
+        "to combine the notes; one for the synthesis) are each estimated by the llm service "
+        "(`POST /api/v1/llm/orchestrate/estimate`) for the caller, and summed. Nothing is stored and no "
+        "model is called. Starting an analysis whose estimate does not fit the budget is refused with 402."
+    ),
+    responses=problem_responses(400, 401, 402, 403, 404, 413, 422, 503),
+)
+async def estimate_analysis(
+    document_id: str, body: AnalysisRequest, owner: Owner, key: CallerKey, analyses: Analyses
+) -> dict[str, Any]:
+    return await analyses.estimate(owner, document_id, body, key)
 
 
 @router.get(
