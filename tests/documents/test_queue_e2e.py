@@ -36,8 +36,8 @@ from ultrai_documents.analysis.runner import JOB_FUNCTION
 pytestmark = pytest.mark.e2e
 
 API = "/api/v1/documents"
-# Analyses started across both instances in the exactly-once test (kept small: 2-core machines).
-N_ANALYSES = 20
+# Analyses started across both instances in the exactly-once test, each delivered twice.
+N_ANALYSES = 50
 MODELS = ["q-alpha", "q-beta", "q-synth", "q-hold", "q-fast", "q-fail"]
 # Each worker runs this many analyses at once: 2 workers, 4 slots (the cancel-while-queued test fills them).
 WORKER_CONCURRENCY = 2
