@@ -4,6 +4,7 @@ was sent, so the tests see what the judge was shown and how its JSON is read bac
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -13,6 +14,7 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.llm.conftest import parse_sse, unique
 from tests.llm.test_estimate import TEXTS, completion_tokens, counted
 from tests.llm.test_orchestrate_ws import orchestrate, ws_url
+from tests.support.waiting import eventually
 from tools.stack import Stack
 from ultrai_llm.schemas import EstimateResponse, OrchestrateResponse
 
@@ -184,6 +186,59 @@ async def test_without_compare_there_is_no_extra_call(gateway, fake_provider: Fa
     assert answer.get("comparison") is None
     assert len(fake_provider.calls("writer")) == 1 and judge.prompts["compare"] == []
     assert all(x["stage"] == "answer" for x in answer["results"])
+
+
+async def test_the_comparison_runs_beside_the_synthesis(gateway, fake_provider: FakeOpenAI):
+    """Both of the judge's calls reach the provider before either is answered."""
+    Judge(fake_provider, "writer", [json.dumps(VALID)])
+    gate = fake_provider.hold("writer")
+    run = asyncio.create_task(gateway.post(ORCHESTRATE, json=body()))
+    try:
+
+        async def received() -> int:
+            return len(fake_provider.calls("writer"))
+
+        await eventually(received, lambda n: n == 2, what="the synthesis and compare requests, both held")
+    finally:
+        gate.set()
+    r = await run
+    assert r.status_code == 200, r.text
+    assert r.json()["comparison"]["status"] == "ok" and r.json()["synthesis"]["text"] == SYNTHESIS
+
+
+async def test_a_failed_compare_call_is_reported_without_a_repair(gateway, fake_provider: FakeOpenAI):
+    judge = Judge(fake_provider, "writer", [])
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        if "compare the answers" in messages[-1]["content"]:
+            raise RuntimeError("the fake provider fails the comparison")  # answered 500
+        return judge.reply(messages)
+
+    fake_provider.behave("writer", reply=reply)
+    r = await gateway.post(ORCHESTRATE, json=body())
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    OrchestrateResponse.model_validate(answer)
+    # A failed call makes the run partial, as any failed call does; the synthesis is there.
+    assert answer["status"] == "partial" and answer["synthesis"]["text"] == SYNTHESIS
+    comparison = answer["comparison"]
+    assert comparison["status"] == "failed" and comparison["error"].startswith("the call failed:")
+    assert comparison["repaired"] is False and judge.prompts["repair"] == []
+    (failed,) = [x for x in answer["results"] if x["stage"] == "compare"]
+    assert failed["status"] == "error"
+
+
+async def test_ranked_with_compare(gateway, fake_provider: FakeOpenAI):
+    """After the ranked review, the judge compares the answers the synthesis sees."""
+    judge = Judge(fake_provider, "writer", [json.dumps(VALID)])
+    r = await gateway.post(ORCHESTRATE, json=body(pattern="ranked"))
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert [x["stage"] for x in answer["results"]] == ["answer"] * 3 + ["review"] * 3 + ["compare"]
+    assert answer["ranking"] is not None and answer["comparison"]["status"] == "ok"
+    assert answer["comparison"]["unique_insights"][0]["models"] == ["ranker-d"]
+    assert "aggregate ranking" in judge.prompts["synthesis"][0]
+    assert "aggregate ranking" not in judge.prompts["compare"][0]
 
 
 async def test_compare_needs_a_synthesis(gateway, fake_provider: FakeOpenAI):
