@@ -453,3 +453,39 @@ async def test_a_document_analysis_on_demo_models(stack):
         # No models named, and only demo models offered: the analysis runs on them.
         summary = await analysed({"kind": "summary"})
         assert [m["model"] for m in summary["result"]["models"]] == DEMO
+
+
+async def test_compare_on_demo_models_is_valid_json_of_the_schema():
+    """Demo models answer the compare prompt with the JSON it asks for: what several answers state
+    as consensus, what one alone states as its insight, the question's words none uses as a gap."""
+    engine = demo_engine()
+    orchestrator = Orchestrator(engine, settings(llm_demo_models=True), lambda *_: None)
+    request = OrchestrateRequest(
+        prompt="Who runs the company now, and what is its profit?",
+        context=[REPORT],
+        models=DEMO,
+        synthesis_model="demo/brief",
+        compare=True,
+        cache=False,
+    )
+    answer = await orchestrator.execute(await orchestrator.plan(request, "u"))
+    assert answer["status"] == "completed" and answer["synthesis"]["text"]
+    comparison = answer["comparison"]
+    assert comparison["status"] == "ok" and comparison["repaired"] is False and comparison["dropped_labels"] == []
+    assert comparison["labels"] == {f"Answer {i}": m for i, m in enumerate(DEMO, 1)}
+    assert [(r["model"], r["stage"]) for r in answer["results"][-1:]] == [("demo/brief", "compare")]
+    # Every point is tied to answers that exist, the models named as the labels say.
+    points = [p for category in ("consensus", "unique_insights", "gaps") for p in comparison[category]]
+    assert comparison["consensus"] and comparison["unique_insights"] and points
+    for p in points:
+        assert p["models"] == [comparison["labels"][label] for label in p["answers"]]
+    assert all(len(p["answers"]) >= 2 for p in comparison["consensus"])
+    # Every demo model gives the sentence about who runs the company.
+    assert comparison["consensus"][0] == {
+        "point": "Jane Doe retired in 1990; her son John Doe now runs the company.",
+        "answers": ["Answer 1", "Answer 2", "Answer 3"],
+        "models": DEMO,
+    }
+    assert all(len(p["answers"]) == 1 for p in comparison["unique_insights"])
+    # "profit": the report speaks of revenue and money lost, and no answer of profit.
+    assert comparison["gaps"] == [{"point": "No answer speaks of profit.", "answers": [], "models": []}]

@@ -6,7 +6,13 @@ The estimate is made from the plan (``Orchestrator.plan``: what orchestrate refu
 refuses), without any provider call:
 
 - Planned calls: the answer stage (every model not refused for length), then ``review`` (peer_review
-  and ranked: every answering model, when at least two answer) and ``synthesis`` (one call).
+  and ranked: every answering model, when at least two answer) and ``synthesis`` (one call); with
+  ``compare`` (and at least two answering models) the judge's ``compare`` call beside the synthesis,
+  and its possible repair (``ultrai_llm.compare``: one more call when the reply is not valid JSON of
+  the schema). The repair is planned as ``optional``: it counts in the high end only (its low cost
+  and low input are 0), it is left out of ``calls_per_stage`` and of the wall time, and its input
+  at its longest holds the first reply at its output estimate, the schema and ``REPAIR_ERROR_TOKENS``
+  for the validation error.
 - Input tokens: litellm's token counter for the model (``litellm.token_counter``) over the messages
   the stage will send. Those of the answer stage are exact. A later stage's messages hold earlier
   answers that do not exist yet: ``input_tokens`` counts them empty, ``input_tokens_max`` adds each
@@ -41,10 +47,13 @@ from typing import Any
 from shared.apikeys import current_key
 from shared.errors import ProblemError
 from ultrai_llm.catalog import ModelSpec
+from ultrai_llm.compare import answer_labels, draft_schema
 from ultrai_llm.engine import Engine, Messages
 from ultrai_llm.engine_setup import litellm
 from ultrai_llm.orchestrate import ModelPlan, Plan
 from ultrai_llm.prompts import (
+    COMPARE_INSTRUCTION,
+    COMPARE_REPAIR_INSTRUCTION,
     RANKED_SYNTHESIS_INSTRUCTION,
     RANKING_INSTRUCTION,
     REFINE_INSTRUCTION,
@@ -69,6 +78,8 @@ _COUNTS: OrderedDict[tuple[str, bytes], int] = OrderedDict()
 _COUNTS_LOCK = threading.Lock()
 # Above this many characters the token counting runs in a worker thread (it would hold the loop).
 INLINE_CHARS = 50_000
+# The compare repair's allowance for the validation error it quotes (at most a few short messages).
+REPAIR_ERROR_TOKENS = 200
 
 
 def output_estimate(model: ModelPlan, spec: ModelSpec) -> int:
@@ -121,10 +132,12 @@ class _Calls:
         earlier: int,
         longest: Messages | None = None,
         number: int | None = None,
+        optional: bool = False,
     ) -> int:
         """One call (of refinement round ``number``); ``earlier``: the output estimates of the
         earlier answers its messages hold; ``longest``: the messages at their longest when more
-        than the answers varies. Returns its output estimate."""
+        than the answers varies; ``optional``: made only if needed (its low end is 0). Returns its
+        output estimate."""
         spec = self.specs[model.name]
         low = count_tokens(spec, messages)
         high = (low if longest is None else count_tokens(spec, longest)) + earlier
@@ -137,9 +150,12 @@ class _Calls:
             "output_tokens": out,
             "cost_usd_low": spec.cost(low, 0),
             "cost_usd_high": spec.cost(high, out),
+            "optional": optional,
         }
         if number is not None:
             call["round"] = number
+        if optional:
+            call.update(input_tokens=0, cost_usd_low=0.0)
         self.calls.append(call)
         return out
 
@@ -194,7 +210,25 @@ class _Calls:
                 sum(finals),
                 self._synthesis_messages(models, ranked, scored=True) if ranked else None,
             )
+            if plan.compare and len(models) >= 2:
+                self._compare(len(models), sum(finals))
         return self.calls
+
+    def _compare(self, answers: int, earlier: int) -> None:
+        """The judge's comparison of the answers, and its possible repair (optional: the first
+        reply at its output estimate, quoted with the schema and an allowance for the error)."""
+        plan = self.plan
+        judge = plan.synthesis
+        assert judge is not None
+        content = COMPARE_INSTRUCTION.format(
+            question=question_text(plan.prompt, plan.context), answers=labelled([""] * answers, True)
+        )
+        messages = with_system(judge.params.system_prompt, [*plan.history, {"role": "user", "content": content}])
+        reply = self.add("compare", judge, messages, earlier)
+        schema = json.dumps(draft_schema(answer_labels(answers)))
+        repair = COMPARE_REPAIR_INSTRUCTION.format(reply="", error="", schema=schema)
+        messages = with_system(judge.params.system_prompt, [{"role": "user", "content": repair}])
+        self.add("compare", judge, messages, reply + REPAIR_ERROR_TOKENS, optional=True)
 
     def _synthesis_messages(self, models: list[str], ranked: bool, scored: bool) -> Messages:
         """The synthesis with empty answers; ranked: the aggregate's lines at their shortest (no
@@ -222,8 +256,14 @@ def wall_time(engine: Engine, calls: list[dict[str, Any]]) -> float | None:
     """Stage after stage, the slowest model of each (their recent median latencies); None when a
     planned model has no recent latency."""
     total = 0.0
-    for stage in dict.fromkeys((c["stage"], c.get("round")) for c in calls):
-        latencies = [engine.recent_latency(c["model"]) for c in calls if (c["stage"], c.get("round")) == stage]
+    calls = [c for c in calls if not c.get("optional")]
+
+    def stage_of(call: dict[str, Any]) -> tuple[str, int | None]:
+        # The comparison runs concurrently with the synthesis: one stage.
+        return ("synthesis" if call["stage"] == "compare" else call["stage"], call.get("round"))
+
+    for stage in dict.fromkeys(map(stage_of, calls)):
+        latencies = [engine.recent_latency(c["model"]) for c in calls if stage_of(c) == stage]
         known = [x for x in latencies if x is not None]
         if len(known) != len(latencies):
             return None
@@ -264,7 +304,8 @@ async def estimate(llm: Llm, plan: Plan, user_id: str) -> dict[str, Any]:
     calls = await asyncio.to_thread(builder.build) if chars > INLINE_CHARS else builder.build()
     per_stage: dict[str, int] = {}
     for call in calls:
-        per_stage[call["stage"]] = per_stage.get(call["stage"], 0) + 1
+        if not call.get("optional"):  # the compare repair: made only if needed
+            per_stage[call["stage"]] = per_stage.get(call["stage"], 0) + 1
     low = sum(c["cost_usd_low"] for c in calls)
     high = sum(c["cost_usd_high"] for c in calls)
     for call in calls:

@@ -9,6 +9,9 @@ synthesised.
   shuffled in an order of its own (stage "review", ``ultrai_llm.ranking``); the rankings are
   aggregated by Borda count, and the synthesis sees the aggregate.
 
+With a synthesis, ``compare`` has the synthesis model also compare the answers, as JSON, in a call of
+its own beside the synthesis (stage "compare", ``ultrai_llm.compare``).
+
 With any pattern, ``rounds`` refines the answers over several rounds before the review and the
 synthesis, and ``samples`` has each model answer several times (``ultrai_llm.layers``).
 
@@ -35,10 +38,12 @@ from functools import partial
 from typing import Any
 
 from shared.errors import ProblemError
+from ultrai_llm.compare import compare_stage
 from ultrai_llm.conversations import latest_turns
 from ultrai_llm.engine import CallResult, Engine, Messages
 from ultrai_llm.layers import MAX_AGENTS, sample_params
 from ultrai_llm.prompts import (
+    COMPARE_INSTRUCTION,
     RANKED_SYNTHESIS_INSTRUCTION,
     REFINE_INSTRUCTION,
     REVIEW_INSTRUCTION,
@@ -47,7 +52,7 @@ from ultrai_llm.prompts import (
     question_text,
     with_system,
 )
-from ultrai_llm.ranking import MAX_RANKED, rank_stage
+from ultrai_llm.ranking import MAX_RANKED, distinct, rank_stage
 from ultrai_llm.schemas import ModelParams, OrchestrateRequest
 from ultrai_llm.settings import LlmSettings
 
@@ -80,6 +85,7 @@ class Plan:
     use_cache: bool
     deadline: float
     rounds: int = 1
+    compare: bool = False  # the judge's comparison beside the synthesis (ultrai_llm.compare)
     # A conversation's earlier turns (user and assistant messages, oldest first) before the question.
     history: Messages = field(default_factory=list)
     stages_left: int = 1
@@ -140,6 +146,11 @@ class Orchestrator:
             name = req.synthesis_model or self.settings.llm_synthesis_model or names[0]
             spec = self.engine.spec(name)
             synthesis = ModelPlan(name, self.engine.check_params(params.get(name), spec), None)
+        if req.compare and synthesis is None:
+            raise ProblemError(
+                422,
+                "compare needs a synthesis: pattern synthesis or ranked, or peer_review with a synthesis_model.",
+            )
         budget = min(req.timeout or self.settings.llm_budget_seconds, self.settings.llm_budget_seconds)
         return Plan(
             id=uuid.uuid4().hex,
@@ -155,6 +166,7 @@ class Orchestrator:
             deadline=time.monotonic() + budget,
             rounds=req.rounds,
             history=history,
+            compare=req.compare,
         )
 
     async def _model_plan(
@@ -229,13 +241,23 @@ class Orchestrator:
             results.extend(reviews)
         if plan.pattern in ("peer_review", "ranked"):
             plan.stages_left -= 1
-        synthesis = None
+        synthesis, comparison = None, None
         if plan.synthesis is not None and not plan.cancelled:
             await self._before_stage(plan)
-            synthesis = await self._synthesis_stage(plan, plan.synthesis, finals, emit, aggregate)
+            writing = self._synthesis_stage(plan, plan.synthesis, finals, emit, aggregate)
+            if plan.compare and len(ok) >= 2:
+                # The judge's comparison, concurrently with the synthesis (its calls are in the results).
+                synthesis, (compared, comparison) = await asyncio.gather(
+                    writing, self._compare_stage(plan, plan.synthesis, ok, finals, emit)
+                )
+                results.extend(compared)
+            else:
+                synthesis = await writing
         answer = self._answer(plan, results, synthesis)
         if plan.pattern == "ranked":
             answer["ranking"] = ranking
+        if plan.compare:
+            answer["comparison"] = comparison
         return answer
 
     @staticmethod
@@ -324,6 +346,20 @@ class Orchestrator:
 
         fitted = await self._fit(writer.name, writer.params, content, plan.context, plan.truncate, plan.history)
         return await self._call(plan, fitted, fitted.messages, "synthesis", emit)
+
+    async def _compare_stage(
+        self, plan: Plan, judge: ModelPlan, ok: list[tuple[ModelPlan, CallResult]], finals: list[str], emit: Emit | None
+    ) -> tuple[list[CallResult], dict[str, Any]]:
+        """The judge compares the answers the synthesis sees, numbered as the synthesis numbers them."""
+        answers = labelled(finals, True)
+
+        def content(ctx: list[str]) -> str:
+            return COMPARE_INSTRUCTION.format(question=question_text(plan.prompt, ctx), answers=answers)
+
+        fitted = await self._fit(judge.name, judge.params, content, plan.context, plan.truncate, plan.history)
+        structured = bool(self.engine.catalog.specs[judge.name].response_schema)
+        models = distinct([m.name for m, _ in ok])
+        return await compare_stage(fitted, fitted.messages, models, partial(self._call, plan), emit, structured)
 
     @staticmethod
     def _answer(plan: Plan, results: list[CallResult], synthesis: CallResult | None) -> dict[str, Any]:

@@ -43,6 +43,24 @@ RANKED_SYNTHESIS_INSTRUCTION = (
     "the other answers or the ranking."
 )
 
+# ``compare`` (ultrai_llm.compare): the synthesis model, in a call of its own, compares the answers the
+# synthesis sees, as JSON (asked through ``response_format`` too where the model takes a schema).
+COMPARE_INSTRUCTION = (
+    "{question}\n\nSeveral expert models answered this question. Their answers, anonymised:\n\n{answers}\n\n"
+    "Do not answer the question: compare the answers. List the points they agree on (consensus), the points "
+    "on which they contradict each other (contradictions), the insights only one of them offers "
+    "(unique_insights) and what the question needs that none of them covers (gaps). Tie every point to the "
+    'answers it concerns by their labels ("Answer 1"). Reply with a JSON object only, of this shape: '
+    '{{"consensus": [{{"point": "...", "answers": ["Answer 1", "Answer 2"]}}], "contradictions": [...], '
+    '"unique_insights": [...], "gaps": [...]}}'
+)
+# The one repair call when the comparison's reply was not valid JSON of the schema.
+COMPARE_REPAIR_INSTRUCTION = (
+    "Your reply below was meant to be a JSON object of the JSON schema that follows, but it is not valid:\n\n"
+    "<reply>\n{reply}\n</reply>\n\nThe error: {error}\n\nThe JSON schema:\n{schema}\n\n"
+    "Reply with the corrected JSON object only, nothing else."
+)
+
 
 def question_text(prompt: str, context: list[str] | None) -> str:
     if not context:

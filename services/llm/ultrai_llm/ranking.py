@@ -112,7 +112,7 @@ def _valid(groups: Groups, labels: list[str]) -> Groups | None:
     return [g for g in groups if g] + ([rest] if rest else [])
 
 
-def _json_candidates(text: str) -> list[str]:
+def json_candidates(text: str) -> list[str]:
     stripped = text.strip()
     found = [stripped] if stripped.startswith("{") else []
     found += _FENCE.findall(text)
@@ -123,7 +123,7 @@ def _json_candidates(text: str) -> list[str]:
 
 
 def _from_json(text: str, labels: list[str]) -> Groups | None:
-    for candidate in _json_candidates(text):
+    for candidate in json_candidates(text):
         try:
             data = json.loads(candidate)
         except ValueError:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Pattern = Literal["parallel", "peer_review", "synthesis", "ranked"]
-Stage = Literal["answer", "refine", "review", "synthesis"]
+Stage = Literal["answer", "refine", "review", "synthesis", "compare"]
 
 
 # Bounds shared by the orchestration's parameters and the OpenAI-compatible body that becomes them.
@@ -78,6 +78,12 @@ class OrchestrateRequest(BaseModel):
     # A stored conversation of the caller's (``/conversations``): its earlier turns go to the models
     # before the prompt, and this run is stored as its next turn.
     conversation_id: str | None = Field(None, min_length=1, max_length=64)
+    compare: bool = Field(
+        False,
+        description="With a synthesis (pattern synthesis or ranked, or peer_review with a synthesis_model): the "
+        "synthesis model also compares the answers, in a call of its own (stage 'compare') beside the synthesis: "
+        "consensus, contradictions, unique insights and gaps, each tied to the answers (see 'comparison').",
+    )
 
 
 class CallResultOut(BaseModel):
@@ -130,6 +136,52 @@ class RankingOut(BaseModel):
     aggregate: list[AggregateRow] = Field(description="Best first")
 
 
+# ---- the judge's comparison (``compare``, ultrai_llm.compare) ----------------------------------
+class ComparisonPoint(BaseModel):
+    """One point as the judge writes it: the answers it concerns by their anonymised labels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    point: str
+    answers: list[str] = Field(description='The labels of the answers it concerns ("Answer 1")')
+
+
+class ComparisonDraft(BaseModel):
+    """The JSON the judge is asked for (sent as the ``response_format`` schema where the model takes
+    one) and its reply validated against."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    consensus: list[ComparisonPoint]
+    contradictions: list[ComparisonPoint]
+    unique_insights: list[ComparisonPoint]
+    gaps: list[ComparisonPoint]
+
+
+class ComparedPoint(BaseModel):
+    point: str
+    answers: list[str] = Field(description='The anonymised labels the judge tied it to ("Answer 1")')
+    models: list[str] = Field(description="The same answers in model names")
+
+
+class ComparisonOut(BaseModel):
+    status: Literal["ok", "invalid", "failed"] = Field(
+        description="ok; invalid: the reply was not valid JSON of the schema, even after one repair call; "
+        "failed: the call itself failed"
+    )
+    model: str = Field(description="The judge (the synthesis model)")
+    labels: dict[str, str] = Field(description="Each anonymised label and the model whose answer it is")
+    repaired: bool = Field(description="Whether a repair call was made (the first reply was not valid)")
+    error: str | None = None
+    consensus: list[ComparedPoint] = Field(default_factory=list)
+    contradictions: list[ComparedPoint] = Field(default_factory=list)
+    unique_insights: list[ComparedPoint] = Field(default_factory=list)
+    gaps: list[ComparedPoint] = Field(default_factory=list)
+    dropped_labels: list[str] = Field(
+        default_factory=list, description="Labels the judge gave that name no answer (dropped from the points)"
+    )
+
+
 class ConversationTurnRef(BaseModel):
     id: str = Field(description="The conversation")
     stored: bool = Field(description="Whether this run was stored as its next turn (not when nothing answered)")
@@ -146,6 +198,8 @@ class OrchestrateResponse(BaseModel):
     latency_ms: float
     # The ranked pattern: each reviewer's ranking and the aggregate (null when fewer than two answered).
     ranking: RankingOut | None = None
+    # With compare: the judge's comparison of the answers (null when fewer than two answered).
+    comparison: ComparisonOut | None = None
     # With a conversation_id: the conversation and the turn this run was stored as.
     conversation: ConversationTurnRef | None = None
 
@@ -159,6 +213,11 @@ class PlannedCall(BaseModel):
     output_tokens: int = Field(description="max_tokens, or the model's output limit capped (see estimate.py)")
     cost_usd_low: float = Field(description="The input without earlier answers, no output")
     cost_usd_high: float = Field(description="input_tokens_max and output_tokens")
+    optional: bool = Field(
+        False,
+        description="A call that is made only if needed (the compare stage's repair): in the high end only, "
+        "not in calls_per_stage",
+    )
 
 
 class EstimateRange(BaseModel):

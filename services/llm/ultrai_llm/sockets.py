@@ -8,8 +8,8 @@
    and limited as the key's: rpm, tpm and budget), then the request, as the HTTP route does
    (``stream`` is ignored: a socket always streams).
 2. The service sends each event as ``{"event": <the SSE event name>, ...its data}``: ``stage``,
-   ``delta`` and ``result`` while it runs (and ``ranking`` in the ranked pattern), then ``done``
-   (the answer, as the POST answers it).
+   ``delta`` and ``result`` while it runs (and ``ranking`` in the ranked pattern, ``comparison`` with
+   ``compare``), then ``done`` (the answer, as the POST answers it).
 3. ``{"type": "cancel"}`` from the client: no call starts after it, the calls under way finish (and
    are recorded in usage like any other), and the last event is ``cancelled`` (the answer so far,
    ``"status": "cancelled"``). Other messages from the client are ignored.

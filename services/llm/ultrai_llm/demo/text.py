@@ -14,7 +14,11 @@ non-question sentences are the text. Then, by kind:
 With other models' answers as the text, a statement several answers make weighs more, repeated
 statements are given once, and a review starts with a short critique of how far the answers agree.
 Asked to rank responses (the ranked pattern), every kind ranks them by how related their sentences
-are to the question (how central, without a question), as a "FINAL RANKING:" list.
+are to the question (how central, without a question), as a "FINAL RANKING:" list. Asked to
+compare answers (``compare``), every kind answers the JSON asked for: a statement several answers
+make (or else the key terms all of them use) as consensus, each answer's most central statement no
+other makes as its unique insight, the question's words no answer uses as a gap, and no
+contradiction (lexical scoring cannot tell one).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ultrai_llm.prompts import (
+    COMPARE_INSTRUCTION,
     CONTEXT_QUESTION,
     RANKED_SYNTHESIS_INSTRUCTION,
     RANKING_INSTRUCTION,
@@ -189,6 +194,7 @@ _SYNTHESIS = _template(SYNTHESIS_INSTRUCTION)
 _RANKED_SYNTHESIS = _template(RANKED_SYNTHESIS_INSTRUCTION)
 _RANKING = _template(RANKING_INSTRUCTION)
 _REFINE = _template(REFINE_INSTRUCTION)
+_COMPARE = _template(COMPARE_INSTRUCTION)
 
 
 @dataclass
@@ -200,6 +206,7 @@ class Reading:
     answers: bool = False  # the sources are answers of models (a synthesis, a review, notes)
     review: bool = False  # a peer review: a critique, then the revised answer under its heading
     ranking: bool = False  # the sources are responses to rank (Response A, B, ...)
+    compare: bool = False  # the sources are answers to compare (Answer 1, 2, ...), as JSON
 
 
 def content_text(content: Any) -> str:
@@ -245,6 +252,8 @@ def read(messages: list[dict[str, Any]]) -> Reading:
         question = next((t for r, t in reversed(turns[:last]) if r == "user"), "")
         reading = read_question(question)
         return Reading(reading.ask, [mine, *split_answers(match["others"])], answers=True, review=True)
+    if (match := _COMPARE.fullmatch(text)) is not None:
+        return Reading(read_question(match["question"]).ask, split_answers(match["answers"]), compare=True)
     if (
         match := _SYNTHESIS.fullmatch(text) or _RANKED_SYNTHESIS.fullmatch(text) or _REFINE.fullmatch(text)
     ) is not None:
@@ -425,11 +434,47 @@ def rank(reading: Reading) -> str:
     return f"Ranked by how closely each response addresses the question.\n\nFINAL RANKING:\n{lines}"
 
 
+def compare(reading: Reading) -> str:
+    """The comparison of the answers as ``COMPARE_INSTRUCTION`` asks for it (see the module's
+    docstring), each point tied to the answers by their labels ("Answer 1")."""
+    labels = [f"Answer {i}" for i in range(1, len(reading.sources) + 1)]
+    found = gather(reading.sources, merge=False)
+    stating: dict[str, list[int]] = {}
+    for index, source in enumerate(reading.sources):
+        for text in sentences(source):
+            stated = stating.setdefault(Sentence(text, index, 0, frozenset()).key, [])
+            if index not in stated:
+                stated.append(index)
+    consensus = [
+        {"point": s.text, "answers": [labels[i] for i in stating[s.key]]} for s in found if len(stating[s.key]) > 1
+    ]
+    if not consensus:
+        used = [set(terms(source)) for source in reading.sources]
+        common = [w for w in key_terms(found, 10) if all(stem(w.lower()) in u for u in used)][:5]
+        if common and len(used) > 1:
+            consensus = [{"point": f"All answers speak of {', '.join(common)}.", "answers": labels}]
+    scores = centrality(found)
+    insights = []
+    for index in range(len(reading.sources)):
+        alone = [s for s in found if s.source == index and stating[s.key] == [index]]
+        top = best(alone, scores, 1)
+        if top:
+            insights.append({"point": top[0].text, "answers": [labels[index]]})
+    said = {t for source in reading.sources for t in terms(source)}
+    missing = {t for t in terms(reading.ask) if t not in said}
+    words = dict.fromkeys(w.lower() for w in _WORD.findall(reading.ask) if stem(w.lower()) in missing)
+    gaps = [{"point": f"No answer speaks of {', '.join(words)}.", "answers": []}] if words else []
+    comparison = {"consensus": consensus, "contradictions": [], "unique_insights": insights, "gaps": gaps}
+    return json.dumps(comparison, ensure_ascii=False)
+
+
 def answer(kind: str, name: str, messages: list[dict[str, Any]]) -> str:
     """The demo model ``name`` (of ``kind``)'s answer to the conversation."""
     reading = read(messages)
     if reading.ranking and reading.sources:
         return rank(reading)
+    if reading.compare and reading.sources:
+        return compare(reading)
     found = gather(reading.sources, merge=reading.answers)
     if not found:
         return (
