@@ -3,6 +3,7 @@ up on are recorded as failed, and nothing a live worker or a waiting job holds i
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from ultrai_documents.analysis.analyst import Analyst
 from ultrai_documents.analysis.runner import JOB_FUNCTION, analysis_queue
 from ultrai_documents.analysis.service import params_hash
 from ultrai_documents.models import Analysis, AnalysisEvent, utcnow
-from ultrai_documents.worker import ABANDONED, settle_abandoned
+from ultrai_documents.worker import ABANDONED, _heartbeat, _stop_heartbeat, settle_abandoned
 
 API = "/api/v1/documents"
 
@@ -92,4 +93,74 @@ async def test_analyses_the_queue_gave_up_on_end_as_failed(
             await queue.redis.delete(key)
         await queue.disconnect()
         await llm.aclose()
+        await db.dispose()
+
+
+async def test_a_heartbeat_under_way_when_the_analysis_ends_is_finished_not_cancelled(
+    tmp_dir: Path, issuer: TokenIssuer, fresh_db: str | None, redis_url: str | None
+) -> None:
+    """The worker stops an analysis' heartbeat by asking, not by cancelling it: a beat caught in its
+    Redis update and database transaction when the analysis ends completes (a task cancelled inside
+    a transaction can leave its connection, and the job's slot, waiting for good)."""
+    if fresh_db is None or redis_url is None:
+        pytest.skip("the queue runs on PostgreSQL and Redis (TEST_DATABASE_URL, TEST_REDIS_URL)")
+    user = new_user_id()
+    async with documents_app(tmp_dir, issuer, fresh_db) as client:
+        resp = await client.post(API, headers=issuer.headers(user), files={"file": ("h.txt", b"beat", "text/plain")})
+        assert resp.status_code == 201, resp.text
+        doc = resp.json()["id"]
+    settings = settings_for(tmp_dir, database_url=fresh_db, redis_url=redis_url, redis_key_prefix=redis_prefix("beat"))
+    db = Database(settings, "documents")
+    queue = analysis_queue(settings)
+    await queue.connect()
+    analysis_id = "e" * 32
+    long_ago = utcnow() - timedelta(minutes=5)
+    try:
+        async with db.sessions() as session:
+            params = {"kind": "qa", "question": "q", "fields": None, "instruction": None}
+            params |= {"models": ["m"], "synthesis_model": None}
+            session.add(
+                Analysis(
+                    id=analysis_id,
+                    document_id=doc,
+                    owner_id=user,
+                    kind="qa",
+                    params=params,
+                    params_hash=params_hash(params),
+                    status="running",
+                    attempt=1,
+                    heartbeat_at=long_ago,
+                )
+            )
+            await session.commit()
+        job = await queue.enqueue(JOB_FUNCTION, key=analysis_id, analysis_id=analysis_id, heartbeat=1)
+        assert job is not None
+        # The beat's Redis update held until the analysis has ended (SAQ's job, not ours, is slowed).
+        entered, release = asyncio.Event(), asyncio.Event()
+        update = job.update
+        finished: list[str] = []
+
+        async def slow_update(**kwargs: object) -> None:
+            entered.set()
+            await release.wait()
+            await update(**kwargs)
+            finished.append("update")
+
+        job.update = slow_update  # type: ignore[method-assign]
+        analyst = Analyst(db.sessions, ServiceClient("llm", "http://127.0.0.1:9"), settings)
+        stop = asyncio.Event()
+        beat = asyncio.create_task(_heartbeat(job, analyst, analysis_id, stop))
+        await asyncio.wait_for(entered.wait(), 10)
+        # The analysis ends now; the beat is released a moment later.
+        stopping = asyncio.create_task(_stop_heartbeat(beat, stop, job))
+        await asyncio.sleep(0.2)
+        assert not stopping.done()
+        release.set()
+        await asyncio.wait_for(stopping, 10)
+        assert beat.done() and not beat.cancelled() and finished == ["update"]
+        async with db.sessions() as session:
+            row = (await session.execute(select(Analysis).where(Analysis.id == analysis_id))).scalar_one()
+            assert row.heartbeat_at is not None and row.heartbeat_at > long_ago  # the beat's transaction ran
+    finally:
+        await queue.disconnect()
         await db.dispose()

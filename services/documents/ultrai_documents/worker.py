@@ -64,25 +64,34 @@ async def run_analysis(ctx: AnalysisContext, *, analysis_id: str) -> Outcome:
     started = time.perf_counter()
     # SAQ's times are epoch milliseconds: enqueued, and taken by this worker.
     await metrics.started(job.attempts, (job.started - job.queued) / 1000 if job.started and job.queued else None)
-    beat = asyncio.create_task(_heartbeat(job, analyst, analysis_id), name=f"heartbeat-{analysis_id}")
+    stop = asyncio.Event()
+    beat = asyncio.create_task(_heartbeat(job, analyst, analysis_id, stop), name=f"heartbeat-{analysis_id}")
     outcome: Outcome = "interrupted"
     try:
         outcome = await analyst.run(analysis_id, takeover=job.attempts > 1)
     finally:
-        beat.cancel()
-        await asyncio.gather(beat, return_exceptions=True)
+        await _stop_heartbeat(beat, stop, job)
         # Also when the job is aborted, times out or its worker stops (the task is cancelled).
         with contextlib.suppress(asyncio.CancelledError):
             await metrics.ended(outcome, time.perf_counter() - started)
     return outcome
 
 
-async def _heartbeat(job: Job, analyst: Analyst, analysis_id: str) -> None:
+def _beat_period(job: Job) -> float:
+    return max(job.heartbeat / 3, 0.2) if job.heartbeat else 10.0
+
+
+async def _heartbeat(job: Job, analyst: Analyst, analysis_id: str, stop: asyncio.Event) -> None:
     """The job's heartbeat in Redis (what SAQ's sweep reads) and the analysis' in its row (what
-    ``settle_abandoned`` reads)."""
-    period = max(job.heartbeat / 3, 0.2) if job.heartbeat else 10.0
+    ``settle_abandoned`` reads), until ``stop`` is set. A beat under way when the analysis ends is
+    finished, not cancelled: a task cancelled inside a database transaction can leave its
+    connection, and the job's slot with it, waiting for good."""
+    period = _beat_period(job)
     while True:
-        await asyncio.sleep(period)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), period)
+        if stop.is_set():
+            return
         try:
             await job.update()
             async with analyst.sessions() as session:
@@ -91,6 +100,17 @@ async def _heartbeat(job: Job, analyst: Analyst, analysis_id: str) -> None:
                 await repository.commit()
         except Exception as exc:  # Redis or the database away for a moment: the next beat tries again
             log.warning("could not beat the heartbeat of %s (%s)", job.key, type(exc).__name__)
+
+
+async def _stop_heartbeat(beat: asyncio.Task[None], stop: asyncio.Event, job: Job) -> None:
+    """Ask the heartbeat to stop after its beat under way; cancel it only if that beat does not end
+    within a few periods (Redis or the database stuck), so the job's end is never held for good."""
+    stop.set()
+    done, _ = await asyncio.wait({beat}, timeout=3 * _beat_period(job) + 5)
+    if not done:
+        log.warning("the heartbeat of %s did not stop after its beat; cancelled", job.key)
+        beat.cancel()
+        await asyncio.gather(beat, return_exceptions=True)
 
 
 ABANDONED = "The analysis was interrupted too often (its worker stopped each time)."
