@@ -224,7 +224,7 @@ async def test_an_analysis_started_with_a_key_is_the_keys_recorded_and_held_to_i
     keys_stack: Stack, fake_provider
 ) -> None:
     token = await new_access_token(keys_stack.url("gateway"), "analysis-key")
-    made = await new_key(keys_stack, token, budget_usd=0.000001)  # every scope
+    made = await new_key(keys_stack, token)  # every scope, no budget of its own
     key = made["key"]
     fake_provider.behave("priced", text="The office moves on Friday.")
     async with httpx.AsyncClient(base_url=keys_stack.url("gateway"), timeout=30) as gw:
@@ -243,17 +243,26 @@ async def test_an_analysis_started_with_a_key_is_the_keys_recorded_and_held_to_i
         )
         assert entry.json()["keys"][0]["id"] == made["id"]
 
-        # The key's budget is spent: the next analysis with it is refused by llm before any call.
+        # A key whose budget the analysis may exceed: refused at the start (402, how much over),
+        # before anything is queued or any provider call is made.
+        tight = (await new_key(keys_stack, token, budget_usd=0.000001))["key"]
         calls = len(fake_provider.calls("priced"))
-        second = await analysed(gw, key, document_id, models=["priced"], fresh=True)
-        assert second["status"] == "failed"
-        assert "402" in second["error"] and "budget" in second["error"]
+        resp = await gw.post(
+            f"{DOCS}/{document_id}/analyses",
+            json={"kind": "summary", "models": ["priced"], "fresh": True},
+            headers=bearer(tight),
+        )
+        assert resp.status_code == 402, resp.text
+        assert resp.headers["content-type"].startswith("application/problem+json")
+        assert "budget" in resp.json()["detail"].lower() and resp.json()["over_by_usd"] > 0
+        listed = await gw.get(f"{DOCS}/{document_id}/analyses", headers=bearer(tight))
+        assert len(listed.json()) == 1  # the first analysis only
         assert len(fake_provider.calls("priced")) == calls
         # The owner's own token is not held to the key's budget.
         third = await analysed(gw, token, document_id, models=["priced"], fresh=True)
         assert third["status"] == "completed", third
         assert (await usage_of(gw, token))[made["id"]]["requests"] == 1
-    assert key not in logs(keys_stack)
+    assert key not in logs(keys_stack) and tight not in logs(keys_stack)
 
 
 async def test_starting_an_analysis_with_a_key_needs_the_llm_scope(keys_stack: Stack, fake_provider) -> None:
