@@ -10,6 +10,7 @@ import secrets
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ from shared.kv import KeyValue
 from shared.tokens import RevocationStore, TokenVerifier
 from tests.asgi import asgi_client
 from tests.support.tokens import TokenIssuer
+from ultrai_documents.analysis.service import params_hash
 from ultrai_documents.main import build
+from ultrai_documents.models import Analysis
 from ultrai_documents.settings import DocumentsSettings
 
 
@@ -94,6 +97,27 @@ async def count_rows(tmp: Path, database_url: str | None, table: str) -> int:
         return await conn.fetchval(f"SELECT COUNT(*) FROM documents.{table}")  # noqa: S608
     finally:
         await conn.close()
+
+
+def running_analysis(
+    analysis_id: str, document_id: str, owner_id: str, *, heartbeat_at: datetime, attempt: int = 1
+) -> Analysis:
+    """A qa analysis row left running (as a worker that stopped leaves it), for the queue's
+    bookkeeping tests; its question is the id's first character."""
+    params = {"kind": "qa", "question": analysis_id[0], "fields": None, "instruction": None}
+    params |= {"models": ["m"], "synthesis_model": None}
+    return Analysis(
+        id=analysis_id,
+        document_id=document_id,
+        owner_id=owner_id,
+        kind="qa",
+        params=params,
+        params_hash=params_hash(params),
+        status="running",
+        attempt=attempt,
+        started_at=heartbeat_at,
+        heartbeat_at=heartbeat_at,
+    )
 
 
 def new_user_id() -> str:

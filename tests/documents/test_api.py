@@ -12,7 +12,15 @@ import httpx
 import pytest
 
 from tests.documents import files as F
-from tests.documents.conftest import count_rows, documents_app, make_docx, make_pdf, new_user_id, upload
+from tests.documents.conftest import (
+    count_rows,
+    documents_app,
+    make_docx,
+    make_pdf,
+    new_user_id,
+    running_analysis,
+    upload,
+)
 from tests.support.tokens import TokenIssuer
 
 API = "/api/v1/documents"
@@ -601,7 +609,6 @@ async def test_a_running_analysis_of_a_live_process_is_left_to_it(tmp_dir: Path,
 
     from shared.db import Database
     from tests.documents.conftest import settings_for
-    from ultrai_documents.analysis.service import params_hash
     from ultrai_documents.models import Analysis, utcnow
 
     user = new_user_id()
@@ -611,22 +618,7 @@ async def test_a_running_analysis_of_a_live_process_is_left_to_it(tmp_dir: Path,
     db = Database(settings_for(tmp_dir, database_url=fresh_db), "documents")
     async with db.sessions() as session:
         for analysis_id, beat in (("c" * 32, utcnow()), ("d" * 32, utcnow() - timedelta(hours=1))):
-            params = {"kind": "qa", "question": analysis_id[0], "fields": None, "instruction": None}
-            params |= {"models": ["m"], "synthesis_model": None}
-            session.add(
-                Analysis(
-                    id=analysis_id,
-                    document_id=doc["id"],
-                    owner_id=user,
-                    kind="qa",
-                    params=params,
-                    params_hash=params_hash(params),
-                    status="running",
-                    attempt=1,
-                    started_at=beat,
-                    heartbeat_at=beat,
-                )
-            )
+            session.add(running_analysis(analysis_id, doc["id"], user, heartbeat_at=beat))
         await session.commit()
     await db.dispose()
     async with documents_app(tmp_dir, issuer, fresh_db, analysis_lease_seconds=600) as client:

@@ -14,11 +14,10 @@ from sqlalchemy import select
 from shared.client import ServiceClient
 from shared.db import Database
 from tests.conftest import redis_prefix
-from tests.documents.conftest import documents_app, new_user_id, settings_for
+from tests.documents.conftest import documents_app, new_user_id, running_analysis, settings_for
 from tests.support.tokens import TokenIssuer
 from ultrai_documents.analysis.analyst import Analyst
 from ultrai_documents.analysis.runner import JOB_FUNCTION, analysis_queue
-from ultrai_documents.analysis.service import params_hash
 from ultrai_documents.models import Analysis, AnalysisEvent, utcnow
 from ultrai_documents.worker import ABANDONED, _heartbeat, _stop_heartbeat, settle_abandoned
 
@@ -54,21 +53,7 @@ async def test_analyses_the_queue_gave_up_on_end_as_failed(
     try:
         async with db.sessions() as session:
             for analysis_id, beat in rows.items():
-                params = {"kind": "qa", "question": analysis_id[0], "fields": None, "instruction": None}
-                params |= {"models": ["m"], "synthesis_model": None}
-                session.add(
-                    Analysis(
-                        id=analysis_id,
-                        document_id=doc,
-                        owner_id=user,
-                        kind="qa",
-                        params=params,
-                        params_hash=params_hash(params),
-                        status="running",
-                        attempt=3,
-                        heartbeat_at=beat,
-                    )
-                )
+                session.add(running_analysis(analysis_id, doc, user, heartbeat_at=beat, attempt=3))
             await session.commit()
         aborted = await queue.enqueue(JOB_FUNCTION, key="a" * 32, analysis_id="a" * 32)
         assert aborted is not None
@@ -117,21 +102,7 @@ async def test_a_heartbeat_under_way_when_the_analysis_ends_is_finished_not_canc
     long_ago = utcnow() - timedelta(minutes=5)
     try:
         async with db.sessions() as session:
-            params = {"kind": "qa", "question": "q", "fields": None, "instruction": None}
-            params |= {"models": ["m"], "synthesis_model": None}
-            session.add(
-                Analysis(
-                    id=analysis_id,
-                    document_id=doc,
-                    owner_id=user,
-                    kind="qa",
-                    params=params,
-                    params_hash=params_hash(params),
-                    status="running",
-                    attempt=1,
-                    heartbeat_at=long_ago,
-                )
-            )
+            session.add(running_analysis(analysis_id, doc, user, heartbeat_at=long_ago))
             await session.commit()
         job = await queue.enqueue(JOB_FUNCTION, key=analysis_id, analysis_id=analysis_id, heartbeat=1)
         assert job is not None
