@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import secrets
 import zipfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +20,7 @@ import pytest
 from shared.kv import KeyValue
 from shared.tokens import RevocationStore, TokenVerifier
 from tests.asgi import asgi_client
+from tests.support.servers import silent_server
 from tests.support.tokens import TokenIssuer
 from ultrai_documents.analysis.service import params_hash
 from ultrai_documents.main import build
@@ -97,6 +98,13 @@ async def count_rows(tmp: Path, database_url: str | None, table: str) -> int:
         return await conn.fetchval(f"SELECT COUNT(*) FROM documents.{table}")  # noqa: S608
     finally:
         await conn.close()
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A server that accepts connections and never answers: analyses sent to it stay running."""
+    with silent_server() as address:
+        yield f"http://{address}"
 
 
 def running_analysis(

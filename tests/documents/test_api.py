@@ -509,49 +509,37 @@ async def test_estimate_without_llm_is_503_and_the_start_goes_ahead(
     assert (await client.post(f"{API}/{doc['id']}/analyses", headers=h, json=body)).status_code == 202
 
 
-async def test_too_many_running_analyses_per_user_is_429(tmp_dir: Path, issuer: TokenIssuer, shared_db) -> None:
-    import socket
-
+async def test_too_many_running_analyses_per_user_is_429(
+    tmp_dir: Path, issuer: TokenIssuer, shared_db, silent_url: str
+) -> None:
     # An auth service that accepts connections and never answers: analyses stay running.
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
-    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-    try:
-        # (Starting waits for the silent llm's estimate, the budget check, only that long.)
-        async with documents_app(
-            tmp_dir,
-            issuer,
-            shared_db,
-            auth_url=url,
-            llm_url=url,
-            analysis_max_active_per_user=1,
-            analysis_budget_check_seconds=0.2,
-        ) as client:
-            h = issuer.headers(new_user_id())
-            doc = await _ok(client, h, b"busy document", "b.txt")
-            first = await client.post(
-                f"{API}/{doc['id']}/analyses", headers=h, json={"kind": "summary", "models": ["m"]}
-            )
-            assert first.status_code == 202
-            second = await client.post(
-                f"{API}/{doc['id']}/analyses", headers=h, json={"kind": "qa", "question": "who?", "models": ["m"]}
-            )
-            assert second.status_code == 429 and second.headers["retry-after"]
-            # The same request as the running one is that one, not a new one.
-            again = await client.post(
-                f"{API}/{doc['id']}/analyses", headers=h, json={"kind": "summary", "models": ["m"]}
-            )
-            assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
-            # Another user is not held back by this one.
-            h2 = issuer.headers(new_user_id())
-            other = await _ok(client, h2, b"another busy document", "o.txt")
-            resp = await client.post(
-                f"{API}/{other['id']}/analyses", headers=h2, json={"kind": "summary", "models": ["m"]}
-            )
-            assert resp.status_code == 202
-    finally:
-        silent.close()
+    url = silent_url
+    # (Starting waits for the silent llm's estimate, the budget check, only that long.)
+    async with documents_app(
+        tmp_dir,
+        issuer,
+        shared_db,
+        auth_url=url,
+        llm_url=url,
+        analysis_max_active_per_user=1,
+        analysis_budget_check_seconds=0.2,
+    ) as client:
+        h = issuer.headers(new_user_id())
+        doc = await _ok(client, h, b"busy document", "b.txt")
+        first = await client.post(f"{API}/{doc['id']}/analyses", headers=h, json={"kind": "summary", "models": ["m"]})
+        assert first.status_code == 202
+        second = await client.post(
+            f"{API}/{doc['id']}/analyses", headers=h, json={"kind": "qa", "question": "who?", "models": ["m"]}
+        )
+        assert second.status_code == 429 and second.headers["retry-after"]
+        # The same request as the running one is that one, not a new one.
+        again = await client.post(f"{API}/{doc['id']}/analyses", headers=h, json={"kind": "summary", "models": ["m"]})
+        assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
+        # Another user is not held back by this one.
+        h2 = issuer.headers(new_user_id())
+        other = await _ok(client, h2, b"another busy document", "o.txt")
+        resp = await client.post(f"{API}/{other['id']}/analyses", headers=h2, json={"kind": "summary", "models": ["m"]})
+        assert resp.status_code == 202
 
 
 async def test_an_analysis_handed_over_twice_runs_once(tmp_dir: Path, issuer: TokenIssuer, fresh_db) -> None:
@@ -641,46 +629,36 @@ async def test_a_running_analysis_of_a_live_process_is_left_to_it(tmp_dir: Path,
         await db.dispose()
 
 
-async def test_cancel_an_analysis(tmp_dir: Path, issuer: TokenIssuer, shared_db) -> None:
+async def test_cancel_an_analysis(tmp_dir: Path, issuer: TokenIssuer, shared_db, silent_url: str) -> None:
     """In process: a running analysis (its llm call never answered) is cancelled at once, its
     stream ends with ``cancelled``, a second cancel is a 409, and only its owner may cancel it."""
-    import socket
+    url = silent_url
+    async with documents_app(
+        tmp_dir, issuer, shared_db, auth_url=url, llm_url=url, analysis_budget_check_seconds=0.2
+    ) as client:
+        h = issuer.headers(new_user_id())
+        doc = await _ok(client, h, b"a document whose analysis is stopped", "s.txt")
+        resp = await client.post(f"{API}/{doc['id']}/analyses", headers=h, json={"kind": "summary", "models": ["m"]})
+        analysis = resp.json()["links"]["self"]
+        for _ in range(200):
+            if (await client.get(analysis, headers=h)).json()["status"] == "running":
+                break
+            await asyncio.sleep(0.05)
+        assert (await client.get(analysis, headers=h)).json()["status"] == "running"
 
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
-    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-    try:
-        async with documents_app(
-            tmp_dir, issuer, shared_db, auth_url=url, llm_url=url, analysis_budget_check_seconds=0.2
-        ) as client:
-            h = issuer.headers(new_user_id())
-            doc = await _ok(client, h, b"a document whose analysis is stopped", "s.txt")
-            resp = await client.post(
-                f"{API}/{doc['id']}/analyses", headers=h, json={"kind": "summary", "models": ["m"]}
-            )
-            analysis = resp.json()["links"]["self"]
-            for _ in range(200):
-                if (await client.get(analysis, headers=h)).json()["status"] == "running":
-                    break
-                await asyncio.sleep(0.05)
-            assert (await client.get(analysis, headers=h)).json()["status"] == "running"
+        # Someone else's analysis is not theirs to cancel; no token is a 401.
+        other = await client.post(analysis + "/cancel", headers=issuer.headers(new_user_id()))
+        assert other.status_code == 404
+        assert (await client.post(analysis + "/cancel")).status_code == 401
 
-            # Someone else's analysis is not theirs to cancel; no token is a 401.
-            other = await client.post(analysis + "/cancel", headers=issuer.headers(new_user_id()))
-            assert other.status_code == 404
-            assert (await client.post(analysis + "/cancel")).status_code == 401
-
-            cancelled = await client.post(analysis + "/cancel", headers=h)
-            assert cancelled.status_code == 200, cancelled.text
-            body = cancelled.json()
-            assert body["status"] == "cancelled" and body["finished_at"] is not None
-            events = await asyncio.wait_for(client.get(analysis + "/events", headers=h), 30)
-            assert events.text.rstrip().endswith('data: {"status":"cancelled"}'), events.text
-            again = await client.post(analysis + "/cancel", headers=h)
-            assert again.status_code == 409
-            assert again.headers["content-type"].startswith("application/problem+json")
-            assert "cancelled" in again.json()["detail"]
-            assert (await client.get(analysis, headers=h)).json()["status"] == "cancelled"
-    finally:
-        silent.close()
+        cancelled = await client.post(analysis + "/cancel", headers=h)
+        assert cancelled.status_code == 200, cancelled.text
+        body = cancelled.json()
+        assert body["status"] == "cancelled" and body["finished_at"] is not None
+        events = await asyncio.wait_for(client.get(analysis + "/events", headers=h), 30)
+        assert events.text.rstrip().endswith('data: {"status":"cancelled"}'), events.text
+        again = await client.post(analysis + "/cancel", headers=h)
+        assert again.status_code == 409
+        assert again.headers["content-type"].startswith("application/problem+json")
+        assert "cancelled" in again.json()["detail"]
+        assert (await client.get(analysis, headers=h)).json()["status"] == "cancelled"

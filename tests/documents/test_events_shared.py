@@ -5,7 +5,6 @@ connections and never answers (the analysis stays running until it is cancelled)
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,31 +72,25 @@ async def _async(value: int) -> int:
 
 
 async def test_the_database_is_read_per_analysis_not_per_watcher(
-    tmp_dir: Path, issuer: TokenIssuer, shared_db: str | None
+    tmp_dir: Path, issuer: TokenIssuer, shared_db: str | None, silent_url: str
 ) -> None:
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(64)
-    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-    try:
-        # No fallback read within the test (in process, news comes from the analyst directly).
-        async with documents_app(
-            tmp_dir,
-            issuer,
-            shared_db,
-            auth_url=url,
-            llm_url=url,
-            sse_poll_seconds=10,
-            analysis_budget_check_seconds=0.2,
-        ) as client:
-            h = issuer.headers(new_user_id())
-            resp = await upload(client, h, b"a document watched by many", "w.txt")
-            assert resp.status_code == 201, resp.text
-            doc = resp.json()["id"]
-            one = await _watched_until_cancelled(client, h, doc, 1)
-            many = await _watched_until_cancelled(client, h, doc, 20)
-    finally:
-        silent.close()
+    url = silent_url
+    # No fallback read within the test (in process, news comes from the analyst directly).
+    async with documents_app(
+        tmp_dir,
+        issuer,
+        shared_db,
+        auth_url=url,
+        llm_url=url,
+        sse_poll_seconds=10,
+        analysis_budget_check_seconds=0.2,
+    ) as client:
+        h = issuer.headers(new_user_id())
+        resp = await upload(client, h, b"a document watched by many", "w.txt")
+        assert resp.status_code == 201, resp.text
+        doc = resp.json()["id"]
+        one = await _watched_until_cancelled(client, h, doc, 1)
+        many = await _watched_until_cancelled(client, h, doc, 20)
     # Read once when the first stream came, once per notification after: as many for 20 watchers
     # as for one (a notification may land during a read and cause one more).
     assert 1 <= one <= 3, one

@@ -5,8 +5,6 @@ documents, the bytes stored or the analyses queued or running at a time."""
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,18 +25,6 @@ async def database(request: pytest.FixtureRequest, pg_databases) -> str | None:
     if pg_databases is None:
         pytest.skip("TEST_DATABASE_URL is not set")
     return str(await pg_databases.create("limits"))
-
-
-@pytest.fixture
-def silent_url() -> Iterator[str]:
-    """A server that accepts connections and never answers: analyses sent to it stay running."""
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(64)
-    try:
-        yield f"http://127.0.0.1:{silent.getsockname()[1]}"
-    finally:
-        silent.close()
 
 
 async def _uploads(client: httpx.AsyncClient, headers: dict[str, str], size: int) -> list[httpx.Response]:

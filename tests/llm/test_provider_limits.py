@@ -4,12 +4,12 @@ uncounted instead of failing (or being taken for the deployment's failure)."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
 
 from shared.ratelimit import RateLimiter
+from tests.support.servers import silent_server
 from ultrai_llm.engine_setup import RateLimitError
 from ultrai_llm.provider_limits import ProviderLimits, deployment_rpm
 
@@ -22,13 +22,8 @@ def deployment(rpm: int | None, kid: str = "d1") -> dict:
 @pytest.fixture
 def silent_redis() -> Iterator[str]:
     """An address that accepts connections and never answers: a Redis too busy to reply."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    try:
-        yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
-    finally:
-        server.close()
+    with silent_server() as address:
+        yield f"redis://{address}/0"
 
 
 def test_rpm_is_read_where_litellm_reads_it() -> None:
