@@ -891,6 +891,17 @@ def settle(pid: int, limit: float = 15.0) -> TreeStats:
     return before
 
 
+def launch(command: str, cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """A Blueprint command (a startCommand) run as Render runs it, by bash, in a process group of its
+    own (``stop_group`` ends it with its children), its output appended to ``log`` after the command."""
+    with open(log, "ab") as out:
+        out.write(f"\n$ {command}\n".encode())
+        out.flush()
+        return subprocess.Popen(
+            ["bash", "-c", command], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
 def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> float | None:
     start = time.perf_counter()
     deadline = time.monotonic() + timeout
@@ -948,18 +959,8 @@ def start_service(
                 f"{prefix}preDeployCommand exited {rc}{': ' + cause if cause else ''}\n{tail(run_log)}"
             )
             return
-    with open(run_log, "ab") as out:
-        out.write(f"\n$ {entry['startCommand']}\n".encode())
-        out.flush()
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            ["bash", "-c", entry["startCommand"]],
-            cwd=src,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    t0 = time.perf_counter()
+    proc = launch(entry["startCommand"], src, env, run_log)
     try:
         path = entry.get("healthCheckPath") or "/"
         waited = wait_http(f"http://127.0.0.1:{port}{path}", proc, timeout)
@@ -1280,17 +1281,7 @@ def check_worker(
         "ULTRAI_NETGUARD_LOG": str(netlog),
     }
     log(f"[{label}] starting: {entry['startCommand']}")
-    with open(run_log, "ab") as out:
-        out.write(f"\n$ {entry['startCommand']}\n".encode())
-        out.flush()
-        proc = subprocess.Popen(
-            ["bash", "-c", entry["startCommand"]],
-            cwd=src,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = launch(entry["startCommand"], src, env, run_log)
     try:
         waited = wait_log(run_log, WORKER_READY, proc, timeout)
         if waited is None:

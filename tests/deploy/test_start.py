@@ -97,15 +97,7 @@ async def deployed(tmp_path_factory: pytest.TempPathFactory, pg_databases, redis
                         ["bash", "-c", entry["preDeployCommand"]], cwd=dc.ROOT, env=env, stdout=out, stderr=out
                     ).returncode
                 assert rc == 0, f"{name}: preDeployCommand exited {rc}:\n{dc.tail(log)}"
-            with open(log, "ab") as out:
-                proc = subprocess.Popen(
-                    ["bash", "-c", entry["startCommand"]],
-                    cwd=dc.ROOT,
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            proc = dc.launch(entry["startCommand"], dc.ROOT, env, log)
             procs[name] = (proc, log, f"http://127.0.0.1:{port}")
         for name, (proc, log, url) in procs.items():
             wait_ready(url + web[name]["healthCheckPath"], proc, log)
@@ -122,15 +114,7 @@ async def deployed(tmp_path_factory: pytest.TempPathFactory, pg_databases, redis
                 "ULTRAI_NETGUARD_LOG": str(work / f"{label}.network.log"),
             }
             log = work / f"{label}.log"
-            with open(log, "ab") as out:
-                proc = subprocess.Popen(
-                    ["bash", "-c", entry["startCommand"]],
-                    cwd=dc.ROOT,
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            proc = dc.launch(entry["startCommand"], dc.ROOT, env, log)
             workers[name] = (proc, log, prefix)
         yield {"web": web, "procs": procs, "workers": workers, "work": work, "redis_url": redis_url}
     finally:
