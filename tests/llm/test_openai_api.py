@@ -94,6 +94,16 @@ async def test_sdk_errors(sdk: AsyncOpenAI, fake_provider: FakeOpenAI):
     with pytest.raises(openai.APIStatusError) as info:
         await sdk.chat.completions.create(model="flaky", messages=[{"role": "user", "content": unique()}])
     assert info.value.status_code == 502
+    # The provider's own rate limit (after litellm's retries) is a 429 the SDK recognises, with
+    # Retry-After, streamed or not; a model that fails otherwise stays a 502.
+    fake_provider.behave("limited", status=429, retry_after=0.01)
+    for stream in (False, True):
+        with pytest.raises(openai.RateLimitError) as limited:
+            await sdk.chat.completions.create(
+                model="limited", messages=[{"role": "user", "content": unique()}], stream=stream
+            )
+        assert limited.value.body["code"] == "rate_limit_exceeded"
+        assert int(limited.value.response.headers["retry-after"]) >= 1
     # A stream that breaks off midway reaches the SDK as an error, not as a short answer.
     fake_provider.behave("brittle", text="this will not arrive whole", break_after=2)
     stream = await sdk.chat.completions.create(

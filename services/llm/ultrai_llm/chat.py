@@ -68,6 +68,16 @@ async def model_chat(llm: Llm, body: ChatCompletionRequest, user_id: str) -> Res
             on_delta=on_delta,
         )
         llm.usage.record(user_id, "chat", [result])
+        if result.retry_after is not None:
+            # The provider's rate limit, after the Router's retries: the client's to wait out, as
+            # OpenAI answers it (SDKs back off on a 429 with Retry-After), not a failure of ours.
+            raise openai_error(
+                429,
+                f"The model {spec.name} is rate limited by its provider; try again in {result.retry_after} s.",
+                "requests",
+                "rate_limit_exceeded",
+                headers={"Retry-After": str(result.retry_after)},
+            )
         if not result.ok:
             raise openai_error(502, f"The model {spec.name} failed: {result.error}", "upstream_error", "model_failed")
         text = result.text or ""

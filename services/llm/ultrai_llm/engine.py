@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import statistics
 import time
@@ -14,6 +15,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
+
+import httpx
 
 from shared.errors import ProblemError
 from shared.metrics import UPSTREAM_ERRORS
@@ -58,6 +61,8 @@ class CallResult:
     finish_reason: str | None = None
     round: int | None = None  # the answer round, with rounds above 1 (ultrai_llm.layers)
     sample: int | None = None  # which sample of the model, with samples above 1
+    # Set when the provider (or the deployment's rpm limit) refused for its rate limit: seconds to wait.
+    retry_after: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -128,6 +133,20 @@ def describe_error(exc: BaseException) -> str:
     message = str(getattr(exc, "message", "") or exc).replace("\n", " ")
     message = _SECRETISH.sub("[redacted]", message)[:240]
     return f"{reason}{f' ({status})' if isinstance(status, int) else ''}: {message}" if message else reason
+
+
+def provider_retry_after(exc: BaseException) -> int | None:
+    """Whole seconds (at least 1) to wait when ``exc`` is a provider's rate-limit refusal, read from
+    its Retry-After when it gave one; None for any other failure."""
+    if "RateLimitError" not in type(exc).__name__:
+        return None
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if isinstance(response, httpx.Response) else None
+    try:
+        seconds = float(value) if value is not None else 1.0
+    except ValueError:  # an HTTP date: not worth parsing for a hint
+        seconds = 1.0
+    return max(1, math.ceil(seconds)) if math.isfinite(seconds) else 1
 
 
 def router_redis(settings: LlmSettings) -> dict[str, Any]:
@@ -314,6 +333,7 @@ class Engine:
         except Exception as exc:
             result.status = "error"
             result.error = describe_error(exc)
+            result.retry_after = provider_retry_after(exc)
             if isinstance(exc, TimeoutError):
                 result.error = f"timed out after {limit:.3g} s"
             UPSTREAM_ERRORS.labels("llm", spec.provider, type(exc).__name__).inc()

@@ -15,8 +15,12 @@ from ultrai_llm.layers import virtual_models
 CREATED = int(time.time())
 
 
-def openai_error(status: int, message: str, kind: str, code: str | None = None) -> ProblemError:
-    return ProblemError(status, message, extra={"error": {"message": message, "type": kind, "code": code}})
+def openai_error(
+    status: int, message: str, kind: str, code: str | None = None, headers: dict[str, str] | None = None
+) -> ProblemError:
+    return ProblemError(
+        status, message, extra={"error": {"message": message, "type": kind, "code": code}}, headers=headers
+    )
 
 
 def model_not_found(model: str) -> ProblemError:

@@ -43,6 +43,7 @@ class EventRun:
 
     def __init__(self, runner: Runner) -> None:
         self._queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+        self.failure: ProblemError | None = None  # the problem it ended with (its headers)
         self.task = asyncio.create_task(self._main(runner))
 
     async def _emit(self, event: str, data: dict[str, Any]) -> None:
@@ -52,6 +53,7 @@ class EventRun:
         try:
             await self._queue.put(("done", await runner(self._emit)))
         except ProblemError as exc:
+            self.failure = exc
             await self._queue.put(("error", problem_body(exc)))
         except Exception as exc:
             log.exception("streamed request failed: %s", type(exc).__name__)
@@ -82,6 +84,7 @@ async def event_stream(runner: Runner, render: Renderer) -> Response:
             title=problem.get("title"),
             type=problem.get("type", "about:blank"),
             extra={k: v for k, v in problem.items() if k not in ("type", "title", "status", "detail", "request_id")},
+            headers=run.failure.headers if run.failure is not None else None,
         )
 
     async def body() -> AsyncIterator[bytes]:
