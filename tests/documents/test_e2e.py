@@ -25,7 +25,7 @@ from tools.stack import Stack
 pytestmark = pytest.mark.e2e
 
 API = "/api/v1/documents"
-MODELS = ["doc-alpha", "doc-beta", "doc-synth", "doc-broken", "doc-down", "doc-map"]
+MODELS = ["doc-alpha", "doc-beta", "doc-synth", "doc-broken", "doc-down", "doc-map", "doc-verbose"]
 UPLOAD_LIMIT = 1_000_000
 DOCS_ENV = {
     "CHUNK_TOKENS": "200",
@@ -184,6 +184,26 @@ async def test_long_document_is_map_reduced(gateway: httpx.AsyncClient, fake_pro
     # One call per chunk (map), then at least one to combine (reduce).
     assert len(fake_provider.calls("doc-map")) - before >= doc["chunk_count"] + 1
     assert any(n == "progress" and d["stage"] == "map" for n, d in events)
+
+
+async def test_notes_longer_than_half_the_budget_still_reduce(
+    gateway: httpx.AsyncClient, fake_provider: FakeOpenAI
+) -> None:
+    # Every note (and every combination of notes) is about 250 tokens, past half of the budget
+    # (ANALYSIS_CONTEXT_TOKENS, 400): grouped by the budget alone, each would be combined on its own,
+    # round after round, never fewer. Two at a time, the notes halve each round.
+    fake_provider.behave("doc-verbose", text="The expedition reached the far side of the valley. " * 20)
+    text = "\n\n".join(f"Day {i}. " + "The expedition crossed the valley and made camp. " * 10 for i in range(8))
+    doc = await _upload(gateway, text.encode(), "verbose.txt")
+    chunks = doc["chunk_count"]
+    assert chunks > 3
+    before = len(fake_provider.calls("doc-verbose"))
+    resp = await gateway.post(f"{API}/{doc['id']}/analyses", json={"kind": "summary", "models": ["doc-verbose"]})
+    # A guard against the loop this test is about, not a timing: it ends in a few seconds.
+    events = await asyncio.wait_for(_events(gateway, resp.headers["location"]), 120)
+    assert events[-1][0] == "completed", events[-1]
+    # One call per chunk, then chunks - 1 combinations of two (a pairwise tree).
+    assert len(fake_provider.calls("doc-verbose")) - before == chunks + chunks - 1
 
 
 async def test_map_reduce_follows_the_models_context_window(gateway: httpx.AsyncClient) -> None:

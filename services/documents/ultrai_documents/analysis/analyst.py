@@ -315,7 +315,8 @@ class Analyst:
         return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(parts))))
 
     async def _reduce(self, job: _Job, caller: Caller, model: str, task: str, notes: list[str], usage: Usage) -> str:
-        """The notes combined into one answer, in rounds of groups that fit the context budget."""
+        """The notes combined into one answer, in rounds of groups that fit the context budget (two at a
+        time when no two fit together, so that every round leaves fewer)."""
         budget = self.settings.analysis_context_tokens
         while True:
             groups: list[list[str]] = [[]]
@@ -327,8 +328,18 @@ class Analyst:
                     size = 0
                 groups[-1].append(note)
                 size += tokens
+            carried: list[str] = []
+            if len(groups) == len(notes) > 1:
+                # Notes each longer than half the budget would be combined one by one, round after
+                # round, never fewer (while the model keeps writing that much). Two at a time, over
+                # the budget (the model's window is the hard limit: the provider refuses what does
+                # not fit), they halve each round; an odd one out waits for the next round as it is.
+                groups = [notes[i : i + 2] for i in range(0, len(notes), 2)]
+                if len(groups[-1]) == 1:
+                    carried = groups.pop()
             prompt = notes_prompt(task)
             combined = [await self._ask(job, caller, model, prompt, notes_context(g), usage) for g in groups]
+            combined += carried
             if len(combined) == 1:
                 return combined[0]
             notes = combined
