@@ -25,6 +25,7 @@ from ultrai_llm.cache import ResponseCache, cache_key
 from ultrai_llm.catalog import NO_PROVIDER_HINT, Catalog, ModelSpec
 from ultrai_llm.demo.provider import register as register_demo_provider
 from ultrai_llm.engine_setup import Router, litellm
+from ultrai_llm.llm_router import ServiceRouter
 from ultrai_llm.provider_limits import install as install_provider_limits
 from ultrai_llm.schemas import ModelParams
 from ultrai_llm.settings import LlmSettings
@@ -184,7 +185,7 @@ class Engine:
         if limiter is not None:
             install_provider_limits(limiter)
         if not catalog.empty:
-            self.router = Router(
+            self.router = ServiceRouter(
                 model_list=catalog.model_list,
                 **router_redis(settings),
                 num_retries=settings.llm_num_retries,
