@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from shared.client import tls_context
 from shared.errors import ProblemError
 from shared.kv import KeyValue, StoreUnavailable
 from shared.net import TrustedProxies, client_address
@@ -168,7 +169,11 @@ class KeyResolver:
         self._own_kv = kv is None
         self.kv = kv or KeyValue.for_settings(settings, CACHE_NAMESPACE)
         self._http = httpx.AsyncClient(
-            base_url=settings.auth_url, timeout=httpx.Timeout(2.0, connect=1.0), transport=transport, trust_env=False
+            base_url=settings.auth_url,
+            timeout=httpx.Timeout(2.0, connect=1.0),
+            transport=transport,
+            trust_env=False,
+            verify=tls_context(),
         )
         self._inflight: dict[str, asyncio.Future[KeyGrant]] = {}
 

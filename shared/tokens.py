@@ -42,6 +42,7 @@ from jwt.algorithms import OKPAlgorithm
 from starlette.requests import HTTPConnection
 
 from shared.apikeys import KeyGrant, KeyResolver, current_key, invalid_key, is_api_key, key_address, required_scope
+from shared.client import tls_context
 from shared.errors import ProblemError
 from shared.kv import KeyValue, StoreUnavailable
 from shared.metrics import REVOCATION_UNKNOWN
@@ -320,6 +321,7 @@ class TokenVerifier:
                 timeout=httpx.Timeout(2.0, connect=1.0),
                 transport=transport,
                 trust_env=False,
+                verify=tls_context(),
             )
         # API keys: resolved through auth (shared.apikeys); auth itself takes no key.
         self.keys = KeyResolver(settings, transport=transport) if jwks_source is None else None
@@ -682,7 +684,11 @@ class ServiceTokenSource:
         self._expires = 0.0
         self._lock = asyncio.Lock()
         self._http = httpx.AsyncClient(
-            base_url=settings.auth_url, timeout=httpx.Timeout(5.0, connect=1.0), transport=transport, trust_env=False
+            base_url=settings.auth_url,
+            timeout=httpx.Timeout(5.0, connect=1.0),
+            transport=transport,
+            trust_env=False,
+            verify=tls_context(),
         )
 
     async def __call__(self) -> str:
