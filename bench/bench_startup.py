@@ -17,7 +17,8 @@ worker's RSS is read at rest and again after the warm-up: ROUNDS rounds (four at
 connections, so every worker gets traffic) of the main routes through the gateway: register, log
 in, the account, refresh, JWKS, API keys, upload a document, list it, read it, its text and chunks,
 the models, conversations and usage, log out. Printed against the bars of issue 17: 80 MB per
-worker, 220 MB for llm.
+worker, 220 MB for llm. Each worker's PSS is printed beside: its pages shared with other
+processes (the libraries, which the workers of one service share) counted in part.
 Usage: python bench/bench_startup.py --production [--rounds ROUNDS] [--root TREE] [--repo-venv]
 (``--root``: measure the services of another checkout of this repository, for an A/B run.)
 """
@@ -113,13 +114,16 @@ def worker_processes(pid: int) -> list:
     return [root]
 
 
-def rss_per_worker(pid: int) -> list[float]:
+def rss_per_worker(pid: int, kind: str = "rss") -> list[float]:
+    """Each worker's resident memory in MB, smallest first; ``kind="pss"``: its proportional share
+    (pages shared with other processes, such as the other workers' libraries, counted in part)."""
     import psutil
 
     sizes = []
     for p in worker_processes(pid):
         try:
-            sizes.append(p.memory_info().rss / 1e6)
+            info = p.memory_full_info() if kind == "pss" else p.memory_info()
+            sizes.append(getattr(info, kind) / 1e6)
         except psutil.Error:
             continue
     return sorted(sizes)
@@ -259,13 +263,17 @@ def production(root: Path, rounds: int, *, repo_venv: bool = False) -> None:
             for proc in procs.values():
                 dc.settle(proc.pid)
             warm = {name: rss_per_worker(proc.pid) for name, proc in procs.items()}
+            shares = {name: rss_per_worker(proc.pid, "pss") for name, proc in procs.items()}
         finally:
             for proc in procs.values():
                 dc.stop_group(proc)
             if scratch:
                 dc.drop_postgres(admin_url, scratch[0])
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"{'service':<10} {'workers':>7} {'at rest (MB)':>18} {'after warm-up (MB)':>20} {'bar':>5}  result")
+    print(
+        f"{'service':<10} {'workers':>7} {'at rest (MB)':>18} {'after warm-up (MB)':>20} {'bar':>5}  {'result':<8}"
+        f" {'PSS after (MB)':>15}"
+    )
     results = Results("startup-production")
     for name in entries:
         bar = WARM_BAR.get(name, WARM_BAR_DEFAULT)
@@ -273,14 +281,17 @@ def production(root: Path, rounds: int, *, repo_venv: bool = False) -> None:
         both = "/".join(f"{x:.1f}" for x in warm[name])
         at_rest = "/".join(f"{x:.1f}" for x in rest[name])
         verdict = "ok" if top < bar else "over bar"
-        print(f"{name:<10} {len(warm[name]):>7} {at_rest:>18} {both:>20} {bar:>5.0f}  {verdict}")
+        pss = "/".join(f"{x:.1f}" for x in shares[name])
+        print(f"{name:<10} {len(warm[name]):>7} {at_rest:>18} {both:>20} {bar:>5.0f}  {verdict:<8} {pss:>15}")
         results.add(f"{name} RSS per worker at rest", max(rest[name]), "MB", better="lower")
         results.add(f"{name} RSS per worker after warm-up", top, "MB", better="lower")
+        results.add(f"{name} PSS per worker after warm-up", max(shares[name]), "MB", better="lower")
     database = "PostgreSQL" if scratch else "SQLite"
     kv = "Redis" if ph.redis_url else "in-process"
     answers = ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))
     where = "the repository's environment" if repo_venv else "one environment per service"
     print(f"(render.yaml's startCommand in {where}, {database}, {kv}; {rounds} warm-up rounds, answers {answers})")
+    print("(the bars are on RSS; PSS counts the pages a worker shares with others, its libraries mostly, in part)")
     print(f"(load average {load})")
     results.save()
 
