@@ -26,14 +26,16 @@ import string
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
+from shared.client import tls_context
 from shared.errors import ProblemError
 from shared.kv import KeyValue, StoreUnavailable
 from shared.net import TrustedProxies, client_address
 from shared.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    import httpx
 
 KEY_PREFIX = "uai_"
 KEY_RESOLVE_PATH = "/api/v1/auth/keys/resolve"
@@ -167,8 +169,14 @@ class KeyResolver:
         self._local: dict[str, tuple[float, KeyGrant]] = {}
         self._own_kv = kv is None
         self.kv = kv or KeyValue.for_settings(settings, CACHE_NAMESPACE)
+        import httpx
+
         self._http = httpx.AsyncClient(
-            base_url=settings.auth_url, timeout=httpx.Timeout(2.0, connect=1.0), transport=transport, trust_env=False
+            base_url=settings.auth_url,
+            timeout=httpx.Timeout(2.0, connect=1.0),
+            transport=transport,
+            trust_env=False,
+            verify=tls_context(),
         )
         self._inflight: dict[str, asyncio.Future[KeyGrant]] = {}
 
@@ -255,6 +263,8 @@ class KeyResolver:
             self._inflight.pop(digest, None)
 
     async def _fetch(self, digest: str, path: str, body: dict[str, str]) -> KeyGrant:
+        import httpx  # loaded already: this resolver's client made it
+
         try:
             resp = await self._http.post(path, json=body, headers={"Authorization": f"Bearer {self._secret}"})
         except httpx.HTTPError:

@@ -33,19 +33,22 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import httpx
 import jwt
 from fastapi import Depends, Request
 from jwt.algorithms import OKPAlgorithm
 from starlette.requests import HTTPConnection
 
 from shared.apikeys import KeyGrant, KeyResolver, current_key, invalid_key, is_api_key, key_address, required_scope
+from shared.client import http_errors, tls_context
 from shared.errors import ProblemError
 from shared.kv import KeyValue, StoreUnavailable
 from shared.metrics import REVOCATION_UNKNOWN
 from shared.settings import DEV_INTERNAL_TOKEN_SECRET, ServiceSettings
+
+if TYPE_CHECKING:
+    import httpx
 
 ALGORITHM = "EdDSA"
 ALGORITHMS = (ALGORITHM,)
@@ -315,11 +318,14 @@ class TokenVerifier:
         # reads auth's list only when given it; every other verifier reads it over HTTP.
         self._polls = revocation_source is not None or jwks_source is None
         if jwks_source is None:
+            import httpx
+
             self._http = httpx.AsyncClient(
                 base_url=settings.auth_url,
                 timeout=httpx.Timeout(2.0, connect=1.0),
                 transport=transport,
                 trust_env=False,
+                verify=tls_context(),
             )
         # API keys: resolved through auth (shared.apikeys); auth itself takes no key.
         self.keys = KeyResolver(settings, transport=transport) if jwks_source is None else None
@@ -391,7 +397,7 @@ class TokenVerifier:
             self._cache.last_attempt = now
             try:
                 document = await self._fetch_jwks()
-            except (httpx.HTTPError, ValueError, OSError):
+            except http_errors(ValueError, OSError):
                 # Auth unreachable: try again after a pause, not on every request (each would wait
                 # for the failing fetch); meanwhile keep serving with the keys we have, if any.
                 self._cache.next_fetch = now + self.retry_seconds
@@ -545,7 +551,7 @@ class TokenVerifier:
                 body = await self._read_revocations()
                 self._polled = {k: dict(body.get(k) or {}) for k in ("jti", "sid", "user", "key")}
                 self._polled_ok_at = time.monotonic()
-            except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+            except http_errors(ValueError, AttributeError, TypeError):
                 pass  # keep the last list until it is too old to vouch for (then: 503)
             self._polled_at = time.monotonic()
 
@@ -681,8 +687,14 @@ class ServiceTokenSource:
         self._token: str | None = None
         self._expires = 0.0
         self._lock = asyncio.Lock()
+        import httpx
+
         self._http = httpx.AsyncClient(
-            base_url=settings.auth_url, timeout=httpx.Timeout(5.0, connect=1.0), transport=transport, trust_env=False
+            base_url=settings.auth_url,
+            timeout=httpx.Timeout(5.0, connect=1.0),
+            transport=transport,
+            trust_env=False,
+            verify=tls_context(),
         )
 
     async def __call__(self) -> str:
