@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import CursorResult, Table, delete, insert, select, update
+from sqlalchemy import CursorResult, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shared.db import Repository
 from ultrai_auth.models import RefreshToken, Session, SigningKey, User
 
-# The tables themselves, for plain INSERTs that skip the ORM's unit of work.
-SESSIONS = cast("Table", Session.__table__)
-REFRESH_TOKENS = cast("Table", RefreshToken.__table__)
+# A login's writes as plain INSERTs, built once (their values are parameters): the ORM's unit of
+# work, and building each statement anew, were most of a login's CPU outside the hash.
+INSERT_SESSION = insert(cast("Table", Session.__table__))
+INSERT_REFRESH_TOKEN = insert(cast("Table", RefreshToken.__table__))
+SELECT_LOGIN_ACCOUNT = select(User.id, User.password_hash).where(User.email == bindparam("email"))
 
 
 class DuplicateEmail(Exception):
@@ -53,7 +55,7 @@ class AuthRepository(Repository):
 
     async def login_account(self, email: str) -> LoginAccount | None:
         """The id and password hash of an account: two columns, not an ORM object (a login needs no more)."""
-        row = (await self.session.execute(select(User.id, User.password_hash).where(User.email == email))).first()
+        row = (await self.session.execute(SELECT_LOGIN_ACCOUNT, {"email": email})).first()
         return None if row is None else LoginAccount(*row)
 
     async def set_password_hash(self, user_id: str, password_hash: str) -> None:
@@ -82,17 +84,14 @@ class AuthRepository(Repository):
     async def create_session(
         self, session_id: str, user_id: str, created_at: float, expires_at: float, token_hash: str
     ) -> None:
-        """A new session with its first refresh token (not committed): two plain INSERTs, without the
-        ORM's unit of work (most of a login's CPU outside the hash when it flushed them)."""
-        await self.session.execute(
-            insert(SESSIONS).values(id=session_id, user_id=user_id, created_at=created_at, expires_at=expires_at)
-        )
+        """A new session with its first refresh token (not committed)."""
+        values = {"id": session_id, "user_id": user_id, "created_at": created_at, "expires_at": expires_at}
+        await self.session.execute(INSERT_SESSION, values)
         await self.add_refresh_token(token_hash, session_id, created_at)
 
     async def add_refresh_token(self, token_hash: str, session_id: str, created_at: float) -> None:
-        await self.session.execute(
-            insert(REFRESH_TOKENS).values(token_hash=token_hash, session_id=session_id, created_at=created_at)
-        )
+        values = {"token_hash": token_hash, "session_id": session_id, "created_at": created_at}
+        await self.session.execute(INSERT_REFRESH_TOKEN, values)
 
     async def spend_refresh_token(self, token_hash: str, now: float) -> bool:
         """Mark an unused refresh token used. Only one caller can flip ``used_at`` from NULL: True for
