@@ -180,7 +180,8 @@ def gateway_bench(results: Results, baseline: Path | None) -> None:
             with httpx.Client(base_url=stack.url("gateway"), timeout=60) as client:
                 email, _ = register_and_login_sync(client, new_email("bench-auth-gw"))
             bodies[label] = json.dumps({"email": email, "password": PASSWORD})
-            wrk_logins(stack.url("gateway"), 2, 2, bodies[label])  # warm up
+            # Warm up: the pools fill, and the hashing threads settle into the memory they reuse.
+            wrk_logins(stack.url("gateway"), 4, 5, bodies[label])
 
         before = hash_times()
         rates: dict[str, dict[int, float]] = {label: {} for label in stacks}
