@@ -199,9 +199,8 @@ def gateway_bench(results: Results, baseline: Path | None) -> None:
                 rate = ok / got["seconds"]
                 rates[label][concurrency] = rate
                 per = max(got["requests"], 1)
-                rows.append(
-                    (label, concurrency, rate, got, (cpu1[0] - cpu0[0]) * 1000 / per, (cpu1[1] - cpu0[1]) * 1000 / per)
-                )
+                auth_ms, gw_ms = (cpu1[0] - cpu0[0]) * 1000 / per, (cpu1[1] - cpu0[1]) * 1000 / per
+                rows.append((label, concurrency, rate, got, auth_ms, gw_ms, auth.rss_mb()))
         after = hash_times()
 
         t_hash = statistics.median(before["wall"] + after["wall"])
@@ -224,13 +223,14 @@ def gateway_bench(results: Results, baseline: Path | None) -> None:
         results.add("hash-bound limit", bound, "/s", better="higher")
         print(
             f"  {'auth from':<10} {'conc':>4} {'logins/s':>9} {'of limit':>9} {'p50 ms':>8} {'p99 ms':>8}"
-            f" {'auth cpu/login':>15} {'gw cpu/login':>13} {'CPU share':>10} {'errors':>7}"
+            f" {'auth cpu/login':>15} {'gw cpu/login':>13} {'CPU share':>10} {'auth RSS':>9} {'errors':>7}"
         )
-        for label, concurrency, rate, got, auth_ms, gw_ms in rows:
+        for label, concurrency, rate, got, auth_ms, gw_ms, rss in rows:
             share = cpu_hash * 1000 / (auth_ms + gw_ms)
             print(
                 f"  {label:<10} {concurrency:>4} {rate:9.1f} {rate / bound:9.2f} {got['p50_ms']:8.1f}"
-                f" {got['p99_ms']:8.1f} {auth_ms:12.2f} ms {gw_ms:10.2f} ms {share:10.2f} {got['errors']:>7}"
+                f" {got['p99_ms']:8.1f} {auth_ms:12.2f} ms {gw_ms:10.2f} ms {share:10.2f} {rss:6.0f} MB"
+                f" {got['errors']:>7}"
             )
             prefix = "gateway" if label == "this tree" else "baseline gateway"
             results.add(f"{prefix} concurrency {concurrency} logins/s", rate, "/s", better="higher")
@@ -238,6 +238,7 @@ def gateway_bench(results: Results, baseline: Path | None) -> None:
             results.add(f"{prefix} concurrency {concurrency} auth cpu ms/login", auth_ms, "ms", better="lower")
             results.add(f"{prefix} concurrency {concurrency} gateway cpu ms/login", gw_ms, "ms", better="lower")
             results.add(f"{prefix} concurrency {concurrency} cpu share", share, "x", better="higher")
+            results.add(f"{prefix} concurrency {concurrency} auth rss", rss, "MB", better="lower")
             results.add(f"{prefix} concurrency {concurrency} errors", got["errors"], "", better="lower")
         for label in stacks:
             best = max(rates[label].values())
@@ -247,6 +248,13 @@ def gateway_bench(results: Results, baseline: Path | None) -> None:
         if baseline:
             ratios = [rates["this tree"][c] / rates["baseline"][c] for c in GATEWAY_CONCURRENCY]
             print(f"  this tree / baseline, logins/s: median x{statistics.median(ratios):.2f} over the concurrencies")
+        # Memory kept for the next hashes goes back at the periodic trim (MEMORY_TRIM_SECONDS, 30 s): wait two.
+        time.sleep(61)
+        for label, stack in stacks.items():
+            rss = stack.procs["auth"].rss_mb()
+            print(f"  {label}: auth RSS {rss:.0f} MB idle, 61 s after the logins")
+            prefix = "gateway" if label == "this tree" else "baseline gateway"
+            results.add(f"{prefix} auth rss idle after", rss, "MB", better="lower")
     finally:
         for stack in stacks.values():
             stack.stop_all()
