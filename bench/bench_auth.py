@@ -7,7 +7,8 @@
    out of the way) from wrk (one thread, closed loop, one connection per concurrent login, so the
    load generator costs little of the machine), at 1, 2, 4, 8 and 16 concurrent logins; with each
    rate its ratio to the limit, and the CPU milliseconds per login of auth and of the gateway (from
-   /proc: robust on a shared machine, where wall rates are not). ``--baseline TREE`` runs a second
+   /proc: robust on a shared machine, where wall rates are not), and auth's resident memory after each
+   step and once idle (two trim periods later). ``--baseline TREE`` runs a second
    stack whose auth comes from another checkout (e.g. ``git archive`` of the commit before), and
    alternates the two at each concurrency: before/after in the same run.
 1. Logins/s: the auth service as a real process (production argon2id parameters: m=19 MiB, t=2,
