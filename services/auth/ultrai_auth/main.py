@@ -39,8 +39,9 @@ def lifespan_for(settings: AuthSettings) -> Lifespan:
         async with database.sessions() as session, session.begin():
             await publish_keys(AuthRepository(session), signer)
         passwords = PasswordService(settings)
-        # Each hash's block is reused, not mapped and faulted in anew (kept until the next trim).
-        reuse_blocks(passwords.block_bytes, passwords.block_bytes * settings.hash_concurrency)
+        if settings.hash_memory_reuse:
+            # Each hash's block is reused, not mapped and faulted in anew (kept until the next trim).
+            reuse_blocks(passwords.block_bytes, passwords.block_bytes * settings.hash_concurrency)
         await passwords.start()
         limiter = RateLimiter.for_settings(settings, SERVICE)
         revocations = RevocationStore.for_settings(settings)
