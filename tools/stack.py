@@ -25,10 +25,12 @@ class ServiceSpec:
     module: str
     # uvicorn arguments of this service alone (the gateway's edge protocol).
     extra_args: tuple[str, ...] = ()
+    # The source tree it runs from (a benchmark may run another checkout beside this one).
+    root: Path = ROOT
 
     @property
     def app_dir(self) -> Path:
-        return ROOT / "services" / self.name
+        return self.root / "services" / self.name
 
     @property
     def url_env(self) -> str:
@@ -87,7 +89,7 @@ def service_env(spec: ServiceSpec, extra: dict[str, str] | None = None) -> dict[
     env = dict(os.environ)
     # The sources in the tree come first, so what runs is what is checked out.
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT), str(spec.app_dir)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+        [str(spec.root), str(spec.app_dir)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     )
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.update(extra or {})
@@ -116,7 +118,7 @@ class ServiceProcess:
         self.proc = subprocess.Popen(
             command,
             env=service_env(self.spec, self.env),
-            cwd=ROOT,
+            cwd=self.spec.root,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -212,6 +214,8 @@ class Stack:
             **(env or {}),
         }
         self.per_service_env: dict[str, dict[str, str]] = {}
+        # How each service starts (a benchmark may swap one for another checkout's).
+        self.specs: dict[str, ServiceSpec] = dict(SERVICES)
         self.procs: dict[str, ServiceProcess] = {}
 
     def url(self, name: str) -> str:
@@ -219,7 +223,7 @@ class Stack:
 
     def process(self, name: str) -> ServiceProcess:
         return ServiceProcess(
-            SERVICES[name],
+            self.specs[name],
             self.ports[name],
             env={**self.env, **self.per_service_env.get(name, {})},
             log_path=self.workdir / f"{name}.log",

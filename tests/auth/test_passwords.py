@@ -204,3 +204,58 @@ async def test_passwords_and_tokens_never_reach_the_logs(auth_client, capsys) ->
         for secret in (secret_password, tokens["access_token"], tokens["refresh_token"], rotated["refresh_token"]):
             assert secret not in text
             assert secret[:24] not in text
+
+
+# In a process of its own (the allocator's settings are the process's): the auth app's lifespan,
+# then two verifications in one thread of its hashing pool, counting the page faults of the second.
+_FAULTS = """
+import asyncio, json, resource, sys, tempfile
+from ultrai_auth.main import build
+from ultrai_auth.settings import AuthSettings
+
+async def main():
+    app = build(AuthSettings(environment="test", data_dir=tempfile.mkdtemp(), argon2_memory_kib=4096,
+                             argon2_time_cost=1, log_level="WARNING", hash_memory_reuse=sys.argv[1] == "1"))
+    async with app.router.lifespan_context(app):
+        passwords = app.state.passwords
+        stored = await passwords.hash("correct horse battery staple")
+
+        def faults_of_the_second_verification():  # both in the same hashing thread
+            passwords.hasher.verify(stored, "correct horse battery staple")
+            before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+            passwords.hasher.verify(stored, "correct horse battery staple")
+            return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+
+        loop = asyncio.get_running_loop()
+        print(json.dumps(await loop.run_in_executor(passwords.pool, faults_of_the_second_verification)))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_a_hash_reuses_the_memory_of_the_one_before(reuse: bool) -> None:
+    """argon2 allocates its whole memory cost per hash; mapped afresh each time, every page of it is
+    faulted in and zeroed by the kernel again (a third more CPU per login at 19 MiB). With
+    HASH_MEMORY_REUSE=false it is, and the memory goes back at once."""
+    import json
+    import os
+    import resource
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from shared.memory import _libc
+
+    if _libc() is None or not hasattr(resource, "RUSAGE_THREAD"):
+        pytest.skip("glibc's allocator on Linux only")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "services" / "auth")])}
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "DATABASE_URL", "REDIS_URL"):
+        env.pop(name, None)
+    command = [sys.executable, "-c", _FAULTS, "1" if reuse else "0"]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    faults = json.loads(out.stdout.strip().splitlines()[-1])
+    # 4 MiB is 1024 pages of 4 KiB: faulted in anew, a verification takes about that many.
+    assert faults < 256 if reuse else faults > 768, faults

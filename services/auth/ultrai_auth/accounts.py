@@ -62,15 +62,15 @@ class AccountService:
         any hashing) or 401 (the same answer and work for an unknown email and a wrong password)."""
         email = normalize_email(email)
         await self.throttle.check_login(address, email)
-        user = await self.repository.user_by_email(email)
-        ok = await self.passwords.verify(user.password_hash if user else None, password)
-        if not ok or user is None:
+        account = await self.repository.login_account(email)
+        ok = await self.passwords.verify(account.password_hash if account else None, password)
+        if not ok or account is None:
             raise unauthorized(INVALID_LOGIN)
-        if self.passwords.needs_rehash(user.password_hash):
-            # Stored with the session below.
-            user.password_hash = await self.passwords.hash(password)
+        if self.passwords.needs_rehash(account.password_hash):
+            # Committed with the session below.
+            await self.repository.set_password_hash(account.id, await self.passwords.hash(password))
         await self.throttle.remember_address(address, email)
-        return await self.sessions.issue(user.id)
+        return await self.sessions.issue(account.id)
 
     async def change_password(self, user: User, current_password: str, new_password: str) -> None:
         """Replace the password (after checking the current one); every session of the account ends."""

@@ -41,14 +41,14 @@ KeyValueStore = Annotated[KeyValue, Depends(state_dependency("kv", KeyValue))]
 Repository = Annotated[AuthRepository, Depends(AuthRepository.on_request)]
 
 
-def get_throttle(limiter: Limiter, kv: KeyValueStore, settings: Settings) -> LoginThrottle:
+async def get_throttle(limiter: Limiter, kv: KeyValueStore, settings: Settings) -> LoginThrottle:
     return LoginThrottle(limiter, kv, settings)
 
 
 Throttle = Annotated[LoginThrottle, Depends(get_throttle)]
 
 
-def get_sessions(
+async def get_sessions(
     repository: Repository,
     signer: TokenSigner,
     revoker: Revocations,
@@ -63,7 +63,7 @@ def get_sessions(
 Sessions = Annotated[SessionService, Depends(get_sessions)]
 
 
-def get_accounts(
+async def get_accounts(
     repository: Repository,
     passwords: Passwords,
     sessions: Sessions,
@@ -78,7 +78,7 @@ Accounts = Annotated[AccountService, Depends(get_accounts)]
 
 
 # ---- the caller -------------------------------------------------------------------------------
-def get_client_address(request: Request, settings: Settings) -> str:
+async def get_client_address(request: Request, settings: Settings) -> str:
     """The client's address: X-Forwarded-For is believed only from TRUSTED_PROXIES."""
     return client_address(request.scope, settings.proxies)
 
@@ -87,7 +87,7 @@ ClientAddress = Annotated[str, Depends(get_client_address)]
 AccessToken = Annotated[str | None, Depends(bearer_token)]
 
 
-def cookie_credential(
+async def cookie_credential(
     request: Request,
     settings: Settings,
     token: Annotated[

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from shared.app import Lifespan, create_app
 from shared.db import Database
+from shared.memory import reuse_blocks
 from shared.ratelimit import RateLimiter
 from shared.settings import load_settings
 from shared.tokens import RevocationStore, TokenVerifier
@@ -38,6 +39,9 @@ def lifespan_for(settings: AuthSettings) -> Lifespan:
         async with database.sessions() as session, session.begin():
             await publish_keys(AuthRepository(session), signer)
         passwords = PasswordService(settings)
+        if settings.hash_memory_reuse:
+            # Each hash's block is reused, not mapped and faulted in anew (kept until the next trim).
+            reuse_blocks(passwords.block_bytes, passwords.block_bytes * settings.hash_concurrency)
         await passwords.start()
         limiter = RateLimiter.for_settings(settings, SERVICE)
         revocations = RevocationStore.for_settings(settings)

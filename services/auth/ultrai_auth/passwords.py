@@ -93,6 +93,8 @@ class PasswordService:
             initargs=(settings.hash_thread_nice,),
         )
         self._slots = asyncio.Semaphore(settings.hash_concurrency + settings.hash_queue)
+        # What one hash allocates: its memory cost, and room for the allocator's own bookkeeping.
+        self.block_bytes = settings.argon2_memory_kib * 1024 + 64 * 1024
         self._dummy: str | None = None
         self.calls = 0  # argon2 operations started (hashes and verifications)
 

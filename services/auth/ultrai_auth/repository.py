@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import CursorResult, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shared.db import Repository
 from ultrai_auth.models import RefreshToken, Session, SigningKey, User
+
+# A login's writes as plain INSERTs, built once (their values are parameters): the ORM's unit of
+# work, and building each statement anew, were most of a login's CPU outside the hash.
+INSERT_SESSION = insert(cast("Table", Session.__table__))
+INSERT_REFRESH_TOKEN = insert(cast("Table", RefreshToken.__table__))
+SELECT_LOGIN_ACCOUNT = select(User.id, User.password_hash).where(User.email == bindparam("email"))
 
 
 class DuplicateEmail(Exception):
@@ -29,6 +35,13 @@ class RefreshTokenState(NamedTuple):
     used_at: float | None
 
 
+class LoginAccount(NamedTuple):
+    """What a login reads of an account."""
+
+    id: str
+    password_hash: str
+
+
 class AuthRepository(Repository):
     # ---- users ------------------------------------------------------------------------------
     async def create_user(self, user: User) -> None:
@@ -40,8 +53,14 @@ class AuthRepository(Repository):
             await self.session.rollback()
             raise DuplicateEmail from None
 
-    async def user_by_email(self, email: str) -> User | None:
-        return (await self.session.execute(select(User).where(User.email == email))).scalar_one_or_none()
+    async def login_account(self, email: str) -> LoginAccount | None:
+        """The id and password hash of an account: two columns, not an ORM object (a login needs no more)."""
+        row = (await self.session.execute(SELECT_LOGIN_ACCOUNT, {"email": email})).first()
+        return None if row is None else LoginAccount(*row)
+
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        """Replace an account's stored hash (not committed)."""
+        await self.session.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
 
     async def user_with_session(self, user_id: str, session_id: str) -> tuple[User, float | None] | None:
         """The user and the revocation time of one of their sessions, or None if either is gone."""
@@ -62,12 +81,17 @@ class AuthRepository(Repository):
         await self.session.execute(delete(User).where(User.id == user_id))
 
     # ---- sessions and refresh tokens --------------------------------------------------------
-    async def create_session(self, session_id: str, user_id: str, created_at: float, expires_at: float) -> None:
-        self.session.add(Session(id=session_id, user_id=user_id, created_at=created_at, expires_at=expires_at))
-        await self.session.flush()
+    async def create_session(
+        self, session_id: str, user_id: str, created_at: float, expires_at: float, token_hash: str
+    ) -> None:
+        """A new session with its first refresh token (not committed)."""
+        values = {"id": session_id, "user_id": user_id, "created_at": created_at, "expires_at": expires_at}
+        await self.session.execute(INSERT_SESSION, values)
+        await self.add_refresh_token(token_hash, session_id, created_at)
 
-    def add_refresh_token(self, token_hash: str, session_id: str, created_at: float) -> None:
-        self.session.add(RefreshToken(token_hash=token_hash, session_id=session_id, created_at=created_at))
+    async def add_refresh_token(self, token_hash: str, session_id: str, created_at: float) -> None:
+        values = {"token_hash": token_hash, "session_id": session_id, "created_at": created_at}
+        await self.session.execute(INSERT_REFRESH_TOKEN, values)
 
     async def spend_refresh_token(self, token_hash: str, now: float) -> bool:
         """Mark an unused refresh token used. Only one caller can flip ``used_at`` from NULL: True for

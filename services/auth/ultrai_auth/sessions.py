@@ -53,8 +53,7 @@ class SessionService:
         session_id = str(uuid.uuid4())
         refresh = new_refresh_token()
         expires_at = now + self.settings.refresh_token_ttl_seconds
-        await self.repository.create_session(session_id, user_id, now, expires_at)
-        self.repository.add_refresh_token(token_hash(refresh), session_id, now)
+        await self.repository.create_session(session_id, user_id, now, expires_at, token_hash(refresh))
         await self.repository.commit()
         return self._grant(user_id, session_id, refresh, expires_at, now)
 
@@ -87,7 +86,7 @@ class SessionService:
             await self.repository.commit()
             raise unauthorized(INVALID_REFRESH)
         refresh = new_refresh_token()
-        self.repository.add_refresh_token(token_hash(refresh), state.session_id, now)
+        await self.repository.add_refresh_token(token_hash(refresh), state.session_id, now)
         await self.repository.commit()
         grant = self._grant(state.user_id, state.session_id, refresh, state.session_expires_at, now)
         # Only once committed: a successor handed to a concurrent request must exist.
