@@ -27,6 +27,8 @@ class ServiceSpec:
     extra_args: tuple[str, ...] = ()
     # The source tree it runs from (a benchmark may run another checkout beside this one).
     root: Path = ROOT
+    # Environment of this service alone, as render.yaml sets it (a variable already set wins).
+    env: tuple[tuple[str, str], ...] = ()
 
     @property
     def app_dir(self) -> Path:
@@ -41,7 +43,8 @@ SERVICES: dict[str, ServiceSpec] = {
     "gateway": ServiceSpec(
         "gateway", 8000, "ultrai_gateway.main:app", ("--http", "ultrai_gateway.server:EdgeProtocol")
     ),
-    "auth": ServiceSpec("auth", 8001, "ultrai_auth.main:app"),
+    # argon2's memory faulted in by huge pages (render.yaml's GLIBC_TUNABLES for auth).
+    "auth": ServiceSpec("auth", 8001, "ultrai_auth.main:app", env=(("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1"),)),
     "documents": ServiceSpec("documents", 8002, "ultrai_documents.main:app"),
     "llm": ServiceSpec("llm", 8003, "ultrai_llm.main:app"),
 }
@@ -92,6 +95,8 @@ def service_env(spec: ServiceSpec, extra: dict[str, str] | None = None) -> dict[
         [str(spec.root), str(spec.app_dir)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     )
     env.setdefault("PYTHONUNBUFFERED", "1")
+    for key, value in spec.env:
+        env.setdefault(key, value)
     env.update(extra or {})
     return env
 

@@ -45,8 +45,10 @@ class AuthSettings(DatabaseSettings, CorsSettings):
     hash_thread_nice: int = Field(10, ge=0, le=19)
     # Each hash reuses the memory of the one before instead of mapping and faulting it in anew (a
     # third less CPU per login); up to HASH_CONCURRENCY x ARGON2_MEMORY_KIB stays resident between
-    # trims, and one hash's worth for good once logins have happened. false: memory over CPU.
-    hash_memory_reuse: bool = True
+    # trims, and one hash's worth for good once logins have happened (+40 MB per worker measured).
+    # Off by default: GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (render.yaml) saves most of that CPU
+    # with the memory given back after each hash, where the kernel has transparent huge pages.
+    hash_memory_reuse: bool = False
 
     password_min_length: int = Field(8, ge=8, le=64)
 
