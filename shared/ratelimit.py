@@ -18,14 +18,16 @@ import functools
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from limits import RateLimitItem
 from limits import parse as _parse_limit
-from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
+from limits.util import WindowStats
 from redis.asyncio import Redis
 
 from shared.errors import ProblemError
@@ -40,6 +42,70 @@ log = logging.getLogger("shared.ratelimit")
 # Limits are named by strings from the settings ("120/minute"); parsing one costs ~7 µs and the
 # gateway checks two per request, so each string is parsed once.
 parse = functools.lru_cache(maxsize=256)(_parse_limit)
+
+
+class LocalMovingWindow:
+    """The moving window in this process: the same decisions as ``limits``' in-memory moving window
+    (an attempt is allowed while fewer than the limit's amount fall in the last window), without its
+    cost per check: ``limits``' memory storage starts a clean-up task on nearly every hit, which hops
+    to a worker thread for each key, and inserts at the front of a list.
+
+    Each key holds the times of its attempts, oldest first, at most the limit's amount of them; keys
+    whose attempts have all left their window are dropped by a sweep at most every ``sweep_seconds``.
+    Nothing here awaits, so a check is atomic on the event loop.
+    """
+
+    def __init__(self, sweep_seconds: float = 60.0) -> None:
+        self._events: dict[str, tuple[deque[float], int]] = {}  # key -> (attempt times, window seconds)
+        self._sweep_seconds = sweep_seconds
+        self._next_sweep = time.monotonic() + sweep_seconds
+
+    def _window(self, key: str, expiry: int, now: float) -> deque[float]:
+        found = self._events.get(key)
+        if found is None:
+            return deque()
+        events = found[0]
+        start = now - expiry
+        while events and events[0] < start:
+            events.popleft()
+        return events
+
+    def _sweep(self) -> None:
+        now = time.time()
+        for key, (events, expiry) in list(self._events.items()):
+            if not events or events[-1] < now - expiry:
+                del self._events[key]
+        self._next_sweep = time.monotonic() + self._sweep_seconds
+
+    async def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        return self.hit_now(item, *identifiers, cost=cost)
+
+    def hit_now(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        if time.monotonic() >= self._next_sweep:
+            self._sweep()
+        if cost > item.amount:
+            return False
+        key, expiry, now = item.key_for(*identifiers), item.get_expiry(), time.time()
+        events = self._window(key, expiry, now)
+        if len(events) + cost > item.amount:
+            return False
+        if key not in self._events:
+            self._events[key] = (events, expiry)
+        events.extend([now] * cost)
+        return True
+
+    async def test(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        events = self._window(item.key_for(*identifiers), item.get_expiry(), time.time())
+        return len(events) <= item.amount - cost
+
+    async def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        now = time.time()
+        events = self._window(item.key_for(*identifiers), item.get_expiry(), now)
+        start = events[0] if events else now
+        return WindowStats(start + item.get_expiry(), item.amount - len(events))
+
+    async def clear(self, item: RateLimitItem, *identifiers: str) -> None:
+        self._events.pop(item.key_for(*identifiers), None)
 
 
 @dataclass(frozen=True)
@@ -63,7 +129,7 @@ class RateLimiter:
     ) -> None:
         self.service = service
         self.retry_interval = retry_interval
-        self.memory = MovingWindowRateLimiter(MemoryStorage())
+        self.memory = LocalMovingWindow()
         self.redis: MovingWindowRateLimiter | None = None
         self._storage: RedisStorage | None = None
         self._down_until = 0.0
@@ -92,7 +158,7 @@ class RateLimiter:
     def configured(self) -> bool:
         return self.redis is not None
 
-    def _limiter(self) -> MovingWindowRateLimiter:
+    def _limiter(self) -> MovingWindowRateLimiter | LocalMovingWindow:
         if self.redis is not None and time.monotonic() >= self._down_until:
             return self.redis
         return self.memory
@@ -118,7 +184,9 @@ class RateLimiter:
         bridge = getattr(self._storage, "bridge", None)
         return getattr(bridge, "storage", None) if bridge is not None else None
 
-    async def _retry_after(self, limiter: MovingWindowRateLimiter, item: RateLimitItem, ids: tuple[str, ...]) -> int:
+    async def _retry_after(
+        self, limiter: MovingWindowRateLimiter | LocalMovingWindow, item: RateLimitItem, ids: tuple[str, ...]
+    ) -> int:
         stats = await limiter.get_window_stats(item, *ids)
         return max(1, math.ceil(stats.reset_time - time.time()))
 
@@ -149,7 +217,8 @@ class RateLimiter:
 
     async def clear(self, item: RateLimitItem | str, *identifiers: str) -> None:
         item = parse(item) if isinstance(item, str) else item
-        for limiter in (self.redis, self.memory):
+        limiters: tuple[MovingWindowRateLimiter | LocalMovingWindow | None, ...] = (self.redis, self.memory)
+        for limiter in limiters:
             if limiter is None:
                 continue
             try:
