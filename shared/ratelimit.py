@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from limits.util import WindowStats
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from shared.errors import ProblemError
 from shared.kv import REDIS_ERRORS, drop_connections, store_busy, waiting_pool
@@ -108,6 +110,29 @@ class LocalMovingWindow:
         self._events.pop(item.key_for(*identifiers), None)
 
 
+# One attempt against each moving window in turn (KEYS: their lists; ARGV: now, then the amount and
+# the seconds of each), up to the first that refuses it: the 1-based index of that one, or 0. Each
+# step is limits' own moving-window acquisition of one entry, on the keys it uses.
+_HIT_EACH = """
+local now = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[2 * i])
+  local expiry = tonumber(ARGV[2 * i + 1])
+  if limit < 1 then
+    return i
+  end
+  local entry = redis.call('lindex', key, limit - 1)
+  if entry and tonumber(entry) >= now - expiry then
+    return i
+  end
+  redis.call('lpush', key, now)
+  redis.call('ltrim', key, 0, limit - 1)
+  redis.call('expire', key, expiry)
+end
+return 0
+"""
+
+
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
@@ -133,6 +158,7 @@ class RateLimiter:
         self.redis: MovingWindowRateLimiter | None = None
         self._storage: RedisStorage | None = None
         self._down_until = 0.0
+        self._hit_each_script: AsyncScript | None = None
         if redis_url:
             # A pool that waits (bounded) for a free connection: a busy Redis is not a Redis that is
             # down, and must not turn the limits into per-process ones.
@@ -202,6 +228,37 @@ class RateLimiter:
         except _STORAGE_ERRORS as exc:
             await self._failed(exc)
             return await self.hit(item, *identifiers, cost=cost)
+
+    async def hit_each(self, items: Sequence[RateLimitItem | str], *identifiers: str) -> tuple[int, Decision]:
+        """Count one attempt against each limit in turn, as ``hit`` would one after another, up to
+        the first that refuses it: that one's index and decision, or (-1, allowed). With Redis, one
+        round trip (one script) instead of one per limit."""
+        parsed = [parse(item) if isinstance(item, str) else item for item in items]
+        limiter = self._limiter()
+        try:
+            if isinstance(limiter, LocalMovingWindow):
+                refused = next((n for n, item in enumerate(parsed) if not limiter.hit_now(item, *identifiers)), -1)
+            else:
+                refused = await self._hit_each_in_redis(parsed, identifiers)
+            if refused < 0:
+                return -1, Decision(True)
+            return refused, Decision(False, await self._retry_after(limiter, parsed[refused], identifiers))
+        except _STORAGE_ERRORS as exc:
+            await self._failed(exc)
+            return await self.hit_each(items, *identifiers)
+
+    async def _hit_each_in_redis(self, items: list[RateLimitItem], identifiers: tuple[str, ...]) -> int:
+        if self._hit_each_script is None:
+            client = self._client()
+            if client is None:
+                raise RuntimeError("the Redis rate-limit storage has no client")
+            self._hit_each_script = client.register_script(_HIT_EACH)
+        bridge = self._storage.bridge  # type: ignore[union-attr]
+        keys = [bridge.prefixed_key(item.key_for(*identifiers)) for item in items]
+        args: list[float] = [time.time()]
+        for item in items:
+            args += [item.amount, item.get_expiry()]
+        return int(await self._hit_each_script(keys, args)) - 1
 
     async def test(self, item: RateLimitItem | str, *identifiers: str) -> Decision:
         """Would one more attempt be allowed? Counts nothing."""
