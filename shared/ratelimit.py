@@ -7,7 +7,9 @@ instances), so no burst of twice the limit is allowed around a window boundary. 
 is tried again after a short interval, so an outage fails no request. When Redis is there but busy
 or slow (no pooled connection, or no answer within REDIS_TIMEOUT), the check is a 503 with
 Retry-After: a limit is never guessed from one process's memory while other instances count in
-Redis.
+Redis. The in-process window is our own (``LocalMovingWindow``, the same decisions as the
+library's). Several limits on one request (the gateway's minute and hour) are counted in one check,
+``hit_each``: one script, one round trip.
 
 Keys live under ``<REDIS_KEY_PREFIX>:ratelimit:``.
 """
