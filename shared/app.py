@@ -72,6 +72,10 @@ def create_app(
         # The trailing slash is taken off before routing (shared.middleware); a redirect would name
         # the service's own address, which is not the one the client called.
         redirect_slashes=False,
+        # FastAPI's own spans when traces are exported (shared.tracing sets a tracer provider, and
+        # never a meter or logger provider). Said here rather than found out: otherwise FastAPI
+        # asks OpenTelemetry for its three providers on every request.
+        telemetry={"tracing": tracing.enabled(), "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.health = health

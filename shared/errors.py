@@ -76,6 +76,13 @@ def problem_response(status: int, detail: str | None = None, **fields: Unpack[Pr
     return JSONResponse(body, status_code=status, headers=fields.get("headers"), media_type=PROBLEM_JSON)
 
 
+def problem_for(exc: ProblemError) -> JSONResponse:
+    """The answer to a raised ``ProblemError``."""
+    return problem_response(
+        exc.status, exc.detail, title=exc.title, type=exc.type, headers=exc.headers, extra=exc.extra
+    )
+
+
 def _clean_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Which field and why; the rejected input is not echoed back (it may be a password)."""
     cleaned = []
@@ -91,9 +98,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ProblemError)
     async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
-        return problem_response(
-            exc.status, exc.detail, title=exc.title, type=exc.type, headers=exc.headers, extra=exc.extra
-        )
+        return problem_for(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -22,7 +22,7 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -31,6 +31,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.context import request_id_var
 from shared.errors import problem_response
 from shared.metrics import LATENCY, REQUESTS
+
+if TYPE_CHECKING:  # prometheus_client is imported by shared.metrics, once its mode is chosen
+    from prometheus_client import Counter, Histogram
 
 log = logging.getLogger("access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -50,6 +53,7 @@ SECURITY_HEADERS = [
 API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 _DOCS_PATHS = ("/docs", "/redoc")
+_MAX_SERIES = 4096
 _OWN_HEADERS = frozenset([b"x-request-id", API_CSP[0], HSTS[0], *(name for name, _ in SECURITY_HEADERS)])
 
 
@@ -75,6 +79,8 @@ class RequestContextMiddleware:
         self.hsts = hsts
         self.metrics = metrics
         self.access_log = access_log
+        # The labelled series of each (method, route template, status), looked up once.
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -147,9 +153,17 @@ class RequestContextMiddleware:
     def _record(self, scope: Scope, path: str, status: int, elapsed: float) -> None:
         route = _route_template(scope)
         if self.metrics:
-            method = scope["method"]
-            REQUESTS.labels(self.service, method, route, str(status)).inc()
-            LATENCY.labels(self.service, method, route).observe(elapsed)
+            key = (scope["method"], route, status)
+            series = self._series.get(key)
+            if series is None:
+                series = (
+                    REQUESTS.labels(self.service, key[0], route, str(status)),
+                    LATENCY.labels(self.service, key[0], route),
+                )
+                if len(self._series) < _MAX_SERIES:
+                    self._series[key] = series
+            series[0].inc()
+            series[1].observe(elapsed)
         if self.access_log and log.isEnabledFor(logging.INFO) and route not in ("/live", "/metrics"):
             log.info("%s %s %d %.1fms", scope["method"], path, status, elapsed * 1000)
 

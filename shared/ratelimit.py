@@ -7,7 +7,9 @@ instances), so no burst of twice the limit is allowed around a window boundary. 
 is tried again after a short interval, so an outage fails no request. When Redis is there but busy
 or slow (no pooled connection, or no answer within REDIS_TIMEOUT), the check is a 503 with
 Retry-After: a limit is never guessed from one process's memory while other instances count in
-Redis.
+Redis. The in-process window is our own (``LocalMovingWindow``, the same decisions as the
+library's). Several limits on one request (the gateway's minute and hour) are counted in one check,
+``hit_each``: one script, one round trip.
 
 Keys live under ``<REDIS_KEY_PREFIX>:ratelimit:``.
 """
@@ -18,15 +20,19 @@ import functools
 import logging
 import math
 import time
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from limits import RateLimitItem
 from limits import parse as _parse_limit
-from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
+from limits.util import WindowStats
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from shared.errors import ProblemError
 from shared.kv import REDIS_ERRORS, drop_connections, store_busy, waiting_pool
@@ -40,6 +46,93 @@ log = logging.getLogger("shared.ratelimit")
 # Limits are named by strings from the settings ("120/minute"); parsing one costs ~7 µs and the
 # gateway checks two per request, so each string is parsed once.
 parse = functools.lru_cache(maxsize=256)(_parse_limit)
+
+
+class LocalMovingWindow:
+    """The moving window in this process: the same decisions as ``limits``' in-memory moving window
+    (an attempt is allowed while fewer than the limit's amount fall in the last window), without its
+    cost per check: ``limits``' memory storage starts a clean-up task on nearly every hit, which hops
+    to a worker thread for each key, and inserts at the front of a list.
+
+    Each key holds the times of its attempts, oldest first, at most the limit's amount of them; keys
+    whose attempts have all left their window are dropped by a sweep at most every ``sweep_seconds``.
+    Nothing here awaits, so a check is atomic on the event loop.
+    """
+
+    def __init__(self, sweep_seconds: float = 60.0) -> None:
+        self._events: dict[str, tuple[deque[float], int]] = {}  # key -> (attempt times, window seconds)
+        self._sweep_seconds = sweep_seconds
+        self._next_sweep = time.monotonic() + sweep_seconds
+
+    def _window(self, key: str, expiry: int, now: float) -> deque[float]:
+        found = self._events.get(key)
+        if found is None:
+            return deque()
+        events = found[0]
+        start = now - expiry
+        while events and events[0] < start:
+            events.popleft()
+        return events
+
+    def _sweep(self) -> None:
+        now = time.time()
+        for key, (events, expiry) in list(self._events.items()):
+            if not events or events[-1] < now - expiry:
+                del self._events[key]
+        self._next_sweep = time.monotonic() + self._sweep_seconds
+
+    async def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        return self.hit_now(item, *identifiers, cost=cost)
+
+    def hit_now(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        if time.monotonic() >= self._next_sweep:
+            self._sweep()
+        if cost > item.amount:
+            return False
+        key, expiry, now = item.key_for(*identifiers), item.get_expiry(), time.time()
+        events = self._window(key, expiry, now)
+        if len(events) + cost > item.amount:
+            return False
+        if key not in self._events:
+            self._events[key] = (events, expiry)
+        events.extend([now] * cost)
+        return True
+
+    async def test(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        events = self._window(item.key_for(*identifiers), item.get_expiry(), time.time())
+        return len(events) <= item.amount - cost
+
+    async def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        now = time.time()
+        events = self._window(item.key_for(*identifiers), item.get_expiry(), now)
+        start = events[0] if events else now
+        return WindowStats(start + item.get_expiry(), item.amount - len(events))
+
+    async def clear(self, item: RateLimitItem, *identifiers: str) -> None:
+        self._events.pop(item.key_for(*identifiers), None)
+
+
+# One attempt against each moving window in turn (KEYS: their lists; ARGV: now, then the amount and
+# the seconds of each), up to the first that refuses it: the 1-based index of that one, or 0. Each
+# step is limits' own moving-window acquisition of one entry, on the keys it uses.
+_HIT_EACH = """
+local now = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[2 * i])
+  local expiry = tonumber(ARGV[2 * i + 1])
+  if limit < 1 then
+    return i
+  end
+  local entry = redis.call('lindex', key, limit - 1)
+  if entry and tonumber(entry) >= now - expiry then
+    return i
+  end
+  redis.call('lpush', key, now)
+  redis.call('ltrim', key, 0, limit - 1)
+  redis.call('expire', key, expiry)
+end
+return 0
+"""
 
 
 @dataclass(frozen=True)
@@ -63,10 +156,11 @@ class RateLimiter:
     ) -> None:
         self.service = service
         self.retry_interval = retry_interval
-        self.memory = MovingWindowRateLimiter(MemoryStorage())
+        self.memory = LocalMovingWindow()
         self.redis: MovingWindowRateLimiter | None = None
         self._storage: RedisStorage | None = None
         self._down_until = 0.0
+        self._hit_each_script: AsyncScript | None = None
         if redis_url:
             # A pool that waits (bounded) for a free connection: a busy Redis is not a Redis that is
             # down, and must not turn the limits into per-process ones.
@@ -92,7 +186,7 @@ class RateLimiter:
     def configured(self) -> bool:
         return self.redis is not None
 
-    def _limiter(self) -> MovingWindowRateLimiter:
+    def _limiter(self) -> MovingWindowRateLimiter | LocalMovingWindow:
         if self.redis is not None and time.monotonic() >= self._down_until:
             return self.redis
         return self.memory
@@ -118,7 +212,9 @@ class RateLimiter:
         bridge = getattr(self._storage, "bridge", None)
         return getattr(bridge, "storage", None) if bridge is not None else None
 
-    async def _retry_after(self, limiter: MovingWindowRateLimiter, item: RateLimitItem, ids: tuple[str, ...]) -> int:
+    async def _retry_after(
+        self, limiter: MovingWindowRateLimiter | LocalMovingWindow, item: RateLimitItem, ids: tuple[str, ...]
+    ) -> int:
         stats = await limiter.get_window_stats(item, *ids)
         return max(1, math.ceil(stats.reset_time - time.time()))
 
@@ -135,6 +231,37 @@ class RateLimiter:
             await self._failed(exc)
             return await self.hit(item, *identifiers, cost=cost)
 
+    async def hit_each(self, items: Sequence[RateLimitItem | str], *identifiers: str) -> tuple[int, Decision]:
+        """Count one attempt against each limit in turn, as ``hit`` would one after another, up to
+        the first that refuses it: that one's index and decision, or (-1, allowed). With Redis, one
+        round trip (one script) instead of one per limit."""
+        parsed = [parse(item) if isinstance(item, str) else item for item in items]
+        limiter = self._limiter()
+        try:
+            if isinstance(limiter, LocalMovingWindow):
+                refused = next((n for n, item in enumerate(parsed) if not limiter.hit_now(item, *identifiers)), -1)
+            else:
+                refused = await self._hit_each_in_redis(parsed, identifiers)
+            if refused < 0:
+                return -1, Decision(True)
+            return refused, Decision(False, await self._retry_after(limiter, parsed[refused], identifiers))
+        except _STORAGE_ERRORS as exc:
+            await self._failed(exc)
+            return await self.hit_each(items, *identifiers)
+
+    async def _hit_each_in_redis(self, items: list[RateLimitItem], identifiers: tuple[str, ...]) -> int:
+        if self._hit_each_script is None:
+            client = self._client()
+            if client is None:
+                raise RuntimeError("the Redis rate-limit storage has no client")
+            self._hit_each_script = client.register_script(_HIT_EACH)
+        bridge = self._storage.bridge  # type: ignore[union-attr]
+        keys = [bridge.prefixed_key(item.key_for(*identifiers)) for item in items]
+        args: list[float] = [time.time()]
+        for item in items:
+            args += [item.amount, item.get_expiry()]
+        return int(await self._hit_each_script(keys, args)) - 1
+
     async def test(self, item: RateLimitItem | str, *identifiers: str) -> Decision:
         """Would one more attempt be allowed? Counts nothing."""
         item = parse(item) if isinstance(item, str) else item
@@ -149,7 +276,8 @@ class RateLimiter:
 
     async def clear(self, item: RateLimitItem | str, *identifiers: str) -> None:
         item = parse(item) if isinstance(item, str) else item
-        for limiter in (self.redis, self.memory):
+        limiters: tuple[MovingWindowRateLimiter | LocalMovingWindow | None, ...] = (self.redis, self.memory)
+        for limiter in limiters:
             if limiter is None:
                 continue
             try:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import itertools
 import json
 import re
 import time
@@ -66,6 +67,9 @@ ON_BEHALF_HEADER = "x-on-behalf-of"
 ON_BEHALF_KEY_HEADER = "x-on-behalf-of-key"
 
 MAX_TOKEN_LENGTH = 8192
+# Tokens whose signature and claims were verified, kept (at most this many per verifier) so that the
+# next request with the same token skips the signature check; revocation is checked on every request.
+VERIFIED_CACHE_SIZE = 4096
 # With no signing key at all, how often a request may ask auth for the keys again.
 NO_KEYS_RETRY_SECONDS = 0.25
 # After the shared store failed, how long its "not revoked" is checked against auth's list as well.
@@ -266,6 +270,16 @@ class Principal:
 JwksSource = Callable[[], Awaitable[dict[str, Any]]]
 
 
+@dataclass(frozen=True)
+class _Verified:
+    """A token that passed every check but revocation, while its expiry and the keys it was checked
+    against last."""
+
+    claims: dict[str, Any]
+    keys: dict[str, Any]  # the verifier's key set at the time: a new set (refetched JWKS) drops it
+    valid_until: float  # wall clock: exp + leeway, the moment jwt.decode would refuse it
+
+
 @dataclass
 class _KeyCache:
     keys: dict[str, Any] = field(default_factory=dict)
@@ -311,6 +325,7 @@ class TokenVerifier:
         self._source = jwks_source
         self._cache = _KeyCache()
         self._lock = asyncio.Lock()
+        self._verified: dict[tuple[str, str], _Verified] = {}
         self._own_revocations = revocations is None
         self.revocations = revocations or RevocationStore.for_settings(settings)
         self._http: httpx.AsyncClient | None = None
@@ -441,9 +456,35 @@ class TokenVerifier:
         return claims
 
     async def verify_signature(self, token: str, typ: TokenKind = "access") -> dict[str, Any]:
-        """Everything but revocation: format, header, signature and claims."""
+        """Everything but revocation: format, header, signature and claims.
+
+        A token verified before is answered from a bounded cache (its claims, copied) while it has
+        not expired and the key set it was checked against is still the current one; anything else
+        goes through every check again."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             raise unauthorized("The token is not valid.")
+        seen = self._verified.get((token, typ))
+        if seen is not None:
+            await self._refresh_keys(force=False)
+            if seen.keys is self._cache.keys and time.time() < seen.valid_until:
+                return dict(seen.claims)
+            del self._verified[(token, typ)]
+        claims = await self._verify_signature(token, typ)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._forget_verified()
+        self._verified[(token, typ)] = _Verified(dict(claims), self._cache.keys, claims["exp"] + self.leeway)
+        return claims
+
+    def _forget_verified(self) -> None:
+        """Make room: the expired entries go, or the oldest quarter when none has expired."""
+        now = time.time()
+        gone = [key for key, seen in self._verified.items() if seen.valid_until <= now]
+        if not gone:
+            gone = list(itertools.islice(self._verified, max(1, VERIFIED_CACHE_SIZE // 4)))
+        for key in gone:
+            del self._verified[key]
+
+    async def _verify_signature(self, token: str, typ: TokenKind) -> dict[str, Any]:
         header = unverified_header(token)
         # RFC 8725 §3.1: the algorithm is ours alone, compared exactly (no "eddsa", no "none").
         if header.get("alg") != ALGORITHM:

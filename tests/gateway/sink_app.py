@@ -100,6 +100,10 @@ async def app(scope, receive, send) -> None:
         await send({"type": "http.response.body", "body": b'{"moved": true}'})
     elif path == "/api/v1/documents/ws/last-close":
         await _json(send, last_close)
+    elif path == "/api/v1/documents/set-cookie":
+        headers = [(b"content-type", b"application/json"), (b"set-cookie", b"sink-session=one-client; Path=/")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"{}"})
     elif path == "/api/v1/documents/echo-id":
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         await _json(send, headers)

@@ -60,8 +60,9 @@ class Sink:
         self.proc.wait(10)
 
 
-def start_proxied(workdir: Path) -> tuple[ServiceProcess, Sink]:
-    """The sink where the documents service would be, and a gateway in front of it."""
+def start_proxied(workdir: Path, host: str = "127.0.0.1") -> tuple[ServiceProcess, Sink]:
+    """The sink where the documents service would be, and a gateway in front of it that reaches
+    the sink at ``host``."""
     sink = Sink(workdir)
     dead = f"http://127.0.0.1:{free_port()}"
     gateway = ServiceProcess(
@@ -69,7 +70,7 @@ def start_proxied(workdir: Path) -> tuple[ServiceProcess, Sink]:
         free_port(),
         # No auth service here: the edge token check is off (tests/auth covers it).
         env={
-            "DOCUMENTS_URL": sink.url,
+            "DOCUMENTS_URL": sink.url.replace("127.0.0.1", host),
             "AUTH_URL": dead,
             "LLM_URL": dead,
             "LOG_LEVEL": "WARNING",
@@ -238,6 +239,19 @@ def test_sigterm_lets_an_in_flight_request_finish(tmp_path) -> None:
         assert rest == ["data: 1", "event: second", "data: 2"]
         # uvicorn re-raises the signal once drained, so the status is -SIGTERM (or 0): not a crash.
         assert gateway.proc.wait(15) in (0, -15)
+    finally:
+        gateway.stop()
+        sink.stop()
+
+
+def test_the_gateway_keeps_no_cookie_a_service_set_for_one_client(tmp_path) -> None:
+    # By a host name, as on a private network: an HTTP client's cookie jar refuses only an IP's.
+    gateway, sink = start_proxied(tmp_path, host="localhost")
+    try:
+        first = httpx.get(gateway.url + "/api/v1/documents/set-cookie", timeout=5)
+        assert first.headers["set-cookie"].startswith("sink-session=")  # passed on to that client
+        seen = httpx.get(gateway.url + "/api/v1/documents/echo-id", timeout=5).json()
+        assert "cookie" not in seen  # another client's request carries none of it
     finally:
         gateway.stop()
         sink.stop()

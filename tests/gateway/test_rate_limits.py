@@ -88,3 +88,16 @@ async def test_redis_down_falls_back_in_process_without_errors() -> None:
     async with asgi_client(gateway("redis://127.0.0.1:9/0", per_minute=3)) as client:
         codes = [(await client.post("/api/v1/auth/login", json={})).status_code for _ in range(5)]
     assert codes == [503, 503, 503, 429, 429]
+
+
+async def test_proxied_requests_are_counted_by_route_template_and_other_methods_are_405() -> None:
+    async with asgi_client(gateway(per_minute=100)) as client:
+        assert (await client.post("/api/v1/auth/login", json={})).status_code == 503  # upstream down
+        assert (await client.get("/.well-known")).status_code == 503
+        metrics = (await client.get("/metrics")).text
+        trace = await client.request("TRACE", "/api/v1/auth/login")
+    assert 'method="POST",route="/api/v1/auth/{path:path}",service="gateway",status="503"' in metrics
+    assert 'method="GET",route="/.well-known",service="gateway",status="503"' in metrics
+    assert trace.status_code == 405
+    assert trace.headers["content-type"] == "application/problem+json"
+    assert "POST" in trace.headers["allow"]

@@ -254,3 +254,18 @@ async def test_a_repository_works_on_the_request_s_one_session(tmp_dir, database
         resp = await client.get("/repository")
     assert resp.json() == {"same": True}
     assert "parameters" not in app.openapi()["paths"]["/repository"]["get"]
+
+
+async def test_without_traces_a_request_asks_opentelemetry_for_no_provider(tmp_path, monkeypatch) -> None:
+    from opentelemetry import metrics, trace
+    from opentelemetry._logs import _internal as logs
+
+    asked: list[str] = []
+    getters = ((trace, "get_tracer_provider"), (metrics, "get_meter_provider"), (logs, "get_logger_provider"))
+    for module, name in getters:
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda o=original, n=name: asked.append(n) or o())
+    async with asgi_client(make_app(tmp_path)) as client:
+        asked.clear()  # whatever start-up asked
+        assert (await client.get("/items/5")).status_code == 200
+    assert asked == []

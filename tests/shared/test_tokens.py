@@ -8,6 +8,7 @@ otherwise valid token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import http.server
@@ -283,6 +284,71 @@ async def test_a_revoked_jti_session_or_user_is_refused(verifier, issuer) -> Non
         await verifier.verify(token)
         await verifier.revocations.revoke(kind, value, ttl=60)  # type: ignore[arg-type]
         await refused(verifier, token)
+
+
+# ---- the cache of verified tokens ----------------------------------------------------------------
+async def test_a_token_verified_once_is_not_checked_again_but_its_revocation_is(verifier, issuer, monkeypatch) -> None:
+    decodes = 0
+    decode = jwt.decode
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal decodes
+        decodes += 1
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counted)
+    token = issuer.token()
+    first = await verifier.verify(token)
+    first["sub"] = "changed by a caller"  # what a caller does with its claims stays its own
+    assert (await verifier.verify(token))["sub"] == "user-1"
+    assert decodes == 1
+    await verifier.revocations.revoke("jti", first["jti"], ttl=60)
+    await refused(verifier, token)
+    # An access token is not a service token because it was verified as one before.
+    await refused(verifier, token, "service")
+
+
+async def test_a_verified_token_is_refused_once_it_expires() -> None:
+    issuer = TokenIssuer(kid="test-key-1")
+    settings = ServiceSettings(environment="test", jwt_leeway_seconds=0)
+    verifier = TokenVerifier(settings, "documents", jwks_source=issuer.jwks)
+    try:
+        now = time.time()
+        token = issuer.token(iat=int(now), nbf=int(now), exp=int(now) + 1)
+        await verifier.verify(token)
+        await asyncio.sleep(int(now) + 1.05 - time.time())
+        await refused(verifier, token)
+    finally:
+        await verifier.aclose()
+
+
+async def test_a_verified_token_is_refused_once_its_key_leaves_the_jwks() -> None:
+    issuer = TokenIssuer(kid="test-key-1")
+    settings = ServiceSettings(environment="test", jwks_cache_seconds=1)
+    verifier = TokenVerifier(settings, "documents", jwks_source=issuer.jwks)
+    try:
+        retired = Ed25519PrivateKey.generate()
+        issuer.extra.append(public_jwk(retired, "test-key-2"))
+        token = issuer.token(key=retired, headers={"kid": "test-key-2"})
+        await verifier.verify(token)
+        issuer.extra.clear()  # the key is retired: the next fetch of the keys no longer has it
+        fetches = issuer.fetches
+        while issuer.fetches == fetches:  # the cached keys are refetched after a second
+            await asyncio.sleep(0.2)
+            with contextlib.suppress(ProblemError):
+                await verifier.verify(issuer.token())
+        await refused(verifier, token)
+    finally:
+        await verifier.aclose()
+
+
+async def test_the_cache_of_verified_tokens_is_bounded(verifier, issuer, monkeypatch) -> None:
+    monkeypatch.setattr("shared.tokens.VERIFIED_CACHE_SIZE", 8)
+    tokens = [issuer.token() for _ in range(20)]
+    for token in tokens:
+        await verifier.verify(token)
+        assert len(verifier._verified) <= 8
+    assert (await verifier.verify(tokens[0]))["sub"] == "user-1"  # forgotten, verified again
 
 
 # ---- the FastAPI dependencies --------------------------------------------------------------------

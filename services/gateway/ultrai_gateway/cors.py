@@ -83,11 +83,13 @@ class ProblemCORSMiddleware(CORSMiddleware):
         self.role = role
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        # A request without an Origin header (same-origin, or not from a browser) gets no CORS
+        # header and is no preflight: it passes through both layers untouched.
+        if scope["type"] != "http" or not any(key == b"origin" for key, _ in scope["headers"]):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        preflight = scope["method"] == "OPTIONS" and "origin" in headers and "access-control-request-method" in headers
+        preflight = scope["method"] == "OPTIONS" and "access-control-request-method" in headers
         if preflight and self.role == "preflights":
             await self.preflight_response(request_headers=headers)(scope, receive, send)
         elif not preflight and self.role == "answers":

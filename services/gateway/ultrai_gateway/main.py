@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from shared.app import Lifespan, create_app
 from shared.client import ServiceClient
@@ -18,7 +19,7 @@ from ultrai_gateway.cors import cors_middleware
 from ultrai_gateway.deps import Gateway
 from ultrai_gateway.health import upstream_check
 from ultrai_gateway.proxy import Upstream, new_session
-from ultrai_gateway.routes import METHODS, add_proxy_routes
+from ultrai_gateway.routes import METHODS, ProxyDispatch, ProxyTable
 from ultrai_gateway.settings import GatewaySettings
 from ultrai_gateway.slots import StreamSlots
 from ultrai_gateway.websocket import add_websocket_routes
@@ -47,6 +48,7 @@ def build(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or load_settings(GatewaySettings, SERVICE)
     gateway = Gateway(settings)
     cors = cors_middleware(settings, METHODS)
+    proxied = ProxyTable(ROUTES, gateway)
     app = create_app(
         SERVICE,
         settings,
@@ -59,11 +61,12 @@ def build(settings: GatewaySettings | None = None) -> FastAPI:
             "/api/v1/documents": settings.max_upload_bytes + settings.upload_overhead_bytes,
             "/api/v1/documents/": settings.max_body_bytes,
         },
-        # CORS headers go on every answer, the ones made before routing included (cors.py).
-        middleware=[cors.inner],
+        # CORS headers go on every answer, the ones made before routing included (cors.py). The
+        # proxied requests are answered inside both, before FastAPI's own layers (routes.py).
+        middleware=[cors.inner, Middleware(ProxyDispatch, table=proxied)],
         outer_middleware=[cors.outer],
     )
-    add_proxy_routes(app.router, ROUTES, gateway)
+    proxied.install(app.router)
     add_websocket_routes(app.router, ROUTES, gateway)
     return app
 

@@ -85,6 +85,9 @@ def new_session(
             total=None, connect=pool_timeout + connect_timeout, sock_connect=connect_timeout, sock_read=read_timeout
         ),
         auto_decompress=False,  # bytes pass through as the service encoded them
+        # A Set-Cookie is one client's: passed on to it, never kept and sent with anyone else's
+        # requests (and no cookie work on each request).
+        cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         trust_env=False,
     )
