@@ -25,4 +25,8 @@ litellm.drop_params = True
 # Not re-exported by litellm's typed package, but the attribute its code reads.
 litellm.set_verbose = False  # type: ignore[attr-defined]
 
+from ultrai_llm import sdk_chunks  # noqa: E402  (after litellm, which imports the SDK)
+
+sdk_chunks.install()  # streamed chunks built by pydantic's validator (ultrai_llm/sdk_chunks.py)
+
 __all__ = ["CustomLLM", "CustomLogger", "RateLimitError", "Router", "Usage", "litellm"]
