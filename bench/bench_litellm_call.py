@@ -23,7 +23,23 @@ What it showed (litellm 1.106.2, 2 CPUs under load): the httpx routes (``hosted_
 usage, finish_reason, streamed deltas and error classes; ``aiohttp_openai/`` about 0.6, but without
 usage or streaming. Not enough, or not safe, to leave ``openai/``: the service keeps it.
 
-Usage: python bench/bench_litellm_call.py [repetitions] [calls]   (default 9 and 50; about a minute)
+With a third argument, ``chunks`` (e.g. 300), it measures long streamed answers instead: through
+``openai/`` only, the fake answering ``chunks`` words (a chunk each) and, for the difference, 10
+words; sequential calls, alternating between the SDK's own construction of each chunk and
+ultrai_llm/sdk_chunks.py's (pydantic's validator), in the same process. It prints the CPU per call
+and the CPU per chunk (the difference between the long and short answers over the difference in
+chunks), and beside it our own per-delta work in a streamed request (an ``EventRun`` queue and an SSE
+frame per delta, ultrai_llm/streaming.py), measured alone.
+
+What it showed (litellm 1.106.2, openai 2.54.0, 2 CPUs, load 3-5; four runs of ``3-9 5-10 300``): a chunk
+cost 0.35-0.41 ms of CPU with the SDK's construction (``construct_type``, ~45 us a chunk when timed
+alone, more in the service's busy process), 0.22-0.32 ms with pydantic's: 0.56-0.77 of it; the rest
+is litellm's CustomStreamWrapper (``chunk_creator``: a new ModelResponseStream and StreamingChoices
+per chunk) and, after the stream, its ``stream_chunk_builder`` over every chunk (in a worker
+thread). Our own per-delta work is a few microseconds.
+
+Usage: python bench/bench_litellm_call.py [repetitions] [calls] [chunks]
+       (default 9 and 50, no long streams; about a minute)
 """
 
 from __future__ import annotations
@@ -50,6 +66,8 @@ from tools.bench_results import Results  # noqa: E402
 
 REPS = int(sys.argv[1]) if len(sys.argv) > 1 else 9
 CALLS = int(sys.argv[2]) if len(sys.argv) > 2 else 50
+CHUNKS = int(sys.argv[3]) if len(sys.argv) > 3 else 0  # long streamed answers of this many chunks
+SHORT = 10  # chunks of the short answer the long one is compared with
 ROUTES = ("openai", "aiohttp_openai", "hosted_vllm", "openai+base_http")
 BASE_HTTP = "EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"
 MODEL = "bench-1"
@@ -75,7 +93,7 @@ def start_fake(port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("the fake provider did not start")
 
 
-def engine_for(route: str, base_url: str, folder: Path) -> Any:
+def engine_for(route: str, base_url: str, folder: Path, models: tuple[str, ...] = (MODEL,)) -> Any:
     from shared.kv import KeyValue
     from ultrai_llm.cache import ResponseCache
     from ultrai_llm.catalog import build_catalog
@@ -83,12 +101,15 @@ def engine_for(route: str, base_url: str, folder: Path) -> Any:
     from ultrai_llm.settings import LlmSettings
 
     path = folder / f"{route.replace('+', '_')}.json"
-    entry = {
-        "model_name": MODEL,
-        "litellm_params": {"model": f"{route.split('+')[0]}/{MODEL}", "api_base": base_url, "api_key": "sk-bench"},
-        "model_info": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6},
-    }
-    path.write_text(json.dumps({"model_list": [entry]}))
+    entries = [
+        {
+            "model_name": model,
+            "litellm_params": {"model": f"{route.split('+')[0]}/{model}", "api_base": base_url, "api_key": "sk-bench"},
+            "model_info": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6},
+        }
+        for model in models
+    ]
+    path.write_text(json.dumps({"model_list": entries}))
     keys = ("openai", "anthropic", "gemini", "groq", "mistral", "cohere", "deepseek", "openrouter")
     config = LlmSettings(**{f"{k}_api_key": None for k in keys}, llm_models_file=str(path), llm_demo_models=False)
     return Engine(config, build_catalog(config), ResponseCache(KeyValue(None, service="bench"), 60, enabled=False))
@@ -99,14 +120,14 @@ NO_USAGE = {"aiohttp_openai"}
 NO_STREAM = {"aiohttp_openai"}
 
 
-async def one(route: str, engine: Any, i: int, stream: bool) -> None:
+async def one(route: str, engine: Any, i: int, stream: bool, model: str = MODEL) -> Any:
     from ultrai_llm.schemas import ModelParams
 
     async def on_delta(piece: str) -> None:
         return None
 
     result = await engine.call(
-        MODEL,
+        model,
         [{"role": "user", "content": f"Question {i}: what is the answer to this one?"}],
         ModelParams(),
         stage="bench",
@@ -117,6 +138,7 @@ async def one(route: str, engine: Any, i: int, stream: bool) -> None:
     usage = result.completion_tokens or route in NO_USAGE
     if not result.ok or not result.text or not usage or result.finish_reason is None:
         raise RuntimeError(f"call failed: {result}")
+    return result
 
 
 async def cpu_per_call(route: str, engine: Any, concurrent: bool, stream: bool) -> float:
@@ -136,8 +158,86 @@ async def cpu_per_call(route: str, engine: Any, concurrent: bool, stream: bool) 
         os.environ.pop(BASE_HTTP, None)
 
 
+def words(count: int) -> str:
+    return " ".join(f"w{i}" for i in range(count))
+
+
+async def long_streams() -> None:
+    """CPU per streamed call and per chunk, the SDK's chunk construction against sdk_chunks'."""
+    from tools.stack import free_port
+    from ultrai_llm import sdk_chunks
+
+    port = free_port()
+    fake = start_fake(port)
+    ways = {"SDK construct_type": sdk_chunks.uninstall, "pydantic validate": sdk_chunks.install}
+    answers = {"bench-long": CHUNKS, "bench-short": SHORT}
+    figures: dict[tuple[str, str], list[float]] = {}
+    try:
+        for model, count in answers.items():
+            httpx.post(f"http://127.0.0.1:{port}/_fake/behave", json={"model": model, "text": words(count)})
+        with tempfile.TemporaryDirectory() as tmp:
+            engine = engine_for("openai", f"http://127.0.0.1:{port}/v1", Path(tmp), tuple(answers))
+            for rep in range(REPS + 1):  # the first round warms up, and is not counted
+                for way, install in ways.items():
+                    install()
+                    for model, count in answers.items():
+                        started = time.process_time()
+                        for i in range(CALLS):
+                            result = await one("openai", engine, i, True, model)
+                            if result.text != words(count) or result.completion_tokens != count:
+                                raise RuntimeError(f"wrong answer: {result}")
+                        if rep:
+                            ms = (time.process_time() - started) * 1000 / CALLS
+                            figures.setdefault((way, model), []).append(ms)
+    finally:
+        sdk_chunks.install()
+        fake.terminate()
+        fake.wait(10)
+    ours = await own_delta_cost(CHUNKS * CALLS)
+
+    results = Results("litellm_stream")
+    print(f"Streamed calls through openai/, CPU of this process, median of {REPS} repetitions of {CALLS} calls")
+    print(
+        f"  {'chunks built by':20} {f'ms/call ({CHUNKS})':>14} {f'ms/call ({SHORT})':>13} {'ms/chunk':>9} {'ratio':>6}"
+    )
+    per_chunk: dict[str, float] = {}
+    for way in ways:
+        long = statistics.median(figures[(way, "bench-long")])
+        short = statistics.median(figures[(way, "bench-short")])
+        per_chunk[way] = (long - short) / (CHUNKS - SHORT)
+        ratio = per_chunk[way] / per_chunk["SDK construct_type"]
+        print(f"  {way:20} {long:14.2f} {short:13.2f} {per_chunk[way]:9.3f} {ratio:6.2f}")
+        results.add(f"streamed call of {CHUNKS} chunks, chunks by {way}", long, "ms", better="lower")
+        results.add(f"CPU per streamed chunk, chunks by {way}", per_chunk[way], "ms", better="lower")
+    print(f"  our own per delta (EventRun queue + SSE frame): {ours * 1000:.1f} us")
+    results.add("our CPU per delta (EventRun + SSE)", ours * 1000, "us", better="lower")
+    print(f"  load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    results.save()
+
+
+async def own_delta_cost(deltas: int) -> float:
+    """Milliseconds of CPU per delta of a streamed request's own work: emitted into an EventRun and
+    rendered as a server-sent event, as the chat and orchestration streams do."""
+    from ultrai_llm.streaming import EventRun, sse
+
+    async def runner(emit: Any) -> dict[str, Any]:
+        for i in range(deltas):
+            await emit("delta", {"model": MODEL, "stage": "answer", "text": f"w{i} "})
+        return {}
+
+    started = time.process_time()
+    run = EventRun(runner)
+    while (item := await run.next()) is not None:
+        sse(*item)
+    return (time.process_time() - started) * 1000 / deltas
+
+
 async def main() -> None:
     from tools.stack import free_port
+
+    if CHUNKS:
+        await long_streams()
+        return
 
     port = free_port()
     fake = start_fake(port)
