@@ -29,7 +29,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_gateway import wrk  # noqa: E402
+from bench.bench_gateway import STACK_ENV, wrk  # noqa: E402
 from tests.support.users import new_email, register_and_login_sync  # noqa: E402
 from tools.bench_results import Results  # noqa: E402
 from tools.stack import SERVICES, ServiceProcess, Stack, free_port, service_command, service_env  # noqa: E402
@@ -88,12 +88,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="ultrai-bench-"))
     stack = Stack(
         workdir,
-        {
-            "LOG_LEVEL": "WARNING",
-            "RATE_LIMIT_PER_MINUTE": "100000000",
-            "RATE_LIMIT_PER_HOUR": "1000000000",
-            "LOGIN_RATE_LIMIT_PER_MINUTE": "100000",
-        },
+        STACK_ENV,
         names=("auth", "documents", "llm"),
     )
     servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}

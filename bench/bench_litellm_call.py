@@ -49,7 +49,6 @@ import json
 import logging
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,6 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "services" / "llm"))
 
+from bench.bench_llm import start_fake  # noqa: E402
 from tools.bench_results import Results  # noqa: E402
 
 REPS = int(sys.argv[1]) if len(sys.argv) > 1 else 9
@@ -72,25 +72,6 @@ ROUTES = ("openai", "aiohttp_openai", "hosted_vllm", "openai+base_http")
 BASE_HTTP = "EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"
 MODEL = "bench-1"
 BATCH = 5  # calls made at once in the concurrent figures
-
-
-def start_fake(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(port)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("the fake provider did not start")
 
 
 def engine_for(route: str, base_url: str, folder: Path, models: tuple[str, ...] = (MODEL,)) -> Any:
