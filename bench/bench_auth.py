@@ -138,7 +138,7 @@ def wrk_logins(url: str, concurrency: int, seconds: float, body: str) -> dict:
             "30s",
             "--latency",
             "-s",
-            str(HERE / "wrk_login.lua"),
+            str(HERE / "wrk_report.lua"),
             url + "/api/v1/auth/login",
         ],
         capture_output=True,

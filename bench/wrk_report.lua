@@ -1,8 +1,15 @@
--- wrk script: sends the Authorization header given in WRK_TOKEN (if any) and prints one JSON line.
+-- wrk script: sends the Authorization header given in WRK_TOKEN (if any), POSTs the JSON body given in
+-- WRK_BODY (if any; a GET otherwise), and prints one JSON line.
 local token = os.getenv("WRK_TOKEN")
+local body = os.getenv("WRK_BODY")
 wrk.headers["Accept"] = "application/json"
 if token and #token > 0 then
   wrk.headers["Authorization"] = "Bearer " .. token
+end
+if body and #body > 0 then
+  wrk.method = "POST"
+  wrk.body = body
+  wrk.headers["Content-Type"] = "application/json"
 end
 
 function done(summary, latency, requests)
