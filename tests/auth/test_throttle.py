@@ -5,13 +5,14 @@ X-Forwarded-For spoofing, exact counts under concurrency, Redis outages, and a b
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from redis.asyncio import Redis
 
 from shared.ratelimit import RateLimiter
 from tests.conftest import redis_prefix
-from tests.support.users import PASSWORD, new_email, register
+from tests.support.users import PASSWORD, new_email, register, register_and_login
 
 LOGIN = "/api/v1/auth/login"
 
@@ -129,6 +130,35 @@ async def test_a_login_flood_beyond_the_hash_queue_gets_503_not_unbounded_work(a
         assert codes.count(200) >= 1 and codes.count(503) >= 1, codes
         busy = next(r for r in answers if r.status_code == 503)
         assert busy.headers["retry-after"] == "2"
+
+
+async def test_a_login_waiting_for_its_hash_holds_no_database_connection(auth_client, pg_databases) -> None:
+    """A login flood must not take the database from every other request: with one pooled
+    connection and the only hashing thread busy, a login queued for its hash has given its
+    connection back, and a refresh is answered meanwhile (it waited for the pool, then 503, before)."""
+    if pg_databases is None:
+        pytest.skip("the connection pool's limits are PostgreSQL's (TEST_DATABASE_URL)")
+    settings = {"hash_concurrency": 1, "db_pool_size": 1, "db_max_overflow": 0, "db_pool_timeout": 2}
+    async with auth_client(**settings) as client:
+        email, tokens = await register_and_login(client)
+        passwords = client.app.state.passwords
+        gate = threading.Event()
+        busy = asyncio.get_running_loop().run_in_executor(passwords.pool, gate.wait, 30)
+        started = passwords.calls
+        login = asyncio.create_task(attempt(client, email, PASSWORD))
+        try:
+
+            async def queued_for_its_hash() -> None:
+                while passwords.calls == started:
+                    await asyncio.sleep(0.01)
+
+            await asyncio.wait_for(queued_for_its_hash(), 10)
+            refreshed = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+            assert refreshed.status_code == 200, refreshed.text
+        finally:
+            gate.set()
+            await busy
+        assert (await login).status_code == 200
 
 
 async def test_hashing_threads_run_below_the_event_loops_priority(auth_client) -> None:

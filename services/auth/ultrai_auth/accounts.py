@@ -63,6 +63,9 @@ class AccountService:
         email = normalize_email(email)
         await self.throttle.check_login(address, email)
         account = await self.repository.login_account(email)
+        # The connection goes back to the pool before the hash: a login may wait its turn for a
+        # hashing thread, and a flood of them must not hold every connection the other requests need.
+        await self.repository.release()
         ok = await self.passwords.verify(account.password_hash if account else None, password)
         if not ok or account is None:
             raise unauthorized(INVALID_LOGIN)
