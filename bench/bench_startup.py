@@ -19,14 +19,16 @@ in, the account, refresh, JWKS, API keys, upload a document, list it, read it, i
 the models, conversations and usage, log out. Printed against the bars of issue 17: 80 MB per
 worker, 220 MB for llm. Each worker's PSS is printed beside: its pages shared with other
 processes (the libraries, which the workers of one service share) counted in part.
-Usage: python bench/bench_startup.py --production [--rounds ROUNDS] [--root TREE] [--repo-venv]
-(``--root``: measure the services of another checkout of this repository, for an A/B run.)
+Usage: python bench/bench_startup.py --production [--rounds ROUNDS] [--root TREE] [--repo-venv] [--breakdown]
+(``--root``: measure the services of another checkout of this repository, for an A/B run;
+``--breakdown``: print where each worker's resident memory is, by mapping: each library, the heap.)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -52,9 +54,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=24, help="warm-up rounds (--production)")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose services run (--production)")
     parser.add_argument("--repo-venv", action="store_true", help="run in this environment, not one per service")
+    parser.add_argument("--breakdown", action="store_true", help="each worker's largest mappings (--production)")
     args = parser.parse_args()
     if args.production:
-        production(args.root.resolve(), args.rounds, repo_venv=args.repo_venv)
+        production(args.root.resolve(), args.rounds, repo_venv=args.repo_venv, breakdown=args.breakdown)
         return
     runs = args.runs
     rows = []
@@ -127,6 +130,26 @@ def rss_per_worker(pid: int, kind: str = "rss") -> list[float]:
         except psutil.Error:
             continue
     return sorted(sizes)
+
+
+def mappings(pid: int, top: int = 8) -> str:
+    """Where a worker's resident memory is: its mappings' RSS summed by what they map (each
+    shared library, the heap and other anonymous memory), the largest ``top``, in MB."""
+    sizes: dict[str, int] = {}
+    name = "?"
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                head = line.split()
+                if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                    path = head[5] if len(head) > 5 else "[anonymous]"
+                    name = path.rsplit("/", 1)[-1] if path.startswith("/") else path
+                elif head[0] == "Rss:":
+                    sizes[name] = sizes.get(name, 0) + int(head[1])
+    except OSError:
+        return "(gone)"
+    biggest = sorted(sizes.items(), key=lambda kv: -kv[1])[:top]
+    return ", ".join(f"{n} {kb / 1024:.1f}" for n, kb in biggest)
 
 
 def warm_up_round(gateway: str) -> dict[str, int]:
@@ -203,7 +226,7 @@ def service_venv(name: str, entry: dict, root: Path) -> Path:
     return venv
 
 
-def production(root: Path, rounds: int, *, repo_venv: bool = False) -> None:
+def production(root: Path, rounds: int, *, repo_venv: bool = False, breakdown: bool = False) -> None:
     from tools import deploy_check as dc
 
     blueprint = dc.load_yaml(root / "render.yaml")
@@ -264,6 +287,10 @@ def production(root: Path, rounds: int, *, repo_venv: bool = False) -> None:
                 dc.settle(proc.pid)
             warm = {name: rss_per_worker(proc.pid) for name, proc in procs.items()}
             shares = {name: rss_per_worker(proc.pid, "pss") for name, proc in procs.items()}
+            if breakdown:
+                for name, proc in procs.items():
+                    for worker in worker_processes(proc.pid):
+                        print(f"[{name} {worker.pid}] {mappings(worker.pid)}")
         finally:
             for proc in procs.values():
                 dc.stop_group(proc)
