@@ -92,3 +92,36 @@ def test_the_command_reads_bench_results_dir(
     assert main(["gateway"]) == 0
     out = capsys.readouterr().out
     assert "== gateway" in out and "2.00" in out and "worse" in out
+
+
+def test_each_run_records_the_machines_own_speed(tmp_path: Path) -> None:
+    machine = json.loads(_run(tmp_path, {"p50": (1.0, "ms", "lower")}).read_text())["machine"]
+    assert 0 < machine["python_loop_ns"] < 10_000
+    assert 0 < machine["loopback_round_trip_us"] < 1_000_000
+
+
+def _set_machine(path: Path, loop_ns: float, trip_us: float) -> None:
+    record = json.loads(path.read_text())
+    record["machine"].update(python_loop_ns=loop_ns, loopback_round_trip_us=trip_us)
+    path.write_text(json.dumps(record))
+
+
+def test_the_report_says_when_the_machine_is_not_the_same_speed(tmp_path: Path) -> None:
+    first = _run(tmp_path, {"gateway CPU per request": (0.3, "ms", "lower")})
+    second = _run(tmp_path, {"gateway CPU per request": (0.9, "ms", "lower")})
+    _set_machine(first, 55.0, 20.0)
+    _set_machine(second, 110.0, 62.0)
+    text = report(tmp_path)
+    machine = next(x for x in text.splitlines() if "machine:" in x)
+    assert "×2.00" in machine and "×3.10" in machine
+    # Before the figures it may explain.
+    assert text.index("machine:") < text.index("gateway CPU per request")
+
+    # Within the tolerance, or a run from before the calibration: nothing said.
+    _set_machine(second, 57.0, 21.0)
+    assert "machine:" not in report(tmp_path)
+    record = json.loads(first.read_text())
+    del record["machine"]["python_loop_ns"], record["machine"]["loopback_round_trip_us"]
+    first.write_text(json.dumps(record))
+    _set_machine(second, 110.0, 62.0)
+    assert "machine:" not in report(tmp_path)

@@ -12,6 +12,12 @@ figures that got worse by more than ``--tolerance`` (10 % by default): a regress
 reading two logs side by side. The ratios are of single runs on whatever machine ran them; the
 mark is a prompt to look, not a verdict (it never fails).
 
+Each run also records two figures of the machine itself (``calibrate``): a pure-Python loop's time
+per iteration and a loopback TCP round trip between two threads. CPU time per request moves with
+them (the same gateway costs three times the CPU per request on a virtual machine whose wake-ups are
+dear), so when they differ between the two runs compared, the report says so above the figures: a
+"worse" there may be the machine, not the code.
+
 ``BENCH_RESULTS_DIR`` moves the results elsewhere.
 """
 
@@ -21,7 +27,11 @@ import argparse
 import json
 import os
 import platform
+import socket
+import statistics
 import subprocess
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -72,7 +82,13 @@ class Results:
             "bench": self.bench,
             "time": f"{now:%Y-%m-%dT%H:%M:%SZ}",
             "commit": _commit(),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": _load()},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "cpu": _cpu_model(),
+                "python": platform.python_version(),
+                "load": _load(),
+                **calibrate(),
+            },
             "figures": self.figures,
         }
         path.write_text(json.dumps(record, indent=2) + "\n")
@@ -85,6 +101,94 @@ def _load() -> float | None:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _python_loop_ns(iterations: int = 200_000) -> float:
+    """Nanoseconds per iteration of a plain Python loop (the best of five: the least disturbed)."""
+    best = float("inf")
+    for _ in range(5):
+        total = 0
+        started = time.perf_counter()
+        for i in range(iterations):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return best / iterations * 1e9
+
+
+def _loopback_round_trip_us(trips: int = 400) -> float | None:
+    """Median microseconds of a one-byte TCP round trip on 127.0.0.1 between two threads: two
+    system calls and a wake-up each way, what a proxied request pays per hop."""
+    try:
+        server = socket.create_server(("127.0.0.1", 0))
+    except OSError:
+        return None
+
+    def echo() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while data := conn.recv(1):
+                conn.sendall(data)
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    times = []
+    try:
+        with socket.create_connection(server.getsockname(), timeout=5) as client:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for _ in range(trips):
+                started = time.perf_counter()
+                client.sendall(b"x")
+                if not client.recv(1):
+                    return None
+                times.append(time.perf_counter() - started)
+    except OSError:
+        return None
+    finally:
+        server.close()
+        thread.join(timeout=5)
+    return statistics.median(times[trips // 4 :]) * 1e6
+
+
+def calibrate() -> dict[str, float]:
+    """The machine's own speed, recorded with every run: ``python_loop_ns`` and
+    ``loopback_round_trip_us`` (about a third of a second)."""
+    figures = {"python_loop_ns": round(_python_loop_ns(), 2)}
+    trip = _loopback_round_trip_us()
+    if trip is not None:
+        figures["loopback_round_trip_us"] = round(trip, 2)
+    return figures
+
+
+CALIBRATION = (("python_loop_ns", "Python loop", "ns"), ("loopback_round_trip_us", "loopback round trip", "µs"))
+
+
+def machine_change(previous: dict[str, Any], latest: dict[str, Any], tolerance: float = 0.10) -> str | None:
+    """A line on how the machine's own figures moved between two runs, when one moved by more than
+    ``tolerance``; None when they agree (or a run predates them)."""
+    before, now = previous.get("machine") or {}, latest.get("machine") or {}
+    parts, moved = [], False
+    for key, label, unit in CALIBRATION:
+        old, new = before.get(key), now.get(key)
+        if not old or not new:
+            continue
+        ratio = new / old
+        moved = moved or abs(ratio - 1) > tolerance
+        parts.append(f"{label} {old:.3g} → {new:.3g} {unit} (×{ratio:.2f})")
+    if not moved:
+        return None
+    return "  machine: " + ", ".join(parts) + ": not the same speed; figures of time may move with it"
 
 
 def runs(bench_dir: Path) -> list[dict[str, Any]]:
@@ -149,6 +253,9 @@ def report(directory: Path, tolerance: float = 0.10, only: str | None = None) ->
             f"== {bench_dir.name}: {latest['time']} ({latest.get('commit') or '?'}) "
             f"against {previous['time']} ({previous.get('commit') or '?'})"
         )
+        change = machine_change(previous, latest, tolerance)
+        if change:
+            lines.append(change)
         rows = compare(previous, latest, tolerance)
         width = max(len(r.figure) for r in rows) if rows else 10
         lines.append(f"  {'figure':<{width}} {'before':>12} {'now':>12} {'ratio':>7}")
