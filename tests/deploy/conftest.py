@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,23 @@ RENDER_LIKE = dc.Placeholders(
     redis_url="redis://red-example:6379",
     sync_values={"CORS_ORIGINS": "https://app.example.com"},
 )
+
+
+# What a deploy file may set besides the services' settings: variables read by the platform, the
+# interpreter, the C library or a library (pydantic-settings ignores a name that is no setting, so
+# a misspelt setting would otherwise deploy without a word).
+RUNTIME_VARIABLES = {
+    "PYTHON_VERSION": "Render's Python runtime",
+    "WEB_CONCURRENCY": "the start command's uvicorn --workers",
+    "PORT": "the start command's uvicorn --port",
+    "GLIBC_TUNABLES": "glibc's allocator (auth: argon2's memory by huge pages)",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "litellm: its bundled cost map, no download at start",
+}
+
+
+def not_settings(keys: Iterable[str], setting_names: set[str]) -> list[str]:
+    """The variables among ``keys`` that are neither a setting nor read by the runtime."""
+    return sorted(k for k in keys if k not in setting_names and k not in RUNTIME_VARIABLES)
 
 
 class SettingsFacts:

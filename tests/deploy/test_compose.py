@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft7Validator
 
-from tests.deploy.conftest import SettingsFacts, load_schema
+from tests.deploy.conftest import SettingsFacts, load_schema, not_settings
 from tools import deploy_check as dc
 
 
@@ -103,6 +103,17 @@ def test_every_setting_production_needs_is_provided(
         result = dc.probe_settings(name, [env])["results"][0]
         if result is not None:
             problems.append(f"{name}: settings reject the compose environment: {result}")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_variable_is_a_setting_or_read_by_the_runtime(
+    compose: dict, folders: list[str], settings_facts: SettingsFacts
+) -> None:
+    problems = [
+        f"{name}: {key} is not a setting of {name}"
+        for name, svc in app_services(compose, folders).items()
+        for key in not_settings(dc.compose_env(svc), settings_facts.env_names(name))
+    ]
     assert not problems, "\n".join(problems)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests.deploy.conftest import SettingsFacts, load_schema
+from tests.deploy.conftest import SettingsFacts, load_schema, not_settings
 from tools import deploy_check as dc
 from tools.stack import SERVICES
 
@@ -150,6 +150,23 @@ def test_every_setting_production_needs_is_provided(settings_facts: SettingsFact
             if not provided & set(needed.split("|")):
                 problems.append(f"{name}: render.yaml does not provide {needed}")
     assert not problems, "\n".join(problems)
+
+
+def test_every_variable_is_a_setting_or_read_by_the_runtime(blueprint: dict, settings_facts: SettingsFacts) -> None:
+    """A variable no settings class has is ignored where it lands: a misspelt setting would deploy
+    with its default."""
+    entries = [*dc.web_services(blueprint).items(), *dc.worker_services(blueprint).items()]
+    problems = [
+        f"{name}: {key} is not a setting of {name}"
+        for name, entry in entries
+        for key in not_settings(env_entries(entry), settings_facts.env_names(name))
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_a_misspelt_setting_is_caught(web: dict, settings_facts: SettingsFacts) -> None:
+    keys = [*env_entries(web["documents"]), "EXTRACT_CONCURENCY"]
+    assert not_settings(keys, settings_facts.env_names("documents")) == ["EXTRACT_CONCURENCY"]
 
 
 def test_render_runs_in_production(web: dict) -> None:
