@@ -35,7 +35,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_gateway import wrk  # noqa: E402
+from bench.bench_gateway import STACK_ENV, wrk  # noqa: E402
 from tests.support.users import new_email, register_and_login_sync  # noqa: E402
 from tools.stack import SERVICES, ServiceProcess, Stack, free_port, service_command  # noqa: E402
 
@@ -78,12 +78,7 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
     workdir = Path(tempfile.mkdtemp(prefix="ultrai-bench-"))
-    env = {
-        "LOG_LEVEL": "WARNING",
-        "RATE_LIMIT_PER_MINUTE": "100000000",
-        "RATE_LIMIT_PER_HOUR": "1000000000",
-        "LOGIN_RATE_LIMIT_PER_MINUTE": "100000",
-    }
+    env = dict(STACK_ENV)
     if args.redis:
         env |= {"REDIS_URL": args.redis, "REDIS_KEY_PREFIX": f"bench-ab-{os.getpid()}"}
     stack = Stack(workdir, env, names=("auth", "documents", "llm"))
