@@ -278,3 +278,45 @@ def test_a_full_upstream_pool_is_a_quick_503_not_a_hang(sink: Sink, tmp_path: Pa
         assert after.status_code == 200
     finally:
         gateway.stop()
+
+
+def _raw_get(port: int, path: str, headers: str = "Connection: close\r\n") -> tuple[int, bytes]:
+    """A GET of ``path`` exactly as written (HTTP clients resolve dot segments before sending)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: gateway\r\n{headers}\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_a_path_with_dot_segments_is_refused_not_resolved_past_the_edge_check(sink: Sink, tmp_path: Path) -> None:
+    """The edge check reads the path as received; the proxy's client resolved "." and ".." before
+    sending it on, so "/.well-known/../<route>" passed as public (the public keys' prefix) and reached
+    the route behind it unchecked (RFC 3986 §5.2.4, a parser differential). Such a path is refused."""
+    gateway = start_gateway(tmp_path, sink, EDGE_AUTH="true", AUTH_URL=sink.url)
+    try:
+        for path in (
+            "/.well-known/../api/v1/documents/echo-id",
+            "/.well-known/%2e%2e/api/v1/documents/echo-id",
+            "/api/v1/documents/./echo-id",
+            "/api/v1/documents/echo-id/..",
+        ):
+            status, body = _raw_get(gateway.port, path)
+            assert status == 400, (path, status, body[:200])
+            assert json.loads(body)["status"] == 400
+        # Dots inside a segment are a name, not a step: still the route's own answer.
+        status, _ = _raw_get(gateway.port, "/api/v1/documents/echo-id..")
+        assert status == 401
+        # A WebSocket handshake on such a path is refused too, before it is accepted.
+        upgrade = (
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        )
+        status, body = _raw_get(gateway.port, "/api/v1/documents/../documents/ws/echo", upgrade)
+        assert status == 400 and json.loads(body)["status"] == 400, body[:200]
+    finally:
+        gateway.stop()

@@ -273,7 +273,8 @@ async def test_path_traversal_in_paths_stays_inside_the_api(provider_stack, user
             "/api/v1/auth/../../../etc/passwd",
         ]:
             resp = await client.get(path, headers=bearer(a["access_token"]))
-            assert resp.status_code in (401, 404, 405, 422), (path, resp.status_code)
+            # 400: a "." or ".." segment once decoded, refused at the gateway (ultrai_gateway.edge)
+            assert resp.status_code in (400, 401, 404, 405, 422), (path, resp.status_code)
             assert "root:" not in resp.text
 
 

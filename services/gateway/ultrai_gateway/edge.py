@@ -44,6 +44,14 @@ def is_public(method: str, path: str, prefixes: tuple[str, ...]) -> bool:
     return method in ("GET", "HEAD") and path in prefixes
 
 
+def has_dot_segment(path: str) -> bool:
+    """A "." or ".." segment in ``path``: refused at the edge (400), since what the checks read and
+    what the proxy's client sends would differ. Clients resolve them before sending (RFC 3986
+    §5.2.4); the proxy's client (yarl) resolves any it is given, so "/.well-known/../<route>" read
+    as public here reached ``<route>`` upstream, past this check."""
+    return "/." in path and any(segment in (".", "..") for segment in path.split("/"))
+
+
 def is_ticket_stream(request: Request) -> bool:
     """A GET of an analysis' events with a ``ticket`` query parameter and no Authorization header."""
     return (
