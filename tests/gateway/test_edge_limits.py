@@ -320,3 +320,21 @@ def test_a_path_with_dot_segments_is_refused_not_resolved_past_the_edge_check(si
         assert status == 400 and json.loads(body)["status"] == 400, body[:200]
     finally:
         gateway.stop()
+
+
+def test_the_service_routes_the_path_the_gateway_checked(sink: Sink, tmp_path: Path) -> None:
+    """The path goes upstream as the client sent it, not re-parsed from its decoded form: a "%3F" or
+    "%23" made a query or a fragment of the rest, so "/api/v1/documents%3F", not an upload at the
+    gateway (no per-account slot taken), was one upstream."""
+    gateway = start_gateway(tmp_path, sink)
+    try:
+        for tail in ("%3F", "%23x", "%3Fa=b"):
+            path = "/api/v1/documents/echo-id" + tail
+            status, body = _raw_get(gateway.port, path)
+            assert status == 404, (path, status, body[:200])  # the sink has no such route
+        # Encoded the same way on both sides, a path still reaches its route, and the query follows.
+        assert _raw_get(gateway.port, "/api/v1/documents%2Fecho-id")[0] == 200
+        status, body = _raw_get(gateway.port, "/api/v1/documents/blob?n=5&x=%20y")
+        assert status == 200 and body.endswith(b"\xab" * 5)
+    finally:
+        gateway.stop()

@@ -67,7 +67,7 @@ class Gateway:
     async def take_slot(self, request: Request, user: str | None) -> Slot | None:
         """A slot of ``user``'s long-lived requests (uploads, event streams) when this is one of
         them: 429 beyond MAX_STREAMS_PER_USER. None for every other request."""
-        if user is None or not is_long_lived(request.method, request.url.path):
+        if user is None or not is_long_lived(request.method, request.scope["path"]):
             return None
         return await self.slots.take(user)
 

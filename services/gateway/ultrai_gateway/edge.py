@@ -58,14 +58,14 @@ def is_ticket_stream(request: Request) -> bool:
         request.method == "GET"
         and "authorization" not in request.headers
         and bool(request.query_params.get("ticket"))
-        and TICKET_STREAM.fullmatch(request.url.path) is not None
+        and TICKET_STREAM.fullmatch(request.scope["path"]) is not None
     )
 
 
 async def check_edge(request: Request, verifier: TokenVerifier, prefixes: tuple[str, ...]) -> str | None:
     """Raise a 401 problem unless the route is public or the request carries a valid access token;
     the token's user, when there is one."""
-    if is_public(request.method, request.url.path, prefixes) or is_ticket_stream(request):
+    if is_public(request.method, request.scope["path"], prefixes) or is_ticket_stream(request):
         return None
     token = bearer_token(request)
     if token is None:

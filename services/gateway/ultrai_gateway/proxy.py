@@ -18,6 +18,7 @@ import aiohttp
 from fastapi import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Scope
+from yarl import URL
 
 from shared.context import current_request_id
 from shared.errors import problem_response
@@ -115,7 +116,7 @@ async def forward(request: Request, upstream: Upstream, on_close: OnClose | None
     # restarted, or timed out the keep-alive): that request never reached it.
     data = await body.data() if has_body else None
     attempts = 1 if has_body or request.method not in _IDEMPOTENT else 2
-    sent = await _send(upstream, request.method, _upstream_url(upstream, request.scope), headers, data, body, attempts)
+    sent = await _send(upstream, request.method, upstream_url(upstream, request.scope), headers, data, body, attempts)
     if isinstance(sent, aiohttp.ClientResponse):
         return await _relay(sent, upstream, on_close)
     if on_close is not None:
@@ -137,10 +138,16 @@ def _upstream_headers(request: Request, upstream: Upstream) -> list[tuple[str, s
     return headers
 
 
-def _upstream_url(upstream: Upstream, scope: Scope) -> str:
-    path: str = scope["path"]
-    query = scope.get("query_string", b"").decode("latin-1")
-    return upstream.base_url + path + (f"?{query}" if query else "")
+def upstream_url(upstream: Upstream, scope: Scope) -> URL:
+    """The service's URL for a request (HTTP or WebSocket): the path exactly as the client sent it
+    (``raw_path``, still percent-encoded) and the query. Never rebuilt from the decoded path: a
+    "%3F" or "%23" decoded would start a query or a fragment upstream, and "." or ".." would be
+    resolved, so the service would route another path than the one the gateway's checks read
+    ("/api/v1/documents%3F" is not an upload here; it was one upstream)."""
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    query: bytes = scope.get("query_string", b"")
+    target = raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+    return URL(upstream.base_url + target, encoded=True)
 
 
 class _RequestBody:
@@ -177,7 +184,7 @@ class _RequestBody:
 async def _send(
     upstream: Upstream,
     method: str,
-    url: str,
+    url: URL,
     headers: list[tuple[str, str]],
     data: bytes | AsyncIterator[bytes] | None,
     body: _RequestBody,

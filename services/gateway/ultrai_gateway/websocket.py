@@ -47,7 +47,7 @@ from shared.metrics import UPSTREAM_ERRORS
 from shared.net import client_address
 from ultrai_gateway.deps import Gateway
 from ultrai_gateway.edge import has_dot_segment
-from ultrai_gateway.proxy import Upstream
+from ultrai_gateway.proxy import Upstream, upstream_url
 from ultrai_gateway.settings import GatewaySettings
 from ultrai_gateway.slots import Slot
 
@@ -241,11 +241,9 @@ class PassThrough:
 
     async def _connect(self, protocols: list[str]) -> aiohttp.ClientWebSocketResponse | ProblemError:
         upstream = self.upstream
-        url = upstream.base_url + self.client.scope["path"]
-        query = self.client.scope.get("query_string", b"").decode("latin-1")
         try:
             self.service = await upstream.session.ws_connect(
-                url + (f"?{query}" if query else ""),
+                upstream_url(upstream, self.client.scope),
                 headers=self._headers(),
                 protocols=protocols,
                 autoclose=True,
