@@ -161,6 +161,46 @@ async def test_a_login_waiting_for_its_hash_holds_no_database_connection(auth_cl
         assert (await login).status_code == 200
 
 
+@pytest.mark.parametrize("operation", ["password change", "account deletion"])
+async def test_a_password_check_waiting_for_its_hash_holds_no_database_connection(
+    auth_client, pg_databases, operation: str
+) -> None:
+    """As for a login: a password change or an account deletion confirmed with the password gives
+    its connection back before its hash, so other requests are served while it waits."""
+    if pg_databases is None:
+        pytest.skip("the connection pool's limits are PostgreSQL's (TEST_DATABASE_URL)")
+    settings = {"hash_concurrency": 1, "db_pool_size": 1, "db_max_overflow": 0, "db_pool_timeout": 2}
+    async with auth_client(**settings) as client:
+        _, owner = await register_and_login(client)
+        _, other = await register_and_login(client)
+        headers = {"Authorization": f"Bearer {owner['access_token']}"}
+        if operation == "password change":
+            body = {"current_password": PASSWORD, "new_password": "another long passphrase 42"}
+            request = client.post("/api/v1/auth/password", json=body, headers=headers)
+        else:
+            request = client.request("DELETE", "/api/v1/auth/me", json={"password": PASSWORD}, headers=headers)
+        passwords = client.app.state.passwords
+        gate = threading.Event()
+        busy = asyncio.get_running_loop().run_in_executor(passwords.pool, gate.wait, 30)
+        started = passwords.calls
+        change = asyncio.create_task(request)
+        try:
+
+            async def queued_for_its_hash() -> None:
+                while passwords.calls == started:
+                    await asyncio.sleep(0.01)
+
+            await asyncio.wait_for(queued_for_its_hash(), 10)
+            refreshed = await client.post("/api/v1/auth/refresh", json={"refresh_token": other["refresh_token"]})
+            assert refreshed.status_code == 200, refreshed.text
+        finally:
+            gate.set()
+            await busy
+        assert (await change).status_code == 204
+        # and it did what it says: the owner's sessions are over
+        assert (await client.get("/api/v1/auth/me", headers=headers)).status_code == 401
+
+
 async def test_hashing_threads_run_below_the_event_loops_priority(auth_client) -> None:
     import os
     import threading

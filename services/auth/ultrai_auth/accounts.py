@@ -78,18 +78,21 @@ class AccountService:
     async def change_password(self, user: User, current_password: str, new_password: str) -> None:
         """Replace the password (after checking the current one); every session of the account ends."""
         await self.throttle.check_password_change(user.email)
+        # As for a login: no connection held while the hashes wait for a thread and run.
+        await self.repository.release()
         if not await self.passwords.verify(user.password_hash, current_password):
             raise unauthorized("The current password is not correct.")
         problem = policy_problems(new_password, user.email, self.settings)
         if problem:
             raise refused_password("new_password", problem)
-        user.password_hash = await self.passwords.hash(new_password)
-        user.password_changed_at = time.time()
+        hashed = await self.passwords.hash(new_password)
+        await self.repository.set_password_hash(user.id, hashed, changed_at=time.time())
         await self.sessions.end_all(user.id)
         log.info("password changed: %s", user.id)
 
     async def delete(self, user: User, password: str) -> None:
         """Delete the account (confirmed with its password); every token of it stops working."""
+        await self.repository.release()  # as for a login: none held during the hash
         if not await self.passwords.verify(user.password_hash, password):
             raise unauthorized("The password is not correct.")
         user_id = user.id

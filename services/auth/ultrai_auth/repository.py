@@ -58,9 +58,12 @@ class AuthRepository(Repository):
         row = (await self.session.execute(SELECT_LOGIN_ACCOUNT, {"email": email})).first()
         return None if row is None else LoginAccount(*row)
 
-    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
-        """Replace an account's stored hash (not committed)."""
-        await self.session.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
+    async def set_password_hash(self, user_id: str, password_hash: str, changed_at: float | None = None) -> None:
+        """Replace an account's stored hash (not committed); with ``changed_at``, a new password."""
+        values: dict[str, Any] = {"password_hash": password_hash}
+        if changed_at is not None:
+            values["password_changed_at"] = changed_at
+        await self.session.execute(update(User).where(User.id == user_id).values(**values))
 
     async def user_with_session(self, user_id: str, session_id: str) -> tuple[User, float | None] | None:
         """The user and the revocation time of one of their sessions, or None if either is gone."""
