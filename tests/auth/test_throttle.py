@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 from redis.asyncio import Redis
@@ -132,6 +134,29 @@ async def test_a_login_flood_beyond_the_hash_queue_gets_503_not_unbounded_work(a
         assert busy.headers["retry-after"] == "2"
 
 
+@asynccontextmanager
+async def hashing_thread_held(client) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """The app's hashing thread (HASH_CONCURRENCY=1) kept busy until the block ends; yields a wait
+    that returns once a request has asked for a hash, and so is queued behind it."""
+    passwords = client.app.state.passwords
+    gate = threading.Event()
+    busy = asyncio.get_running_loop().run_in_executor(passwords.pool, gate.wait, 30)
+    started = passwords.calls
+
+    async def queued() -> None:
+        async def asked() -> None:
+            while passwords.calls == started:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(asked(), 10)
+
+    try:
+        yield queued
+    finally:
+        gate.set()
+        await busy
+
+
 async def test_a_login_waiting_for_its_hash_holds_no_database_connection(auth_client, pg_databases) -> None:
     """A login flood must not take the database from every other request: with one pooled
     connection and the only hashing thread busy, a login queued for its hash has given its
@@ -141,23 +166,11 @@ async def test_a_login_waiting_for_its_hash_holds_no_database_connection(auth_cl
     settings = {"hash_concurrency": 1, "db_pool_size": 1, "db_max_overflow": 0, "db_pool_timeout": 2}
     async with auth_client(**settings) as client:
         email, tokens = await register_and_login(client)
-        passwords = client.app.state.passwords
-        gate = threading.Event()
-        busy = asyncio.get_running_loop().run_in_executor(passwords.pool, gate.wait, 30)
-        started = passwords.calls
-        login = asyncio.create_task(attempt(client, email, PASSWORD))
-        try:
-
-            async def queued_for_its_hash() -> None:
-                while passwords.calls == started:
-                    await asyncio.sleep(0.01)
-
-            await asyncio.wait_for(queued_for_its_hash(), 10)
+        async with hashing_thread_held(client) as queued_for_a_hash:
+            login = asyncio.create_task(attempt(client, email, PASSWORD))
+            await queued_for_a_hash()
             refreshed = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
             assert refreshed.status_code == 200, refreshed.text
-        finally:
-            gate.set()
-            await busy
         assert (await login).status_code == 200
 
 
@@ -179,23 +192,11 @@ async def test_a_password_check_waiting_for_its_hash_holds_no_database_connectio
             request = client.post("/api/v1/auth/password", json=body, headers=headers)
         else:
             request = client.request("DELETE", "/api/v1/auth/me", json={"password": PASSWORD}, headers=headers)
-        passwords = client.app.state.passwords
-        gate = threading.Event()
-        busy = asyncio.get_running_loop().run_in_executor(passwords.pool, gate.wait, 30)
-        started = passwords.calls
-        change = asyncio.create_task(request)
-        try:
-
-            async def queued_for_its_hash() -> None:
-                while passwords.calls == started:
-                    await asyncio.sleep(0.01)
-
-            await asyncio.wait_for(queued_for_its_hash(), 10)
+        async with hashing_thread_held(client) as queued_for_a_hash:
+            change = asyncio.create_task(request)
+            await queued_for_a_hash()
             refreshed = await client.post("/api/v1/auth/refresh", json={"refresh_token": other["refresh_token"]})
             assert refreshed.status_code == 200, refreshed.text
-        finally:
-            gate.set()
-            await busy
         assert (await change).status_code == 204
         # and it did what it says: the owner's sessions are over
         assert (await client.get("/api/v1/auth/me", headers=headers)).status_code == 401
