@@ -44,11 +44,15 @@ def is_public(method: str, path: str, prefixes: tuple[str, ...]) -> bool:
     return method in ("GET", "HEAD") and path in prefixes
 
 
+DOT_SEGMENT = "The path has a '.' or '..' segment: send it resolved (RFC 3986 section 5.2.4)."
+
+
 def has_dot_segment(path: str) -> bool:
-    """A "." or ".." segment in ``path``: refused at the edge (400), since what the checks read and
-    what the proxy's client sends would differ. Clients resolve them before sending (RFC 3986
-    §5.2.4); the proxy's client (yarl) resolves any it is given, so "/.well-known/../<route>" read
-    as public here reached ``<route>`` upstream, past this check."""
+    """A "." or ".." segment in ``path`` (decoded): refused at the edge (400, ``DOT_SEGMENT``), HTTP
+    and WebSocket. Clients resolve them before sending (RFC 3986 §5.2.4); a path that still has one
+    means one thing to these checks and another to whatever resolves it further on (when the proxy
+    rebuilt the service's URL, its client did: "/.well-known/../<route>", public here, reached
+    ``<route>`` upstream past this check)."""
     return "/." in path and any(segment in (".", "..") for segment in path.split("/"))
 
 

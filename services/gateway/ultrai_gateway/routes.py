@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.errors import ProblemError, problem_for, problem_response
 from ultrai_gateway.deps import Gateway
-from ultrai_gateway.edge import has_dot_segment
+from ultrai_gateway.edge import DOT_SEGMENT, has_dot_segment
 from ultrai_gateway.proxy import forward
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -98,7 +98,7 @@ def proxy_endpoint(gateway: Gateway, name: str, prefixes: tuple[str, ...]) -> En
 
     async def proxy(request: Request) -> Response:
         if has_dot_segment(request.scope["path"]):
-            raise ProblemError(400, "The path has a '.' or '..' segment: send it resolved (RFC 3986 section 5.2.4).")
+            raise ProblemError(400, DOT_SEGMENT)
         await gateway.check_rate(request)
         user = await gateway.check_edge(request, prefixes)
         slot = await gateway.take_slot(request, user)

@@ -46,7 +46,7 @@ from shared.errors import ProblemError, problem_response
 from shared.metrics import UPSTREAM_ERRORS
 from shared.net import client_address
 from ultrai_gateway.deps import Gateway
-from ultrai_gateway.edge import has_dot_segment
+from ultrai_gateway.edge import DOT_SEGMENT, has_dot_segment
 from ultrai_gateway.proxy import Upstream, upstream_url
 from ultrai_gateway.settings import GatewaySettings
 from ultrai_gateway.slots import Slot
@@ -182,7 +182,7 @@ class PassThrough:
             await self._deny(ProblemError(403, "Cross-origin WebSocket refused: the origin is not allowed."))
             return False
         if has_dot_segment(self.client.scope["path"]):  # as for HTTP (routes.proxy_endpoint)
-            await self._deny(ProblemError(400, "The path has a '.' or '..' segment: send it resolved."))
+            await self._deny(ProblemError(400, DOT_SEGMENT))
             return False
         try:
             await self.gateway.check_rate(self.client)
