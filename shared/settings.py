@@ -168,6 +168,14 @@ class DatabaseSettings(ServiceSettings):
         return (not self.is_production) if self.migrate_on_start is None else self.migrate_on_start
 
 
+class ErasingSettings(DatabaseSettings):
+    """The settings of a service that holds data of accounts, and erases it when auth deletes one
+    (shared.erasure)."""
+
+    # Seconds between two asks to auth for the accounts deleted since, to erase their data (0: never).
+    erasure_poll_seconds: float = Field(60.0, ge=0, le=86_400)
+
+
 S = TypeVar("S", bound=ServiceSettings)
 
 

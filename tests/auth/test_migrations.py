@@ -22,7 +22,7 @@ from ultrai_auth.main import MIGRATIONS
 from ultrai_auth.models import AuthBase
 from ultrai_auth.settings import AuthSettings
 
-TABLES = {"users", "sessions", "refresh_tokens", "signing_keys", "api_keys", "alembic_version"}
+TABLES = {"users", "sessions", "refresh_tokens", "signing_keys", "api_keys", "account_erasures", "alembic_version"}
 
 
 def migrate(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

@@ -91,13 +91,16 @@ class AccountService:
         log.info("password changed: %s", user.id)
 
     async def delete(self, user: User, password: str) -> None:
-        """Delete the account (confirmed with its password); every token of it stops working."""
+        """Delete the account (confirmed with its password); every token of it stops working, and
+        each service in ERASURE_SERVICES is told, in the same transaction, to erase what it holds
+        of the account (its documents, its usage and conversations)."""
         await self.repository.release()  # as for a login: none held during the hash
         if not await self.passwords.verify(user.password_hash, password):
             raise unauthorized("The password is not correct.")
         user_id = user.id
         await self.sessions.end_all(user_id, commit=False)
         await self.repository.delete_user(user_id)
+        await self.repository.add_erasures(user_id, self.settings.erasure_services, time.time())
         await self.repository.commit()
         await self.revoker.revoke("user", user_id)
         log.info("account deleted: %s", user_id)

@@ -78,3 +78,15 @@ class ApiKey(AuthBase):
     rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     spent_usd: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+
+
+class AccountErasure(AuthBase):
+    """A deleted account whose data one of the other services still holds: written in the deletion's
+    transaction, one row per service (ERASURE_SERVICES), and removed when that service reports the
+    account's data erased (``/api/v1/auth/erasures``). No foreign key: the account is gone."""
+
+    __tablename__ = "account_erasures"
+
+    user_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    service: Mapped[str] = mapped_column(String(32), primary_key=True)
+    deleted_at: Mapped[float] = mapped_column(Float, nullable=False, index=True)

@@ -12,7 +12,7 @@ from sqlalchemy import CursorResult, Table, bindparam, delete, insert, select, u
 from sqlalchemy.exc import IntegrityError
 
 from shared.db import Repository
-from ultrai_auth.models import RefreshToken, Session, SigningKey, User
+from ultrai_auth.models import AccountErasure, RefreshToken, Session, SigningKey, User
 
 # A login's writes as plain INSERTs, built once (their values are parameters): the ORM's unit of
 # work, and building each statement anew, were most of a login's CPU outside the hash.
@@ -82,6 +82,29 @@ class AuthRepository(Repository):
         await self.session.execute(delete(RefreshToken).where(RefreshToken.session_id.in_(user_sessions)))
         await self.session.execute(delete(Session).where(Session.user_id == user_id))
         await self.session.execute(delete(User).where(User.id == user_id))
+
+    # ---- erasures: what the other services still hold of deleted accounts ----------------------
+    async def add_erasures(self, user_id: str, services: list[str], deleted_at: float) -> None:
+        """One pending erasure per service for a deleted account (not committed)."""
+        if services:
+            rows = [{"user_id": user_id, "service": name, "deleted_at": deleted_at} for name in services]
+            await self.session.execute(insert(AccountErasure), rows)
+
+    async def pending_erasures(self, service: str, limit: int) -> list[str]:
+        """The deleted accounts whose data ``service`` has still to erase, oldest deletion first."""
+        query = (
+            select(AccountErasure.user_id)
+            .where(AccountErasure.service == service)
+            .order_by(AccountErasure.deleted_at, AccountErasure.user_id)
+            .limit(limit)
+        )
+        return list((await self.session.scalars(query)).all())
+
+    async def erasures_done(self, service: str, user_ids: list[str]) -> None:
+        """Forget the erasures ``service`` has finished (not committed); unknown ids change nothing."""
+        await self.session.execute(
+            delete(AccountErasure).where(AccountErasure.service == service, AccountErasure.user_id.in_(user_ids))
+        )
 
     # ---- sessions and refresh tokens --------------------------------------------------------
     async def create_session(

@@ -6,11 +6,11 @@ that build those services are in deps.py, and the browsers' session cookie is in
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 
-from shared.errors import problem_responses
+from shared.errors import ProblemError, problem_responses
 from shared.tokens import unauthorized
 from ultrai_auth.cookies import clear_refresh_cookie, presented_refresh_token, set_refresh_cookie
 from ultrai_auth.deps import (
@@ -19,6 +19,7 @@ from ultrai_auth.deps import (
     ClientAddress,
     CurrentUser,
     RefreshCookie,
+    Repository,
     Revocations,
     Sessions,
     Settings,
@@ -26,11 +27,14 @@ from ultrai_auth.deps import (
     require_internal_caller,
 )
 from ultrai_auth.schemas import (
+    SERVICE_PATTERN,
     Account,
     Credentials,
+    ErasuresDone,
     LogoutRequest,
     PasswordChange,
     PasswordConfirm,
+    PendingErasures,
     RefreshRequest,
     Registration,
     ServiceToken,
@@ -55,6 +59,7 @@ DIRECTORY = {
     f"{PREFIX}/me": "GET the current account; DELETE it (with the password)",
     f"{PREFIX}/password": "POST current_password and new_password: change it (ends every session)",
     f"{PREFIX}/service-token": "POST (internal): a short-lived service token",
+    f"{PREFIX}/erasures": "GET (internal): deleted accounts a service has still to erase; POST .../done when it has",
     "/.well-known/jwks.json": "the public signing keys",
 }
 
@@ -90,7 +95,10 @@ async def change_password(body: PasswordChange, user: CurrentUser, accounts: Acc
 @router.delete(
     "/me",
     status_code=204,
-    summary="Delete the account (confirm with the password); every token of it stops working",
+    summary=(
+        "Delete the account (confirm with the password): every token of it stops working, and its"
+        " documents, analyses, usage and conversations are erased"
+    ),
     responses=problem_responses(401, 422, 503),
 )
 async def delete_account(body: PasswordConfirm, user: CurrentUser, accounts: Accounts) -> Response:
@@ -188,6 +196,45 @@ async def service_token(body: ServiceTokenRequest, signer: TokenSigner, settings
 )
 async def revocations(revoker: Revocations) -> dict[str, Any]:
     return revoker.listing()
+
+
+# ---- internal: deleted accounts the other services have still to erase --------------------------
+def erasing_service(service: str, settings: AuthSettings) -> str:
+    if service not in settings.erasure_services:
+        raise ProblemError(
+            422, f"Invalid request: service: {service!r} is not in ERASURE_SERVICES.", title="Validation failed"
+        )
+    return service
+
+
+@router.get(
+    "/erasures",
+    response_model=PendingErasures,
+    summary="Deleted accounts whose data a service has still to erase (internal; Bearer INTERNAL_TOKEN_SECRET)",
+    responses=problem_responses(401, 422),
+    dependencies=[Depends(require_internal_caller)],
+)
+async def pending_erasures(
+    repository: Repository,
+    settings: Settings,
+    service: Annotated[str, Query(pattern=SERVICE_PATTERN)],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> PendingErasures:
+    names = await repository.pending_erasures(erasing_service(service, settings), limit)
+    return PendingErasures(user_ids=names)
+
+
+@router.post(
+    "/erasures/done",
+    status_code=204,
+    summary="A service has erased what it held of these deleted accounts (internal; Bearer INTERNAL_TOKEN_SECRET)",
+    responses=problem_responses(401, 422),
+    dependencies=[Depends(require_internal_caller)],
+)
+async def erasures_done(body: ErasuresDone, repository: Repository, settings: Settings) -> Response:
+    await repository.erasures_done(erasing_service(body.service, settings), body.user_ids)
+    await repository.commit()
+    return Response(status_code=204)
 
 
 # ---- keys -------------------------------------------------------------------------------------

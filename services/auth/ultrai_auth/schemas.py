@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from ultrai_auth.models import User
 from ultrai_auth.passwords import MAX_PASSWORD_CHARS
+from ultrai_auth.settings import SERVICE_NAME
 
 EMAIL_PATTERN = r"^\s*[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+\s*$"
-SERVICE_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
+SERVICE_PATTERN = f"^{SERVICE_NAME}$"
+# An account's id as auth makes it (a UUID).
+USER_ID_PATTERN = r"^[0-9a-f-]{36}$"
 
 
 # ---- requests ---------------------------------------------------------------------------------
@@ -59,6 +64,13 @@ class ServiceTokenRequest(Body):
     audience: str = Field(pattern=SERVICE_PATTERN)
 
 
+class ErasuresDone(Body):
+    """A service's report: it holds nothing more of these deleted accounts."""
+
+    service: str = Field(pattern=SERVICE_PATTERN)
+    user_ids: list[Annotated[str, Field(pattern=USER_ID_PATTERN)]] = Field(min_length=1, max_length=1000)
+
+
 # ---- responses --------------------------------------------------------------------------------
 class TokenPair(BaseModel):
     access_token: str
@@ -66,6 +78,12 @@ class TokenPair(BaseModel):
     refresh_token: str | None = None
     token_type: str = "Bearer"  # noqa: S105 (the scheme name)
     expires_in: int
+
+
+class PendingErasures(BaseModel):
+    """Deleted accounts whose data the service named has still to erase, oldest deletion first."""
+
+    user_ids: list[str]
 
 
 class ServiceToken(BaseModel):

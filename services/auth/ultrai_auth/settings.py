@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 from functools import cached_property
 from typing import Literal
 
@@ -14,6 +15,8 @@ from shared.settings import DEV_INTERNAL_TOKEN_SECRET, CommaList, CorsSettings, 
 OWASP_MEMORY_KIB = 19 * 1024
 OWASP_TIME_COST = 2
 OWASP_PARALLELISM = 1
+# A service's name, as services name themselves to auth (service tokens, erasures).
+SERVICE_NAME = r"[a-z][a-z0-9-]{0,31}"
 
 
 class AuthSettings(DatabaseSettings, CorsSettings):
@@ -64,12 +67,23 @@ class AuthSettings(DatabaseSettings, CorsSettings):
     # A client address that logged into an account is exempt from that account's failure limit for
     # this long, so an attacker cannot lock its owner out.
     known_address_days: int = Field(30, ge=0, le=365)
+    # The services that hold data of an account (comma-separated): a deleted account is listed for
+    # each of them until it reports the account's data erased (GET /api/v1/auth/erasures).
+    erasure_services: CommaList = Field(default_factory=lambda: ["documents", "llm"])
     # Proxies whose X-Forwarded-For is believed (the gateway, Render's proxy); CIDRs or addresses.
     trusted_proxies: CommaList = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
 
     @cached_property
     def proxies(self) -> TrustedProxies:
         return TrustedProxies.from_networks(self.trusted_proxies)
+
+    @field_validator("erasure_services")
+    @classmethod
+    def _service_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(SERVICE_NAME, name):
+                raise ValueError(f"{name!r} is not a service name (lower-case letters, digits, -)")
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod
