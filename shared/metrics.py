@@ -247,6 +247,26 @@ REVOCATION_UNKNOWN = Counter(
     registry=REGISTRY,
 )
 
+ERASED = Counter(
+    "account_erasures_total",
+    "Deleted accounts whose data this service erased and reported to auth",
+    ["service"],
+    registry=REGISTRY,
+)
+ERASURE_FAILURES = Counter(
+    "account_erasure_failures_total",
+    "Erasure sweeps that failed (auth or the database unreachable, an erase that raised); retried",
+    ["service"],
+    registry=REGISTRY,
+)
+ERASURE_SWEPT_AT = Gauge(
+    "account_erasure_last_sweep_timestamp_seconds",
+    "When this service last finished an erasure sweep (Unix time): alert when it falls behind",
+    ["service"],
+    registry=REGISTRY,
+    multiprocess_mode="max",
+)
+
 
 def metrics_router() -> APIRouter:
     router = APIRouter(tags=["metrics"])

@@ -167,6 +167,8 @@ async def stack_env(pg_databases: PostgresDatabases | None, redis: str | None, l
     # The whole suite talks to the gateway from one address: its per-address budget would be the
     # suite's, not a client's. The rate-limit tests set their own limits.
     env: dict[str, str] = {"RATE_LIMIT_PER_MINUTE": "100000", "RATE_LIMIT_PER_HOUR": "1000000"}
+    # Deleted accounts are erased within a second or two, not a minute (tests/e2e/test_account_erasure.py).
+    env["ERASURE_POLL_SECONDS"] = "1"
     if pg_databases is not None:
         env["DATABASE_URL"] = await pg_databases.create(label)
     if redis:

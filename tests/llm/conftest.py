@@ -13,10 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shared.db import Database
+from shared.migrations import upgrade
 from tests.conftest import running_stack, stack_env
 from tests.fakes.openai_server import FakeOpenAI
 from tests.support.users import new_access_token
 from tools.stack import Stack
+from ultrai_llm.main import MIGRATIONS
 from ultrai_llm.settings import LlmSettings
 
 # Every model the llm stack knows; each test uses its own, so the fake's behaviours do not collide.
@@ -95,6 +98,21 @@ def settings(**values) -> LlmSettings:
     environment does not leak into the test, and the demo models off unless a test is about them."""
     keys = {k: None for k in ("openai", "anthropic", "gemini", "groq", "mistral", "cohere", "deepseek", "openrouter")}
     return LlmSettings(**{**{f"{k}_api_key": v for k, v in keys.items()}, "llm_demo_models": False, **values})
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def migrated_db(request, tmp_dir: Path, pg_databases) -> AsyncIterator[Database]:
+    """The service's database, migrated, on SQLite and (when TEST_DATABASE_URL is set) PostgreSQL."""
+    values: dict[str, object] = {"data_dir": tmp_dir}
+    if request.param == "postgres":
+        if pg_databases is None:
+            pytest.skip("TEST_DATABASE_URL is not set")
+        values["database_url"] = await pg_databases.create("llm")
+    config = settings(**values)
+    await asyncio.to_thread(upgrade, MIGRATIONS, config, "llm")
+    db = Database(config, "llm")
+    yield db
+    await db.dispose()
 
 
 LLM_ENV = {

@@ -3,35 +3,21 @@ the stored rows and those still buffered, grouped by the UTC day whatever the se
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
 
 from shared.db import Database
-from shared.migrations import upgrade
 from tests.llm.conftest import settings
 from ultrai_llm.engine import CallResult
-from ultrai_llm.main import MIGRATIONS
 from ultrai_llm.repository import add_usage, usage_per_day
 from ultrai_llm.usage import UsageStore
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request, tmp_dir, pg_databases) -> AsyncIterator[UsageStore]:
-    values = {"data_dir": tmp_dir}
-    if request.param == "postgres":
-        if pg_databases is None:
-            pytest.skip("TEST_DATABASE_URL is not set")
-        values["database_url"] = await pg_databases.create("llmdaily")
-    config = settings(**values)
-    await asyncio.to_thread(upgrade, MIGRATIONS, config, "llm")
-    db = Database(config, "llm")
-    usage = UsageStore(db, config)
-    yield usage
-    await db.dispose()
+@pytest.fixture
+def store(migrated_db: Database) -> UsageStore:
+    return UsageStore(migrated_db, settings())
 
 
 def row(user: str, model: str, at: datetime, prompt: int, completion: int, cost: float) -> dict:

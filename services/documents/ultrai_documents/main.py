@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from shared.app import create_app
 from shared.db import Database
+from shared.erasure import Erase, ErasureSweeper
 from shared.settings import load_settings
 from shared.tokens import ServiceTokenSource, TokenVerifier
 from ultrai_documents.analysis.analyst import Analyst
@@ -29,6 +30,7 @@ from ultrai_documents.extraction.base import Limits
 from ultrai_documents.extraction.sandbox import Extractor
 from ultrai_documents.llm import ModelCatalog, llm_client, llm_health_check
 from ultrai_documents.models import utcnow
+from ultrai_documents.repository import DocumentsRepository
 from ultrai_documents.routes import DIRECTORY, ROUTERS
 from ultrai_documents.schemas import PREFIX
 from ultrai_documents.settings import DocumentsSettings
@@ -113,9 +115,13 @@ async def _lifespan(app: FastAPI, settings: DocumentsSettings, verifier: TokenVe
     app.state.runner = runner
     app.state.health.add(llm_health_check(llm))
     await resubmit_unfinished(db.sessions, runner, silent_since)
+    # The documents and analyses of accounts auth has deleted (shared/erasure.py).
+    app.state.erasures = erasures = ErasureSweeper(settings, SERVICE, owners_eraser(db))
+    erasures.start()
     try:
         yield
     finally:
+        await erasures.aclose()
         if consumer is not None:
             consumer.cancel()
             await asyncio.gather(consumer, return_exceptions=True)
@@ -128,6 +134,18 @@ async def _lifespan(app: FastAPI, settings: DocumentsSettings, verifier: TokenVe
         if verifier is None:
             await token_verifier.aclose()
         shutil.rmtree(uploads, ignore_errors=True)
+
+
+def owners_eraser(db: Database) -> Erase:
+    """Erases everything held of deleted accounts, a batch in one transaction."""
+
+    async def erase(user_ids: list[str]) -> None:
+        async with db.sessions() as session:
+            repository = DocumentsRepository(session)
+            await repository.erase_owners(user_ids)
+            await repository.commit()
+
+    return erase
 
 
 app = build()

@@ -140,15 +140,25 @@ class DocumentsRepository(Repository):
         return list((await self.session.scalars(query)).all())
 
     async def delete_document(self, document_id: str) -> None:
-        """The document with its parts, chunks, analyses and their events."""
-        analyses = select(Analysis.id).where(Analysis.document_id == document_id)
+        """The document with its parts, chunks, analyses and their events (not committed)."""
+        await self._delete_documents(select(Document.id).where(Document.id == document_id))
+
+    async def erase_owners(self, owner_ids: list[str]) -> None:
+        """Everything held of these users (deleted accounts): their documents with every part, and
+        their analyses with their events and tickets (not committed)."""
+        await self._delete_documents(select(Document.id).where(Document.owner_id.in_(owner_ids)), owner_ids)
+
+    async def _delete_documents(self, documents: Any, owner_ids: Collection[str] = ()) -> None:
+        """The documents ``documents`` selects, with their parts and analyses, and every analysis
+        and ticket of ``owner_ids``."""
+        analyses = select(Analysis.id).where(or_(Analysis.document_id.in_(documents), Analysis.owner_id.in_(owner_ids)))
+        tickets = or_(AnalysisTicket.analysis_id.in_(analyses), AnalysisTicket.owner_id.in_(owner_ids))
         await self.session.execute(delete(AnalysisEvent).where(AnalysisEvent.analysis_id.in_(analyses)))
-        await self.session.execute(delete(AnalysisTicket).where(AnalysisTicket.analysis_id.in_(analyses)))
-        await self.session.execute(delete(Analysis).where(Analysis.document_id == document_id))
-        await self.session.execute(delete(Chunk).where(Chunk.document_id == document_id))
-        await self.session.execute(delete(DocumentText).where(DocumentText.document_id == document_id))
-        await self.session.execute(delete(DocumentBlob).where(DocumentBlob.document_id == document_id))
-        await self.session.execute(delete(Document).where(Document.id == document_id))
+        await self.session.execute(delete(AnalysisTicket).where(tickets))
+        await self.session.execute(delete(Analysis).where(Analysis.id.in_(analyses)))
+        for part in (Chunk, DocumentText, DocumentBlob):
+            await self.session.execute(delete(part).where(part.document_id.in_(documents)))
+        await self.session.execute(delete(Document).where(Document.id.in_(documents)))
 
     # ---- analyses ----------------------------------------------------------------------------
     async def analysis(self, analysis_id: str) -> Analysis | None:

@@ -7,12 +7,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from shared.settings import CommaList, DatabaseSettings, ServiceURL
+from shared.settings import CommaList, ErasingSettings, ServiceURL
 
 MB = 1024 * 1024
 
 
-class DocumentsSettings(DatabaseSettings):
+class DocumentsSettings(ErasingSettings):
     llm_url: ServiceURL = "http://127.0.0.1:8003"
 
     # Uploads: the limit counts the file's bytes as they arrive.

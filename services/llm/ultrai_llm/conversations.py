@@ -207,6 +207,14 @@ class ConversationStore:
             await session.execute(delete(Conversation).where(Conversation.id == conversation_id))
             await session.commit()
 
+    async def erase(self, user_ids: list[str]) -> None:
+        """Delete every conversation of these users (deleted accounts) with its turns."""
+        async with self.db.sessions() as session:
+            owned = select(Conversation.id).where(Conversation.user_id.in_(user_ids))
+            await session.execute(delete(ConversationTurn).where(ConversationTurn.conversation_id.in_(owned)))
+            await session.execute(delete(Conversation).where(Conversation.user_id.in_(user_ids)))
+            await session.commit()
+
     async def history(self, user_id: str, conversation_id: str) -> Messages:
         """The earlier turns as messages, for the next orchestration: 404 for another user's or an
         unknown conversation, 409 when it is full (it would not take the new turn)."""

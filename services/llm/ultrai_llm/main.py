@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from shared.app import create_app
+from shared.erasure import ErasureSweeper
 from shared.ratelimit import RateLimiter
 from shared.settings import load_settings
 from shared.tokens import TokenVerifier
@@ -56,9 +57,13 @@ def build(settings: LlmSettings | None = None) -> FastAPI:
         orchestrator = Orchestrator(engine, settings, usage_store.record)
         app.state.llm = Llm(engine, orchestrator, usage_store, ConversationStore(app.state.db))
         app.state.health.add(providers_check(app.state.llm))
+        # The usage and conversations of accounts auth has deleted (shared/erasure.py).
+        app.state.erasures = erasures = ErasureSweeper(settings, SERVICE, app.state.llm.erase_accounts)
+        erasures.start()
         try:
             yield
         finally:
+            await erasures.aclose()
             warm_up.cancel()
             await usage_store.close()
             await limiter.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, insert, select
+from sqlalchemy import case, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ultrai_llm.models import UsageRecord
@@ -15,6 +15,11 @@ async def add_usage(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Write recorded calls (``UsageRecord`` columns) in one statement, and commit."""
     await session.execute(insert(UsageRecord), rows)
     await session.commit()
+
+
+async def erase_usage(session: AsyncSession, user_ids: list[str]) -> None:
+    """Delete every recorded call of these users (deleted accounts); not committed."""
+    await session.execute(delete(UsageRecord).where(UsageRecord.user_id.in_(user_ids)))
 
 
 async def usage_per_model(session: AsyncSession, user_id: str, since: datetime) -> list[dict[str, Any]]:

@@ -23,6 +23,12 @@ class Llm:
     usage: UsageStore
     conversations: ConversationStore
 
+    async def erase_accounts(self, user_ids: list[str]) -> None:
+        """Everything held of these users (deleted accounts): their usage, buffered and written,
+        and their conversations."""
+        await self.usage.erase(user_ids)
+        await self.conversations.erase(user_ids)
+
 
 def providers_check(llm: Llm) -> Check:
     """No provider configured, only the demo models, or models that litellm has cooled down after

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 
-from shared.settings import CommaList, DatabaseSettings
+from shared.settings import CommaList, ErasingSettings
 
 # Provider -> (the environment variable holding its key, litellm model ids offered when it is set).
 # The public name of a model is the litellm id without its provider prefix ("gemini-2.5-flash").
@@ -24,7 +24,7 @@ PROVIDER_DEFAULTS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-class LlmSettings(DatabaseSettings):
+class LlmSettings(ErasingSettings):
     openai_api_key: SecretStr | None = None
     anthropic_api_key: SecretStr | None = None
     gemini_api_key: SecretStr | None = None

@@ -26,6 +26,7 @@ from ultrai_llm.engine import CallResult
 from ultrai_llm.key_limits import check_rpm, check_spent
 from ultrai_llm.repository import (
     add_usage,
+    erase_usage,
     key_spent_since,
     spent_since,
     usage_per_day,
@@ -145,6 +146,16 @@ class UsageStore:
                 if row["key_id"] is not None:
                     self._unreported[row["key_id"]] = self._unreported.get(row["key_id"], 0.0) + row["cost_usd"]
         await self._report()
+
+    async def erase(self, user_ids: list[str]) -> None:
+        """Forget every call of these users (deleted accounts), buffered or written. A flush in
+        progress ends first, so none of their calls is written after this."""
+        gone = set(user_ids)
+        async with self._lock:
+            self._pending = [row for row in self._pending if row["user_id"] not in gone]
+            async with self.db.sessions() as session:
+                await erase_usage(session, user_ids)
+                await session.commit()
 
     async def _report(self) -> None:
         """What keys spent, to auth; kept and sent again with the next batch when auth cannot take it."""

@@ -1,0 +1,82 @@
+"""What the documents service erases of a deleted account: every row of its documents and analyses,
+and nothing of anyone else's."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from shared.db import Database
+from tests.documents.conftest import documents_app, new_user_id, running_analysis, settings_for, upload
+from tests.support.tokens import TokenIssuer
+from ultrai_documents.main import owners_eraser
+from ultrai_documents.models import (
+    Analysis,
+    AnalysisEvent,
+    AnalysisTicket,
+    Chunk,
+    Document,
+    DocumentBlob,
+    DocumentText,
+    utcnow,
+)
+
+
+async def held(db: Database, owner: str) -> dict[str, int]:
+    """The rows of each table that belong to ``owner``."""
+    documents = select(Document.id).where(Document.owner_id == owner)
+    analyses = select(Analysis.id).where(Analysis.owner_id == owner)
+    queries = {
+        "documents": select(func.count()).where(Document.owner_id == owner),
+        "blobs": select(func.count()).where(DocumentBlob.document_id.in_(documents)),
+        "texts": select(func.count()).where(DocumentText.document_id.in_(documents)),
+        "chunks": select(func.count()).where(Chunk.document_id.in_(documents)),
+        "analyses": select(func.count()).where(Analysis.owner_id == owner),
+        "events": select(func.count()).where(AnalysisEvent.analysis_id.in_(analyses)),
+        "tickets": select(func.count()).where(AnalysisTicket.owner_id == owner),
+    }
+    async with db.sessions() as session:
+        return {name: int(await session.scalar(query) or 0) for name, query in queries.items()}
+
+
+async def test_erasing_an_owner_leaves_nothing_of_theirs_and_all_of_the_others(
+    tmp_dir: Path, issuer: TokenIssuer, fresh_db: str | None
+) -> None:
+    gone, kept = new_user_id(), new_user_id()
+    docs = {}
+    async with documents_app(tmp_dir, issuer, fresh_db) as client:
+        for owner in (gone, kept):
+            for n in range(2):
+                text = f"{owner}'s document {n}: " + "words to chunk " * 400
+                resp = await upload(client, issuer.headers(owner), text.encode(), f"{n}.txt", "text/plain")
+                assert resp.status_code == 201, resp.text
+                docs.setdefault(owner, []).append(resp.json()["id"])
+    db = Database(settings_for(tmp_dir, database_url=fresh_db), "documents")
+    try:
+        async with db.sessions() as session:
+            for owner, letter in ((gone, "a"), (kept, "b")):
+                analysis_id = letter * 32
+                session.add(running_analysis(analysis_id, docs[owner][0], owner, heartbeat_at=utcnow()))
+                await session.flush()
+                session.add(AnalysisEvent(analysis_id=analysis_id, event="running", data={"status": "running"}))
+                ticket = hashlib.sha256(analysis_id.encode()).hexdigest()
+                expires = utcnow() + timedelta(minutes=5)
+                session.add(
+                    AnalysisTicket(ticket_hash=ticket, analysis_id=analysis_id, owner_id=owner, expires_at=expires)
+                )
+            await session.commit()
+        before = await held(db, kept)
+        assert all(before.values()), before  # every table holds something of each owner
+        assert await held(db, gone) == before
+
+        erase = owners_eraser(db)
+        await erase([gone])
+        assert set((await held(db, gone)).values()) == {0}
+        assert await held(db, kept) == before
+        await erase([gone])  # listed again (a report that did not arrive): nothing left to find
+        assert await held(db, kept) == before
+    finally:
+        await db.dispose()
