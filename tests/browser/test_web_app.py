@@ -1,8 +1,9 @@
 """The web app (web/), built for production and served as Render serves it (SPA rewrite, render.yaml's
 headers and strict Content-Security-Policy), driven in Chromium against the real four services and
 the fake provider: sign-up, upload, analyses and their progress, a failing model, the synthesis,
-export, chat with stop, usage, sign-out, a session that outlives its access token in two tabs, an
-answer that is an XSS attempt, keyboard-only use, and an axe-core scan of every page.
+export, chat with stop, usage, sign-out, a password change and an account deletion from the account
+page, a session that outlives its access token in two tabs, an answer that is an XSS attempt,
+keyboard-only use, and an axe-core scan of every page.
 
 Pages are found by the accessible names the app promises (labels, roles, region names). Every test
 also checks that the page met no Content-Security-Policy violation, no script error and no dialog,
@@ -39,6 +40,8 @@ ACCESS_TTL = 60
 # Each account's daily token allowance: far above what a flow spends, spent at once by the 429 test.
 TOKENS_PER_DAY = 1_000_000
 XSS = "<img src=x onerror=alert(1)>"
+NEW_PASSWORD = "a brand new passphrase, typed twice"
+INVALID_LOGIN = "Invalid email or password."
 # How long the app may take to show what the stack did (a hung page, not a slow machine).
 UI_TIMEOUT = 60_000
 
@@ -201,6 +204,22 @@ def status(page: Any, text: str) -> Any:
     return page.get_by_role("status").filter(has_text=re.compile(rf"\b{text}\b")).first
 
 
+async def open_account(page: Any, email: str) -> None:
+    """The account page, from the main navigation, showing the account's email."""
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name="Account", exact=True).click()
+    await expect(page.get_by_role("heading", name="Account", level=1)).to_be_visible()
+    await expect(page.get_by_role("main").get_by_text(email, exact=True)).to_be_visible()
+
+
+async def sign_in_refused(page: Any, email: str, password: str) -> None:
+    """On the sign-in page: ``password`` does not sign ``email`` in, and the page says why."""
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert").filter(has_text=INVALID_LOGIN)).to_be_visible()
+    await expect(page.get_by_role("button", name="Sign out")).to_have_count(0)
+
+
 async def open_document(page: Any, name: str) -> None:
     await page.get_by_role("link", name=name, exact=True).first.click()
     await expect(page.get_by_role("button", name="Start analysis")).to_be_visible()
@@ -268,7 +287,7 @@ async def test_sign_up_sign_out_and_a_wrong_password(ui: Browser) -> None:
     await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
     await expect(page).to_have_url(re.compile(r"/documents$"))
     nav = page.get_by_role("navigation", name="Main")
-    for link in ("Documents", "Chat", "Usage", "API keys"):
+    for link in ("Documents", "Chat", "Usage", "API keys", "Account"):
         await expect(nav.get_by_role("link", name=link, exact=True)).to_be_visible()
     await ui.accessible(page, "documents page (empty)")
 
@@ -406,6 +425,104 @@ async def test_an_api_key_is_shown_once_works_and_is_revoked(ui: Browser, app: A
             lambda resp: resp.status_code == 401,
             what="the revoked key refused",
         )
+    await ui.clean()
+
+
+async def test_a_password_change_ends_the_session_and_the_new_password_signs_in(ui: Browser, app: App) -> None:
+    email = await app.account()
+    page = await ui.sign_in(email)
+    await open_account(page, email)
+    await ui.accessible(page, "account page")
+    form = region(page, "Change password")
+    current = form.get_by_label("Current password", exact=True)
+    new = form.get_by_label("New password", exact=True)
+    await expect(current).to_have_attribute("autocomplete", "current-password")
+    await expect(new).to_have_attribute("autocomplete", "new-password")
+    change = form.get_by_role("button", name="Change password")
+
+    # A new password the policy refuses: the 422 names the field, and the form ties its message to it.
+    await current.fill(PASSWORD)
+    await new.fill("short")
+    await change.click()
+    await expect(new).to_have_attribute("aria-invalid", "true")
+    await expect(new).to_have_accessible_description(re.compile(r"at least \d+ characters"))
+    await expect(current).not_to_have_attribute("aria-invalid", "true")
+
+    # A wrong current password: auth's 401 is shown, and the person is still signed in, still here.
+    await current.fill(PASSWORD + "-not")
+    await new.fill(NEW_PASSWORD)
+    await change.click()
+    await expect(form.get_by_role("alert").filter(has_text="The current password is not correct.")).to_be_visible()
+    await expect(page).to_have_url(re.compile(r"/account$"))
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    await ui.accessible(page, "account page with errors")
+
+    await current.fill(PASSWORD)
+    await change.click()
+    # Every session ended: the app sends the person to sign in again, and says why.
+    await expect(page).to_have_url(re.compile(r"/signin\?notice="))
+    notice = page.get_by_role("status").filter(has_text="Password changed: sign in with the new one.")
+    await expect(notice).to_be_visible()
+    await expect(page.get_by_role("button", name="Sign out")).to_have_count(0)
+    await ui.accessible(page, "sign-in page after a password change")
+    # This browser's session is over too (its refresh cookie no longer signs it in).
+    await page.goto(ui.app.origin + "/account")
+    await expect(page).to_have_url(re.compile(r"/signin\?next="))
+    await expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+
+    await sign_in_refused(page, email, PASSWORD)
+    await page.get_by_label("Password").fill(NEW_PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    await expect(page).to_have_url(re.compile(r"/account$"))
+    await ui.clean()
+
+
+async def test_deleting_the_account_takes_the_password_and_a_confirmation(ui: Browser, app: App) -> None:
+    email = await app.account()
+    await app.upload(email, "mine.pdf", make_pdf(["Deleted with its account."]))
+    page = await ui.sign_in(email)
+    await expect(page.get_by_role("link", name="mine.pdf", exact=True).first).to_be_visible()
+    await open_account(page, email)
+    section = region(page, "Delete account")
+    # It says plainly what goes, and that it is for good.
+    for what in ("API keys", "documents", "analyses", "usage", "conversations", "cannot be undone"):
+        await expect(section).to_contain_text(what)
+    password = section.get_by_label("Password", exact=True)
+    await expect(password).to_have_attribute("autocomplete", "current-password")
+    delete = section.get_by_role("button", name="Delete account")
+    dialog = page.get_by_role("dialog")
+
+    # A wrong password: confirmed, sent, refused; nothing is deleted.
+    await password.fill(PASSWORD + "-not")
+    await delete.click()
+    await expect(dialog).to_be_visible()
+    await ui.accessible(page, "account deletion confirmation")
+    await dialog.get_by_role("button", name="Delete my account").click()
+    await expect(dialog).to_have_count(0)
+    await expect(section.get_by_role("alert").filter(has_text="The password is not correct.")).to_be_visible()
+    await expect(page).to_have_url(re.compile(r"/account$"))
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    async with httpx.AsyncClient(base_url=app.stack.url("gateway"), timeout=30) as client:
+        tokens = await login(client, email)
+        resp = await client.get("/api/v1/documents", headers=bearer(tokens["access_token"]))
+        assert resp.status_code == 200, resp.text
+        assert [d["name"] for d in resp.json()["items"]] == ["mine.pdf"]
+
+    # The right password, but the confirmation cancelled: nothing is sent.
+    await password.fill(PASSWORD)
+    await delete.click()
+    await dialog.get_by_role("button", name="Cancel").click()
+    await expect(dialog).to_have_count(0)
+    await expect(page).to_have_url(re.compile(r"/account$"))
+
+    await delete.click()
+    await dialog.get_by_role("button", name="Delete my account").click()
+    await expect(page).to_have_url(re.compile(r"/signin\?notice="))
+    await expect(page.get_by_role("status").filter(has_text="Your account was deleted")).to_be_visible()
+    await expect(page.get_by_role("button", name="Sign out")).to_have_count(0)
+    await ui.accessible(page, "sign-in page after an account deletion")
+    await sign_in_refused(page, email, PASSWORD)
     await ui.clean()
 
 
@@ -615,7 +732,7 @@ async def test_every_page_passes_an_accessibility_scan(ui: Browser, app: App) ->
     await expect(status(page, "Completed")).to_be_visible()
     await ui.accessible(page, "analysis page")
     nav = page.get_by_role("navigation", name="Main")
-    for link, heading in (("Chat", "Chat"), ("Usage", "Usage"), ("API keys", "API keys")):
+    for link, heading in (("Chat", "Chat"), ("Usage", "Usage"), ("API keys", "API keys"), ("Account", "Account")):
         await nav.get_by_role("link", name=link, exact=True).click()
         await expect(page.get_by_role("heading", name=heading, level=1)).to_be_visible()
         await page.wait_for_load_state("networkidle")

@@ -1,6 +1,7 @@
 import { useEffect, useState, type ReactNode } from "react";
 import { session } from "./api";
 import { StatusBanner } from "./components/StatusBanner";
+import { AccountPage } from "./pages/AccountPage";
 import { AnalysisPage } from "./pages/AnalysisPage";
 import { ChatPage } from "./pages/ChatPage";
 import { DocumentPage } from "./pages/DocumentPage";
@@ -9,9 +10,9 @@ import { KeysPage } from "./pages/KeysPage";
 import { NotFoundPage } from "./pages/NotFoundPage";
 import { SignInPage, SignUpPage } from "./pages/SignInPage";
 import { UsagePage } from "./pages/UsagePage";
-import { clearDrafts } from "./drafts";
 import { safeNext } from "./next";
 import { Link, match, useRouter } from "./router";
+import { endSession } from "./signout";
 
 type AuthState = "unknown" | "in" | "out";
 
@@ -21,6 +22,7 @@ const NAV = [
   { to: "/chat", label: "Chat" },
   { to: "/usage", label: "Usage" },
   { to: "/keys", label: "API keys" },
+  { to: "/account", label: "Account" },
 ];
 
 export function App() {
@@ -53,12 +55,7 @@ export function App() {
   }, [auth, path, search, isPublic, navigate]);
 
   const signOut = async () => {
-    clearDrafts();
-    try {
-      await session.logout();
-    } catch {
-      // The session is forgotten here whatever the server said.
-    }
+    await endSession();
     navigate("/signin", { replace: true });
   };
 
@@ -120,5 +117,6 @@ function route(path: string): ReactNode {
   if (match("/chat", path)) return <ChatPage />;
   if (match("/usage", path)) return <UsagePage />;
   if (match("/keys", path)) return <KeysPage />;
+  if (match("/account", path)) return <AccountPage />;
   return <NotFoundPage />;
 }

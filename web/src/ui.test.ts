@@ -4,6 +4,7 @@ import { ApiError } from "./api/problem";
 import type { AnalysisEstimate, AnalysisOut } from "./api/types";
 import { renderMarkdown } from "./components/MarkdownView";
 import { safeNext } from "./next";
+import { noticeOf, signInWith, withoutNotice } from "./notice";
 import { analysisBody, estimateText } from "./pages/AnalysisForm";
 import { analysisMarkdown } from "./pages/exportMarkdown";
 import { dailyBars, dayRange, niceMax } from "./pages/usageChart";
@@ -52,6 +53,23 @@ describe("safeNext", () => {
     expect(safeNext("?next=%2F%5Cevil.example")).toBe("/documents");
     expect(safeNext("?next=%2Fsignin")).toBe("/documents");
     expect(safeNext("")).toBe("/documents");
+  });
+});
+
+describe("sign-in notices", () => {
+  it("says what the app sent the person to sign-in for, and nothing a link makes up", () => {
+    expect(noticeOf(signInWith("password-changed").slice("/signin".length))).toBe("Password changed: sign in with the new one.");
+    expect(noticeOf("?notice=account-deleted")).toMatch(/^Your account was deleted/);
+    expect(noticeOf("?notice=Your%20bank%20called")).toBeNull();
+    expect(noticeOf("?notice=toString")).toBeNull();
+    expect(noticeOf("?next=%2Fchat")).toBeNull();
+  });
+
+  it("is not carried over by the links between sign-in and sign-up", () => {
+    expect(withoutNotice("?notice=account-deleted")).toBe("");
+    expect(withoutNotice("?notice=account-deleted&next=%2Fchat")).toBe("?next=%2Fchat");
+    expect(withoutNotice("?next=%2Fchat")).toBe("?next=%2Fchat");
+    expect(withoutNotice("")).toBe("");
   });
 });
 

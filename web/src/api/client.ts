@@ -1,6 +1,7 @@
 /** Calls to the API with the session's access token: on a 401 the token is refreshed (one refresh
- * shared by every caller) and the call is sent once more. Unsuccessful answers become ApiError,
- * a failed network NetworkError, an ended session SignedOutError. */
+ * shared by every caller) and the call is sent once more (not a call that checks a password: see
+ * `checksPassword`). Unsuccessful answers become ApiError, a failed network NetworkError, an ended
+ * session SignedOutError. */
 
 import { errorFromResponse, NetworkError, SignedOutError } from "./problem";
 import type { Session } from "./session";
@@ -11,6 +12,11 @@ export interface RequestOptions extends Omit<RequestInit, "body"> {
   /** Sent as JSON (with its Content-Type). */
   json?: unknown;
   body?: BodyInit | null;
+  /** The call checks the account's password (changing it, deleting the account): its 401 may be
+   * the answer, a wrong password, which auth words like a refused token. The call is sent once,
+   * with a token just refreshed, and a 401 is thrown as the ApiError it is: not refreshed and
+   * sent again (the attempt would count twice against the throttle), and not a signing-out. */
+  checksPassword?: boolean;
 }
 
 export class ApiClient {
@@ -32,7 +38,15 @@ export class ApiClient {
   }
 
   /** The answer of a successful call (2xx); throws for anything else. */
-  async request(path: string, options: RequestOptions = {}): Promise<Response> {
+  async request(path: string, { checksPassword, ...options }: RequestOptions = {}): Promise<Response> {
+    if (checksPassword) {
+      // A token of the session as it is now (null: it is over), so the 401 can only be the password's.
+      const fresh = await this.session.refresh(this.session.token);
+      if (!fresh) throw new SignedOutError();
+      const resp = await this.send(path, options, fresh);
+      if (!resp.ok) throw await errorFromResponse(resp);
+      return resp;
+    }
     let token = await this.accessToken();
     let resp = await this.send(path, options, token);
     if (resp.status === 401) {

@@ -35,6 +35,17 @@ describe("errorFromResponse", () => {
     expect(err.fieldErrors).toHaveLength(1);
   });
 
+  it("reads the field a 422's detail names when the body has no errors list", async () => {
+    const err = await errorFromResponse(
+      problem(422, { title: "Validation failed", detail: "Invalid request: new_password: The password must have at least 8 characters." }),
+    );
+    expect(err.message).toBe("Invalid request: new_password: The password must have at least 8 characters.");
+    expect(err.fieldErrors).toEqual([{ field: "new_password", message: "The password must have at least 8 characters." }]);
+    // Only a 422's, and only a detail of that form.
+    expect((await errorFromResponse(problem(400, { detail: "Invalid request: name: too long" }))).fieldErrors).toEqual([]);
+    expect((await errorFromResponse(problem(422, { detail: "The analysis is not finished." }))).fieldErrors).toEqual([]);
+  });
+
   it("reads the service a 503 names", async () => {
     const err = await errorFromResponse(problem(503, { detail: "The llm service is unavailable.", service: "llm" }));
     expect(err.service).toBe("llm");

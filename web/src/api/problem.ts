@@ -55,8 +55,12 @@ export class ApiError extends Error {
     return typeof this.problem.service === "string" ? this.problem.service : null;
   }
 
+  /** The fields the API refused: its `errors` list, or else the one field a 422's detail names
+   * ("Invalid request: new_password: …", as auth refuses a password the policy does not allow). */
   get fieldErrors(): FieldError[] {
-    return Array.isArray(this.problem.errors) ? this.problem.errors : [];
+    if (Array.isArray(this.problem.errors)) return this.problem.errors;
+    const named = this.status === 422 && typeof this.problem.detail === "string" ? /^Invalid request: ([\w.]+): (.+)$/s.exec(this.problem.detail.trim()) : null;
+    return named ? [{ field: named[1], message: named[2] }] : [];
   }
 }
 

@@ -119,3 +119,58 @@ describe("single-flight refresh", () => {
     expect(session.token).toBe("old");
   });
 });
+
+describe("a call that checks a password", () => {
+  /** The fake server, plus auth's password change: 401 for a refused token or a wrong password alike. */
+  function withPassword(options: { refreshFails?: boolean } = {}) {
+    const srv = server(options);
+    let current = "t0";
+    const fetch = async (url: string, init?: RequestInit): Promise<Response> => {
+      if (!url.endsWith("/api/v1/auth/password")) {
+        const resp = await srv.fetch(url, init);
+        if (url.endsWith("/refresh") && resp.ok) current = ((await resp.clone().json()) as { access_token: string }).access_token;
+        return resp;
+      }
+      srv.calls.push("/api/v1/auth/password");
+      if (new Headers(init?.headers).get("Authorization") !== `Bearer ${current}`) return json(401, { detail: "The token has expired." });
+      const body = JSON.parse(String(init?.body)) as { current_password: string };
+      if (body.current_password !== "right") return json(401, { detail: "The current password is not correct." });
+      return new Response(null, { status: 204 });
+    };
+    return { fetch, calls: srv.calls };
+  }
+  const change = (client: ApiClient, password: string) =>
+    client.request("/api/v1/auth/password", { method: "POST", json: { current_password: password, new_password: "n" }, checksPassword: true });
+
+  it("throws a wrong password's 401 as it is: sent once, no retry, still signed in", async () => {
+    const srv = withPassword();
+    const session = new Session({ base: () => "http://api", fetch: srv.fetch, locks: null, channel: null });
+    await session.refresh();
+    const heard: boolean[] = [];
+    session.subscribe((signedIn) => heard.push(signedIn));
+    const client = new ApiClient(session, () => "http://api", srv.fetch);
+    await expect(change(client, "wrong")).rejects.toMatchObject({ status: 401, message: "The current password is not correct." });
+    expect(srv.calls.filter((p) => p.endsWith("/password"))).toHaveLength(1);
+    expect(session.signedIn).toBe(true);
+    expect(heard).toEqual([]);
+  });
+
+  it("is sent with a token just refreshed, so an expired one is no wrong password", async () => {
+    const srv = withPassword();
+    const session = new Session({ base: () => "http://api", fetch: srv.fetch, locks: null, channel: null });
+    (session as unknown as { access: string }).access = "expired";
+    const client = new ApiClient(session, () => "http://api", srv.fetch);
+    const resp = await change(client, "right");
+    expect(resp.status).toBe(204);
+    expect(srv.calls).toEqual(["/api/v1/auth/refresh", "/api/v1/auth/password"]);
+  });
+
+  it("is not sent when the session is over", async () => {
+    const srv = withPassword({ refreshFails: true });
+    const session = new Session({ base: () => "http://api", fetch: srv.fetch, locks: null, channel: null });
+    (session as unknown as { access: string }).access = "old";
+    const client = new ApiClient(session, () => "http://api", srv.fetch);
+    await expect(change(client, "right")).rejects.toBeInstanceOf(SignedOutError);
+    expect(srv.calls.filter((p) => p.endsWith("/password"))).toHaveLength(0);
+  });
+});

@@ -6,6 +6,7 @@ import { Field } from "../components/Field";
 import { useDraft, usePageHeading } from "../hooks";
 import { Link, useRouter } from "../router";
 import { safeNext } from "../next";
+import { noticeOf, withoutNotice } from "../notice";
 
 function AuthForm({ mode }: { mode: "signin" | "signup" }) {
   const signUp = mode === "signup";
@@ -18,6 +19,9 @@ function AuthForm({ mode }: { mode: "signin" | "signup" }) {
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
   const sessionEnded = new URLSearchParams(search).has("next");
+  // Why the app sent the person here (their password changed, their account deleted), if it did.
+  const notice = signUp ? null : noticeOf(search);
+  const carried = withoutNotice(search);
 
   const submit = async (event: FormEvent) => {
     event.preventDefault();
@@ -41,6 +45,11 @@ function AuthForm({ mode }: { mode: "signin" | "signup" }) {
       <h1 ref={heading} tabIndex={-1}>
         {title}
       </h1>
+      {notice && (
+        <p role="status" className="note">
+          {notice}
+        </p>
+      )}
       {sessionEnded && !signUp && <p className="note">Sign in to continue where you left off; what you typed is kept.</p>}
       <form onSubmit={submit} className="form" noValidate>
         <Field id="email" label="Email" error={errorFor("email")}>
@@ -71,11 +80,11 @@ function AuthForm({ mode }: { mode: "signin" | "signup" }) {
       <p>
         {signUp ? (
           <>
-            Have an account? <Link to={`/signin${search}`}>Sign in instead</Link>
+            Have an account? <Link to={`/signin${carried}`}>Sign in instead</Link>
           </>
         ) : (
           <>
-            New to UltrAI? <Link to={`/signup${search}`}>Create an account</Link>
+            New to UltrAI? <Link to={`/signup${carried}`}>Create an account</Link>
           </>
         )}
       </p>
