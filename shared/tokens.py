@@ -702,6 +702,23 @@ async def current_service(request: Request) -> Principal:
 
 CurrentPrincipal = Annotated[Principal, Depends(current_user)]
 ServicePrincipal = Annotated[Principal, Depends(current_service)]
+Recheck = Callable[[], Awaitable[None]]
+
+
+async def revocation_recheck(request: Request, principal: CurrentPrincipal) -> Recheck:
+    """For a request whose work outlives its start (an upload received and extracted for seconds):
+    a check to make just before its result is committed, raising the 401 a new request would get
+    when the caller's token or key was revoked meanwhile (a logout, the account deleted: its data
+    may have been erased already, and must not be written again after)."""
+    verifier = _verifier(request)
+
+    async def recheck() -> None:
+        await verifier.still_valid(principal)
+
+    return recheck
+
+
+RevocationRecheck = Annotated[Recheck, Depends(revocation_recheck)]
 
 
 # ---- obtaining service tokens -----------------------------------------------------------------

@@ -50,14 +50,19 @@ def settings_for(tmp: Path, **overrides: Any) -> DocumentsSettings:
 
 @asynccontextmanager
 async def documents_app(
-    tmp: Path, issuer: TokenIssuer, database_url: str | None = None, **overrides: Any
+    tmp: Path,
+    issuer: TokenIssuer,
+    database_url: str | None = None,
+    revocations: RevocationStore | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in process; ``revocations`` is the store its verifier reads (a test revokes in it)."""
     settings = settings_for(tmp, database_url=database_url, **overrides)
     verifier = TokenVerifier(
         settings,
         "documents",
         jwks_source=issuer.jwks,
-        revocations=RevocationStore(KeyValue(None, service="revoked")),
+        revocations=revocations or RevocationStore(KeyValue(None, service="revoked")),
     )
     app = build(settings, verifier=verifier)
     async with asgi_client(app) as client:

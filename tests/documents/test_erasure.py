@@ -4,13 +4,16 @@ and nothing of anyone else's."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from shared.db import Database
-from tests.documents.conftest import documents_app, new_user_id, running_analysis, settings_for, upload
+from shared.kv import KeyValue
+from shared.tokens import RevocationStore
+from tests.documents.conftest import count_rows, documents_app, new_user_id, running_analysis, settings_for, upload
 from tests.support.tokens import TokenIssuer
 from ultrai_documents.main import owners_eraser
 from ultrai_documents.models import (
@@ -80,3 +83,35 @@ async def test_erasing_an_owner_leaves_nothing_of_theirs_and_all_of_the_others(
         assert await held(db, kept) == before
     finally:
         await db.dispose()
+
+
+async def test_an_upload_whose_account_is_deleted_meanwhile_stores_nothing(
+    tmp_dir: Path, issuer: TokenIssuer, fresh_db: str | None
+) -> None:
+    """The account goes (its tokens revoked, its data perhaps erased already) while its upload is
+    on the way: the upload is refused with the 401 a new request would get, and nothing is stored.
+    Before, it was stored after the erasure and kept for good."""
+    owner = new_user_id()
+    revocations = RevocationStore(KeyValue(None, service="revoked"))
+    boundary = "erasure-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="late.txt"\r\n'
+        "Content-Type: text/plain\r\n\r\n"
+    ).encode()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head + b"the first half of a document, "
+        await revocations.revoke("user", owner, ttl=600)  # DELETE /api/v1/auth/me, meanwhile
+        yield b"and its second half\r\n" + f"--{boundary}--\r\n".encode()
+
+    async with documents_app(tmp_dir, issuer, fresh_db, revocations=revocations) as client:
+        headers = {**issuer.headers(owner), "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        resp = await client.post("/api/v1/documents", headers=headers, content=body())
+        assert resp.status_code == 401, resp.text
+        assert resp.headers["content-type"].startswith("application/problem+json")
+        # And the same upload from an account that stays is stored as before.
+        kept = new_user_id()
+        stored = await upload(client, issuer.headers(kept), b"a document that stays", "kept.txt", "text/plain")
+        assert stored.status_code == 201, stored.text
+    assert await count_rows(tmp_dir, fresh_db, "documents") == 1
+    assert await count_rows(tmp_dir, fresh_db, "document_text_parts") == 1

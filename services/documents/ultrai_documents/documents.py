@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.errors import ProblemError
+from shared.tokens import Recheck
 from ultrai_documents.extraction.base import ExtractionError
 from ultrai_documents.extraction.sandbox import Extractor
 from ultrai_documents.models import Chunk, Document
@@ -64,9 +65,13 @@ class DocumentService:
             403, f"This file would take you past your storage limit of {self.settings.quota_max_bytes:,} bytes."
         )
 
-    async def upload(self, owner: str, content_type: str, body: AsyncIterator[bytes]) -> tuple[Document, bool]:
+    async def upload(
+        self, owner: str, content_type: str, body: AsyncIterator[bytes], recheck: Recheck | None = None
+    ) -> tuple[Document, bool]:
         """Receive, check, extract and store an upload. Returns (document, created): the same
-        bytes uploaded before by this user give that document, not a new one.
+        bytes uploaded before by this user give that document, not a new one. ``recheck`` runs
+        before the document is committed (the uploader's token still unrevoked: an account deleted
+        while its upload was on the way may have been erased already).
 
         The quota is looked at before the body is read and before extraction, to turn away early
         what is over it already; what holds is the check made as the document is stored."""
@@ -84,12 +89,12 @@ class DocumentService:
             max_field_bytes=settings.max_field_bytes,
         )
         try:
-            return await self._store(owner, received, used)
+            return await self._store(owner, received, used, recheck)
         finally:
             await asyncio.to_thread(received.path.unlink, True)
             await asyncio.to_thread(received.path.with_suffix(".txt").unlink, True)
 
-    async def _store(self, owner: str, received: Upload, used: int) -> tuple[Document, bool]:
+    async def _store(self, owner: str, received: Upload, used: int, recheck: Recheck | None) -> tuple[Document, bool]:
         name = clean_filename(received.filename, self.settings.max_filename_chars)
         existing = await self.repository.document_with_sha256(owner, received.sha256)
         await self.repository.release()
@@ -110,6 +115,7 @@ class DocumentService:
                 result,
                 max_documents=self.settings.quota_max_documents,
                 max_bytes=self.settings.quota_max_bytes,
+                before_commit=recheck,
             )
         except QuotaExceeded as exc:
             raise self._quota_error(exc.limit) from None

@@ -14,6 +14,7 @@ from typing import IO, Any, TypeVar
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.tokens import Recheck
 from ultrai_documents.extraction.sandbox import ExtractionResult
 from ultrai_documents.models import BLOB_PART_BYTES, TEXT_PART_CHARS, Document, new_id
 from ultrai_documents.repository import DocumentsRepository
@@ -40,11 +41,13 @@ async def save(
     *,
     max_documents: int,
     max_bytes: int,
+    before_commit: Recheck | None = None,
 ) -> tuple[Document, bool]:
     """Store metadata, original, text and chunks in one transaction. Returns (document, created).
     Raises QuotaExceeded, having stored nothing, when the document would take its owner past
     ``max_documents`` documents or ``max_bytes`` stored; the check and the insert are one step,
-    whatever else the owner uploads at the same time."""
+    whatever else the owner uploads at the same time. ``before_commit`` runs last, before the
+    commit: when it raises (the uploader's token revoked meanwhile), nothing is stored."""
     doc = Document(
         id=new_id(),
         owner_id=owner_id,
@@ -70,6 +73,12 @@ async def save(
             await repository.add_text_part(doc.id, seq, text)
         async for rows in _chunk_rows(doc.id, text_path, result.chunks):
             await repository.add_chunks(rows)
+        if before_commit is not None:
+            try:
+                await before_commit()
+            except BaseException:
+                await repository.rollback()
+                raise
         await repository.commit()
     except IntegrityError:
         # The same bytes arrived twice at once for this user: the first one stored wins.

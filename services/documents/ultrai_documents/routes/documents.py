@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from shared.errors import problem_responses
+from shared.tokens import RevocationRecheck
 from ultrai_documents.deps import Documents, Owner
 from ultrai_documents.schemas import PREFIX, ChunkOut, DocumentCreated, DocumentOut, DocumentPage, document_url
 from ultrai_documents.upload import content_disposition
@@ -23,8 +24,11 @@ router = APIRouter(prefix=PREFIX, tags=["documents"])
         **problem_responses(400, 401, 403, 413, 415, 422),
     },
 )
-async def upload(request: Request, response: Response, owner: Owner, documents: Documents) -> DocumentCreated:
-    doc, created = await documents.upload(owner, request.headers.get("content-type", ""), request.stream())
+async def upload(
+    request: Request, response: Response, owner: Owner, documents: Documents, recheck: RevocationRecheck
+) -> DocumentCreated:
+    content_type = request.headers.get("content-type", "")
+    doc, created = await documents.upload(owner, content_type, request.stream(), recheck)
     response.headers["Location"] = document_url(doc.id)
     if not created:
         response.status_code = 200
