@@ -170,7 +170,8 @@ async def bench(tmp: Path, results: Results) -> None:
             async with auth_db.sessions() as session:
                 now = time.time()
                 rows = [
-                    {"user_id": u, "service": "documents", "deleted_at": now + i * 1e-6} for i, u in enumerate(gone)
+                    {"user_id": u, "service": "documents", "deleted_at": now, "due_at": now + i * 1e-6}
+                    for i, u in enumerate(gone)
                 ]
                 await session.execute(insert(AccountErasure), rows)
                 await session.commit()

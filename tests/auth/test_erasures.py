@@ -4,8 +4,11 @@ reports the account's data erased (the internal ``/api/v1/auth/erasures``)."""
 from __future__ import annotations
 
 import httpx
+from sqlalchemy import func, select
 
 from tests.support.users import PASSWORD, bearer, register_and_login
+from tests.support.waiting import eventually
+from ultrai_auth.models import AccountErasure
 
 ME = "/api/v1/auth/me"
 ERASURES = "/api/v1/auth/erasures"
@@ -122,3 +125,22 @@ async def test_bad_erasure_requests_are_422_problems(auth_client) -> None:
             resp = await client.post(f"{ERASURES}/done", json=body, headers=secret)
             assert resp.status_code == 422, body
             assert resp.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_each_service_is_asked_a_second_time_after_erasure_repeat_seconds(auth_client) -> None:
+    """What work under way when the account went wrote after the first pass (an llm call's usage)
+    is erased by a second: the account is due again ERASURE_REPEAT_SECONDS after its deletion, and
+    the report after that forgets it."""
+    async with auth_client(erasure_repeat_seconds=0.5) as client:
+        gone, me = await new_account(client)
+        assert await delete_account(client, me) == 204
+        report = {"service": "llm", "user_ids": [gone]}
+        assert await pending(client, "llm") == [gone]
+        assert (await client.post(f"{ERASURES}/done", json=report, headers=internal(client))).status_code == 204
+        assert await pending(client, "llm") == []  # not due before its second pass
+        await eventually(lambda: pending(client, "llm"), lambda ids: ids == [gone], what="the second pass is due")
+        assert (await client.post(f"{ERASURES}/done", json=report, headers=internal(client))).status_code == 204
+        async with client.app.state.db.sessions() as session:  # type: ignore[attr-defined]
+            left = await session.scalar(select(func.count()).where(AccountErasure.user_id == gone))
+        assert left == 1  # documents has not reported yet; llm's row is gone for good
+        assert await pending(client, "documents") == [gone]

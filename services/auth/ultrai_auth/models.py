@@ -82,11 +82,14 @@ class ApiKey(AuthBase):
 
 class AccountErasure(AuthBase):
     """A deleted account whose data one of the other services still holds: written in the deletion's
-    transaction, one row per service (ERASURE_SERVICES), and removed when that service reports the
-    account's data erased (``/api/v1/auth/erasures``). No foreign key: the account is gone."""
+    transaction, one row per service (ERASURE_SERVICES), listed to that service from ``due_at``
+    (``/api/v1/auth/erasures``). Its first report makes it due again ERASURE_REPEAT_SECONDS after
+    the deletion (a second pass, for what work under way wrote after the first); the report after
+    that removes it. No foreign key: the account is gone."""
 
     __tablename__ = "account_erasures"
 
     user_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     service: Mapped[str] = mapped_column(String(32), primary_key=True)
-    deleted_at: Mapped[float] = mapped_column(Float, nullable=False, index=True)
+    deleted_at: Mapped[float] = mapped_column(Float, nullable=False)
+    due_at: Mapped[float] = mapped_column(Float, nullable=False, index=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import CursorResult, Table, bindparam, delete, insert, select, update
+from sqlalchemy import CursorResult, Table, and_, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shared.db import Repository
@@ -85,26 +85,33 @@ class AuthRepository(Repository):
 
     # ---- erasures: what the other services still hold of deleted accounts ----------------------
     async def add_erasures(self, user_id: str, services: list[str], deleted_at: float) -> None:
-        """One pending erasure per service for a deleted account (not committed)."""
+        """One erasure per service for a deleted account, due at once (not committed)."""
         if services:
-            rows = [{"user_id": user_id, "service": name, "deleted_at": deleted_at} for name in services]
+            rows = [
+                {"user_id": user_id, "service": s, "deleted_at": deleted_at, "due_at": deleted_at} for s in services
+            ]
             await self.session.execute(insert(AccountErasure), rows)
 
-    async def pending_erasures(self, service: str, limit: int) -> list[str]:
-        """The deleted accounts whose data ``service`` has still to erase, oldest deletion first."""
+    async def pending_erasures(self, service: str, limit: int, now: float) -> list[str]:
+        """The deleted accounts ``service`` has to erase now, the longest due first."""
         query = (
             select(AccountErasure.user_id)
-            .where(AccountErasure.service == service)
-            .order_by(AccountErasure.deleted_at, AccountErasure.user_id)
+            .where(AccountErasure.service == service, AccountErasure.due_at <= now)
+            .order_by(AccountErasure.due_at, AccountErasure.user_id)
             .limit(limit)
         )
         return list((await self.session.scalars(query)).all())
 
-    async def erasures_done(self, service: str, user_ids: list[str]) -> None:
-        """Forget the erasures ``service`` has finished (not committed); unknown ids change nothing."""
-        await self.session.execute(
-            delete(AccountErasure).where(AccountErasure.service == service, AccountErasure.user_id.in_(user_ids))
+    async def erasures_done(self, service: str, user_ids: list[str], now: float, repeat_seconds: float) -> None:
+        """``service`` has erased these accounts (not committed): a deletion younger than
+        ``repeat_seconds`` is due again when it reaches that age (the second pass), an older one is
+        forgotten. Accounts not due (reported twice at once) and unknown ids change nothing."""
+        reported = and_(
+            AccountErasure.service == service, AccountErasure.user_id.in_(user_ids), AccountErasure.due_at <= now
         )
+        again = AccountErasure.deleted_at + repeat_seconds
+        await self.session.execute(update(AccountErasure).where(reported, again > now).values(due_at=again))
+        await self.session.execute(delete(AccountErasure).where(reported, again <= now))
 
     # ---- sessions and refresh tokens --------------------------------------------------------
     async def create_session(

@@ -6,6 +6,7 @@ that build those services are in deps.py, and the browsers' session cookie is in
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -220,7 +221,7 @@ async def pending_erasures(
     service: Annotated[str, Query(pattern=SERVICE_PATTERN)],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> PendingErasures:
-    names = await repository.pending_erasures(erasing_service(service, settings), limit)
+    names = await repository.pending_erasures(erasing_service(service, settings), limit, time.time())
     return PendingErasures(user_ids=names)
 
 
@@ -232,7 +233,8 @@ async def pending_erasures(
     dependencies=[Depends(require_internal_caller)],
 )
 async def erasures_done(body: ErasuresDone, repository: Repository, settings: Settings) -> Response:
-    await repository.erasures_done(erasing_service(body.service, settings), body.user_ids)
+    service = erasing_service(body.service, settings)
+    await repository.erasures_done(service, body.user_ids, time.time(), settings.erasure_repeat_seconds)
     await repository.commit()
     return Response(status_code=204)
 

@@ -70,6 +70,10 @@ class AuthSettings(DatabaseSettings, CorsSettings):
     # The services that hold data of an account (comma-separated): a deleted account is listed for
     # each of them until it reports the account's data erased (GET /api/v1/auth/erasures).
     erasure_services: CommaList = Field(default_factory=lambda: ["documents", "llm"])
+    # Each service erases a deleted account twice: at once, and again this long after the deletion,
+    # for what work already under way then (an llm call, an analysis) wrote after the first pass.
+    # 0: once.
+    erasure_repeat_seconds: float = Field(3600.0, ge=0, le=7 * 86_400)
     # Proxies whose X-Forwarded-For is believed (the gateway, Render's proxy); CIDRs or addresses.
     trusted_proxies: CommaList = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
 

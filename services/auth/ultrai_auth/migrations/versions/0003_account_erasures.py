@@ -20,10 +20,11 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(36), primary_key=True),
         sa.Column("service", sa.String(32), primary_key=True),
         sa.Column("deleted_at", sa.Float(), nullable=False),
+        sa.Column("due_at", sa.Float(), nullable=False),
     )
-    op.create_index("ix_account_erasures_deleted_at", "account_erasures", ["deleted_at"])
+    op.create_index("ix_account_erasures_due_at", "account_erasures", ["due_at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_account_erasures_deleted_at", table_name="account_erasures")
+    op.drop_index("ix_account_erasures_due_at", table_name="account_erasures")
     op.drop_table("account_erasures")
