@@ -15,8 +15,10 @@ process memory, which would silently make shared state per process.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Collection
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -89,6 +91,11 @@ async def drop_connections(client: Redis | None) -> None:
         pass
 
 
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a Redis SCAN pattern."""
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
+
+
 class MemoryStore:
     """A bounded LRU with per-key expiry, for one process."""
 
@@ -119,6 +126,12 @@ class MemoryStore:
 
     def clear(self) -> None:
         self._data.clear()
+
+    def delete_where(self, doomed: Callable[[str], bool]) -> int:
+        keys = [key for key in self._data if doomed(key)]
+        for key in keys:
+            del self._data[key]
+        return len(keys)
 
 
 class KeyValue:
@@ -236,6 +249,39 @@ class KeyValue:
                 await redis.delete(self.key(name))
             except REDIS_ERRORS as exc:
                 await self._failed(exc)
+
+    async def delete_prefixes(self, under: str, prefixes: Collection[str]) -> int:
+        """Delete every key that starts with one of ``prefixes`` (each starting with ``under``),
+        here and in Redis: one SCAN of the keys under ``under``, however many prefixes. Unlike the
+        other calls, Redis busy or down raises ``StoreUnavailable``: an erasure is retried, never
+        taken as done. Returns how many keys went."""
+        wanted = tuple(prefixes)
+        if not wanted:
+            return 0
+        if not all(p.startswith(under) for p in wanted):
+            raise ValueError("every prefix must start with under")
+        gone = self.local.delete_where(lambda key: key.startswith(wanted))
+        if self.redis is None:
+            return gone
+        redis = self._usable()
+        if redis is None:
+            raise StoreUnavailable("redis is down")
+        full = tuple(self.key(p) for p in wanted)
+        try:
+            batch: list[bytes | str] = []
+            async for key in redis.scan_iter(match=_glob_escape(self.key(under)) + "*", count=1000):
+                text = key.decode() if isinstance(key, bytes) else key
+                if text.startswith(full):
+                    batch.append(key)
+                if len(batch) >= 500:
+                    gone += await redis.unlink(*batch)
+                    batch = []
+            if batch:
+                gone += await redis.unlink(*batch)
+        except REDIS_ERRORS as exc:
+            await self._failed(exc)
+            raise StoreUnavailable(type(exc).__name__) from None
+        return gone
 
     async def ping(self) -> bool:
         if self.redis is None:

@@ -1,5 +1,6 @@
-"""What the llm service erases of a deleted account: its usage (written and still buffered) and its
-conversations with their turns, and nothing of anyone else's; on SQLite and on PostgreSQL."""
+"""What the llm service erases of a deleted account: its usage (written and still buffered), its
+conversations with their turns and its cached answers, and nothing of anyone else's; on SQLite and
+on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 
 from shared.db import Database
+from shared.kv import KeyValue
 from tests.llm.conftest import settings
 from tests.llm.test_usage_daily import row
+from ultrai_llm.cache import ResponseCache
+from ultrai_llm.catalog import build_catalog
 from ultrai_llm.conversations import ConversationStore
+from ultrai_llm.engine import Engine
 from ultrai_llm.models import Conversation, ConversationTurn, UsageRecord
 from ultrai_llm.repository import add_usage
+from ultrai_llm.schemas import ModelParams
 from ultrai_llm.service import Llm
 from ultrai_llm.usage import UsageStore
 
@@ -37,10 +43,21 @@ async def held(db: Database, user: str) -> dict[str, int]:
 
 async def test_erasing_a_user_leaves_nothing_of_theirs_and_all_of_the_others(migrated_db: Database) -> None:
     db = migrated_db
-    usage = UsageStore(db, settings())
+    config = settings(llm_demo_models=True)
+    usage = UsageStore(db, config)
     conversations = ConversationStore(db)
-    # The facade's erase uses its usage and conversations only.
-    llm = Llm(engine=None, orchestrator=None, usage=usage, conversations=conversations)  # type: ignore[arg-type]
+    engine = Engine(config, build_catalog(config), ResponseCache(KeyValue(None, service="llm-test"), 60))
+    # The facade's erase uses its usage, conversations and the engine's cache (no orchestrator).
+    llm = Llm(engine=engine, orchestrator=None, usage=usage, conversations=conversations)  # type: ignore[arg-type]
+    model = next(iter(engine.catalog.specs))
+    question = [{"role": "user", "content": "What does the document say? It says hello."}]
+
+    async def cached(user: str) -> bool:
+        return (await engine.call(model, question, ModelParams(), stage="answer", scope=user)).cached
+
+    for user in ("gone", "kept"):
+        assert not await cached(user)
+        assert await cached(user)  # answered from the cache the second time
     now = datetime.now(UTC)
     async with db.sessions() as session:
         await add_usage(session, [row(user, "alpha", now, 10, 5, 0.01) for user in ("gone", "kept", "gone")])
@@ -57,5 +74,7 @@ async def test_erasing_a_user_leaves_nothing_of_theirs_and_all_of_the_others(mig
     await usage.flush()  # what was buffered is written now: nothing of the erased user
     assert await held(db, "gone") == {"usage": 0, "conversations": 0, "turns": 0}
     assert await held(db, "kept") == {**kept_before, "usage": 2}
+    assert not await cached("gone")  # its cached answer went with it
+    assert await cached("kept")
     await llm.erase_accounts(["gone"])  # listed again: nothing left to find
     assert await held(db, "kept") == {**kept_before, "usage": 2}

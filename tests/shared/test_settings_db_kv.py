@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.db import normalize_database_url
-from shared.kv import KeyValue, MemoryStore
+from shared.kv import KeyValue, MemoryStore, StoreUnavailable
 from shared.settings import CorsSettings, ServiceSettings, load_settings
 from tests.conftest import redis_prefix
 
@@ -102,6 +102,44 @@ async def test_kv_uses_redis_when_configured(redis_url) -> None:
     assert (await kv.health_check().probe()).status == "pass"
     await kv.close()
     await other.close()
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_kv_deletes_every_key_under_some_prefixes_and_no_other(store: str, redis_url) -> None:
+    if store == "redis" and not redis_url:
+        pytest.skip("TEST_REDIS_URL not set")
+    # A deployment's key prefix may hold what a SCAN pattern reads as a glob: it is matched literally.
+    kv = KeyValue(redis_url if store == "redis" else None, service="t", prefix=redis_prefix("kv[a-z]*"))
+    neighbour = KeyValue(redis_url if store == "redis" else None, service="t", prefix=kv.prefix[:-3] + "x")
+    try:
+        names = [f"c:{who}:{n}" for who in ("gone1", "gone2", "kept") for n in range(600)]
+        for name in names:
+            await kv.set(name, "v", ttl=60)
+        await kv.set("other:gone1:0", "v", ttl=60)
+        await neighbour.set("c:gone1:0", "v", ttl=60)
+        assert await kv.delete_prefixes("c:", ["c:gone1:", "c:gone2:"]) == 1200
+        assert [await kv.get(f"c:gone{n}:{i}") for n in (1, 2) for i in (0, 599)] == [None] * 4
+        assert await kv.get("c:kept:599") == b"v"
+        assert await kv.get("other:gone1:0") == b"v"  # not under "c:"
+        assert await neighbour.get("c:gone1:0") == b"v"  # another namespace
+        assert await kv.delete_prefixes("c:", ["c:gone1:"]) == 0
+        with pytest.raises(ValueError):
+            await kv.delete_prefixes("c:", ["other:"])
+    finally:
+        await kv.close()
+        await neighbour.close()
+
+
+async def test_kv_prefix_deletion_with_redis_down_raises_instead_of_pretending() -> None:
+    """An erasure asks it: with Redis away it must fail (and be retried), not report the keys gone."""
+    kv = KeyValue("redis://127.0.0.1:9/0", service="t", timeout=0.2)
+    try:
+        await kv.set("c:gone:1", "v")  # kept in process meanwhile
+        with pytest.raises(StoreUnavailable):
+            await kv.delete_prefixes("c:", ["c:gone:"])
+        assert await kv.get("c:gone:1") is None  # the copy in process went all the same
+    finally:
+        await kv.close()
 
 
 def test_each_service_metadata_holds_only_its_own_tables() -> None:

@@ -2,7 +2,9 @@
 shared KeyValue store (Redis when configured, an in-process LRU otherwise) for CACHE_TTL seconds.
 
 Entries are kept per user: a shared entry would tell one user, by its ``cached`` flag or its speed,
-that someone else had sent exactly that prompt (with, say, that document's text as context).
+that someone else had sent exactly that prompt (with, say, that document's text as context). Each
+user's keys share a prefix (a digest of the user), so a deleted account's entries are erased with
+the rest of its data (``erase``).
 
 A Redis failure never fails a request: KeyValue falls back to process memory by itself, and anything
 unreadable in the cache counts as a miss. Lookups are counted in ``cache_requests_total``.
@@ -21,7 +23,13 @@ from shared.metrics import CACHE
 log = logging.getLogger("ultrai_llm.cache")
 SERVICE = "llm"
 CACHE_NAME = "responses"
-VERSION = "v1"
+VERSION = "v2"  # v2: keys under the user's prefix
+
+
+def scope_prefix(scope: str) -> str:
+    """Where one user's entries are kept: a digest of the user, so a deleted account's entries can be
+    found and erased (``ResponseCache.erase``) without the key naming the user."""
+    return f"resp:{VERSION}:{hashlib.sha256(scope.encode()).hexdigest()[:24]}:"
 
 
 def cache_key(scope: str, model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
@@ -30,7 +38,7 @@ def cache_key(scope: str, model: str, messages: list[dict[str, Any]], params: di
         sort_keys=True,
         separators=(",", ":"),
     )
-    return f"resp:{VERSION}:" + hashlib.sha256(canonical.encode()).hexdigest()
+    return scope_prefix(scope) + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class ResponseCache:
@@ -57,6 +65,10 @@ class ResponseCache:
             await self.kv.set(key, json.dumps(entry, separators=(",", ":")), ttl=self.ttl)
         except Exception as exc:
             log.warning("cache write failed: %s", type(exc).__name__)
+
+    async def erase(self, scopes: list[str]) -> int:
+        """Every entry of these users (deleted accounts); raises when Redis cannot do it now."""
+        return await self.kv.delete_prefixes(f"resp:{VERSION}:", [scope_prefix(s) for s in scopes])
 
     @staticmethod
     def bypassed() -> None:

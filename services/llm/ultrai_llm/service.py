@@ -25,9 +25,10 @@ class Llm:
 
     async def erase_accounts(self, user_ids: list[str]) -> None:
         """Everything held of these users (deleted accounts): their usage, buffered and written,
-        and their conversations."""
+        their conversations, and their cached answers."""
         await self.usage.erase(user_ids)
         await self.conversations.erase(user_ids)
+        await self.engine.cache.erase(user_ids)
 
 
 def providers_check(llm: Llm) -> Check:
