@@ -1,12 +1,13 @@
 """Erasing what a service holds of deleted accounts.
 
-Auth owns accounts; documents and llm hold data of them (documents and analyses; usage and
-conversations) in tables auth never reads. When an account is deleted, auth lists it, in the
+Auth owns accounts; documents and llm hold data of them (documents and analyses; usage,
+conversations and cached answers) where auth never reads. When an account is deleted, auth lists it, in the
 deletion's own transaction, once for each service in its ERASURE_SERVICES. Each such service runs an
 ``ErasureSweeper``: every ERASURE_POLL_SECONDS it asks auth for the accounts it has still to erase
 (``GET /api/v1/auth/erasures``, shown INTERNAL_TOKEN_SECRET), erases them (the service's ``erase``,
-one transaction) and reports them done (``POST /api/v1/auth/erasures/done``); auth then forgets
-them, and once every service has reported, nothing of the account is left anywhere.
+one transaction) and reports them done (``POST /api/v1/auth/erasures/done``). Auth lists each
+account once more ERASURE_REPEAT_SECONDS after its deletion (a second pass, for what work under way
+then wrote after the first) and forgets it after that report.
 
 Nothing is reported before it is erased: with auth away, the database away or an erase that raises,
 the same accounts are listed again at the next sweep (erasing twice finds nothing the second time).
